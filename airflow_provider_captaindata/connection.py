@@ -1,0 +1,141 @@
+"""The Captain Data connection, read once into validated settings.
+
+Kept apart from the hooks so the sync hook, the async hook and the callback receiver read a
+connection the same way, and so the rules are testable without Airflow's database.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from airflow_provider_captaindata.exceptions import CaptainDataConfigError
+from airflow_provider_captaindata.versions import V3, V4, ApiVersion
+
+CONN_TYPE = "captaindata"
+DEFAULT_CONN_ID = "captaindata_default"
+DEFAULT_RATE_LIMIT = 1.0  # the smallest plan: never refused, slow until the connection says more
+
+# Extra fields of the connection form; a DAG author sets them in the UI or in the JSON extra.
+EXTRA_FIELDS = (
+    "project_uid",
+    "v3_base_url",
+    "v4_base_url",
+    "rate_limit_per_second",
+    "callback_base_url",
+    "callback_secret",
+    "callback_storage",
+)
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """What the hooks need from a connection. The key is a SecretStr: reprs show ``**********``."""
+
+    conn_id: str
+    api_key: SecretStr = field(repr=False)
+    project_uid: str | None
+    v3_base_url: str
+    v4_base_url: str
+    rate_limit_per_second: float = DEFAULT_RATE_LIMIT
+    callback_base_url: str | None = None
+    callback_secret: SecretStr | None = field(default=None, repr=False)
+    callback_storage: str | None = None
+
+    @classmethod
+    def from_connection(cls, conn: Any, extra: dict[str, Any] | None = None) -> ConnectionSettings:
+        """Validate an Airflow Connection; ``extra`` may be given when it was read asynchronously."""
+        conn_id = conn.conn_id or DEFAULT_CONN_ID
+        if extra is None:
+            extra = conn.extra_dejson
+        extra = _strip_form_prefix(extra or {})
+        api_key = (conn.password or "").strip()
+        if not api_key:
+            raise CaptainDataConfigError(
+                f"Connection {conn_id!r} has no API key: set its password field (labelled 'API key')."
+            )
+        origin = _origin_from_host(conn_id, conn.host, conn.port, conn.schema)
+        v3 = extra.get("v3_base_url") or (f"{origin}/v3" if origin else V3.default_base_url)
+        v4 = extra.get("v4_base_url") or (f"{origin}/v4" if origin else V4.default_base_url)
+        return cls(
+            conn_id=conn_id,
+            api_key=SecretStr(api_key),
+            project_uid=(str(extra.get("project_uid") or "").strip() or None),
+            v3_base_url=_check_url(conn_id, "v3_base_url", v3),
+            v4_base_url=_check_url(conn_id, "v4_base_url", v4),
+            rate_limit_per_second=_rate(conn_id, extra.get("rate_limit_per_second")),
+            callback_base_url=(
+                _check_url(conn_id, "callback_base_url", extra["callback_base_url"])
+                if extra.get("callback_base_url")
+                else None
+            ),
+            callback_secret=SecretStr(extra["callback_secret"]) if extra.get("callback_secret") else None,
+            callback_storage=extra.get("callback_storage") or None,
+        )
+
+    def base_url(self, version: ApiVersion) -> str:
+        return self.v3_base_url if version.name == "v3" else self.v4_base_url
+
+    def auth_headers(self, version: ApiVersion) -> dict[str, str]:
+        if version.name == "v3" and not self.project_uid:
+            raise CaptainDataConfigError(
+                f"Connection {self.conn_id!r} has no project uid, which every v3 call needs: "
+                "set the 'Project (workspace) uid' field (extra 'project_uid')."
+            )
+        return version.auth_headers(self.api_key.get_secret_value(), self.project_uid)
+
+
+def _strip_form_prefix(extra: dict[str, Any]) -> dict[str, Any]:
+    # Airflow 2 forms may save fields as ``extra__captaindata__name``.
+    prefix = f"extra__{CONN_TYPE}__"
+    return {
+        (k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in extra.items() if v not in ("", None)
+    }
+
+
+def _origin_from_host(conn_id: str, host: str | None, port: int | None, schema: str | None) -> str | None:
+    if not host:
+        return None
+    host = host.strip().rstrip("/")
+    if "://" not in host:
+        scheme = schema if schema in ("http", "https") else "https"
+        host = f"{scheme}://{host}"
+    parts = urlsplit(host)
+    if port and not parts.port:
+        host = f"{parts.scheme}://{parts.hostname}:{port}{parts.path}"
+    return _check_url(conn_id, "host", host)
+
+
+def _check_url(conn_id: str, name: str, url: str) -> str:
+    url = str(url).strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # raises on a malformed port
+    except ValueError:
+        valid = False
+    if not valid:
+        raise CaptainDataConfigError(
+            f"Connection {conn_id!r}: {name} must be an http(s) URL such as https://api.captaindata.com, "
+            f"got {url!r}."
+        )
+    return url
+
+
+def _rate(conn_id: str, value: Any) -> float:
+    if value in (None, ""):
+        return DEFAULT_RATE_LIMIT
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = math.nan
+    if not (rate > 0 and math.isfinite(rate)):
+        raise CaptainDataConfigError(
+            f"Connection {conn_id!r}: rate_limit_per_second must be a positive number (your plan's "
+            f"live requests per second, 1 to 40), got {value!r}."
+        )
+    return rate

@@ -1,0 +1,108 @@
+"""Named errors raised by the provider.
+
+Every error text is built from API answers and parameter names only: the API key is never
+part of a message, a repr or a chained exception (see ``CaptainDataTransportError``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CaptainDataError(Exception):
+    """Base class of every error this provider raises."""
+
+
+class CaptainDataConfigError(CaptainDataError, ValueError):
+    """A connection or parameter is missing or invalid; raised before any HTTP call."""
+
+
+class CaptainDataAPIError(CaptainDataError):
+    """The API answered with an error status.
+
+    The documented v4 error body ``{error_label, error_scope, error_ref, message, status_code,
+    params}`` is parsed when present; otherwise ``message`` holds the start of the body text.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        error_label: str | None = None,
+        error_scope: str | None = None,
+        error_ref: str | None = None,
+        params: Any = None,
+        method: str = "",
+        path: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.message = message
+        self.error_label = error_label
+        self.error_scope = error_scope
+        self.error_ref = error_ref
+        self.params = params
+        self.method = method
+        self.path = path
+        self.retry_after = retry_after
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.method} {self.path} " if self.method else ""
+        label = f"{self.error_label} " if self.error_label else ""
+        details = ", ".join(
+            f"{name}={value}"
+            for name, value in (("scope", self.error_scope), ("ref", self.error_ref))
+            if value
+        )
+        return f"{where}failed with HTTP {self.status_code}: {label}{self.message}" + (
+            f" ({details})" if details else ""
+        )
+
+    @property
+    def is_retryable(self) -> bool:
+        """Whether the shared retry policy retries this answer (429 and 500/502/503/504)."""
+        return self.status_code in RETRYABLE_STATUSES
+
+
+class CaptainDataTransportError(CaptainDataError):
+    """No answer: connection refused or dropped, or a timeout.
+
+    ``sent`` tells whether the request may have reached the API (a dropped connection or a
+    read timeout) or surely did not (connection refused, connect timeout). A launch is only
+    re-sent blindly when ``sent`` is false.
+    """
+
+    def __init__(self, message: str, *, sent: bool, method: str = "", path: str = "") -> None:
+        self.sent = sent
+        self.method = method
+        self.path = path
+        super().__init__(f"{method} {path} failed: {message}" if method else message)
+
+
+class CaptainDataRunError(CaptainDataError):
+    """A run ended in a failed, stopped or unknown state, or needs attention."""
+
+    def __init__(self, run_uid: str, status: str, message: str) -> None:
+        self.run_uid = run_uid
+        self.status = status
+        self.message = message
+        super().__init__(f"Captain Data run {run_uid} ended {status}: {message}")
+
+
+class CaptainDataInputErrors(CaptainDataError):
+    """Some inputs of a live fan-out failed (``on_input_error="fail"``)."""
+
+    def __init__(self, failures: list[dict[str, Any]], total: int) -> None:
+        self.failures = failures
+        self.total = total
+        shown = "; ".join(
+            f"input {f.get('input_index')}: {f.get('error_label') or f.get('status_code')} {f.get('message')}"
+            for f in failures[:5]
+        )
+        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+        super().__init__(f"{len(failures)} of {total} inputs failed: {shown}{more}")
+
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})

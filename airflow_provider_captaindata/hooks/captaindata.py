@@ -1,0 +1,521 @@
+"""Hooks for the Captain Data API: ``CaptainDataHook`` (blocking, for workers) and
+``CaptainDataAsyncHook`` (non-blocking, for triggers and live fan-out).
+
+Both read the connection the same way (:class:`~airflow_provider_captaindata.connection.ConnectionSettings`)
+and send through the same retry/timeout/error policy (:mod:`airflow_provider_captaindata.http`).
+Each public method is one API endpoint; v3 and v4 differences come from
+:mod:`airflow_provider_captaindata.versions`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import Any, ClassVar
+from urllib.parse import urljoin
+
+from airflow.providers.common.compat.sdk import BaseHook
+
+from airflow_provider_captaindata.connection import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings
+from airflow_provider_captaindata.exceptions import (
+    CaptainDataAPIError,
+    CaptainDataConfigError,
+    CaptainDataError,
+    CaptainDataTransportError,
+)
+from airflow_provider_captaindata.http import (
+    DEFAULT_POLICY,
+    ApiRequest,
+    ApiResponse,
+    AsyncTransport,
+    RetryPolicy,
+    SyncRateGate,
+    SyncTransport,
+)
+from airflow_provider_captaindata.models import (
+    RunSnapshot,
+    V3Job,
+    V3LaunchAnswer,
+    V3ResultsPage,
+    V3Workflow,
+    V3WorkflowDetails,
+    V4CallbackRecord,
+    V4Run,
+)
+from airflow_provider_captaindata.versions import V3, V4, ApiVersion, get_version
+
+log = logging.getLogger(__name__)
+
+MAX_ASYNC_INPUTS = 100_000
+_NEXT_PAGE_HEADER = "X-Pagination-Next"
+
+
+def _live_body(
+    input: Mapping[str, Any] | None,
+    parameters: Mapping[str, Any] | None,
+    identity_ids: Sequence[str] | None,
+    identity_mode: str | None,
+    integration_users: Sequence[str] | None,
+    *,
+    inputs: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    # Only what the author set: the API rejects unknown fields, and the legacy
+    # integration_users must not be sent beside identity_ids unless asked for.
+    body: dict[str, Any] = {}
+    if input is not None:
+        body["input"] = dict(input)
+    if inputs is not None:
+        body["inputs"] = [dict(i) for i in inputs]
+    if parameters:
+        body["parameters"] = dict(parameters)
+    if identity_ids is not None:
+        body["identity_ids"] = list(identity_ids)
+    if identity_mode is not None:
+        body["identity_mode"] = identity_mode
+    if integration_users is not None:
+        body["integration_users"] = list(integration_users)
+    return body
+
+
+def next_page_url(headers: Mapping[str, str], current_url: str) -> str | None:
+    """The ``X-Pagination-Next`` URL of a live answer; absent, empty or "null" ends the pages."""
+    value = (headers.get(_NEXT_PAGE_HEADER) or "").strip()
+    if not value or value.lower() == "null":
+        return None
+    return urljoin(current_url, value)
+
+
+def validate_action_input(action: str, input: Mapping[str, Any], *, where: str = "input") -> None:
+    """Check ``input`` against the action catalog (the emulator's too) before any HTTP call."""
+    from airflow_provider_captaindata import catalog
+
+    if catalog.get_action(action) is None:
+        close = catalog.closest_actions(action)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise CaptainDataConfigError(f"action: unknown Captain Data action {action!r}.{hint}")
+    if not isinstance(input, Mapping):
+        raise CaptainDataConfigError(f"{where} must be a dict of input fields, got {type(input).__name__}")
+    problems = catalog.validate_input(action, input)
+    if problems:
+        raise CaptainDataConfigError(f"{where} for action {action!r}: " + "; ".join(problems))
+
+
+class _HookBase(BaseHook):
+    """Connection metadata shared by both hooks (Airflow reads these class attributes)."""
+
+    conn_name_attr = "captaindata_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
+    hook_name = "Captain Data"
+
+    def __init__(
+        self,
+        captaindata_conn_id: str = DEFAULT_CONN_ID,
+        *,
+        retry_policy: RetryPolicy = DEFAULT_POLICY,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.captaindata_conn_id = captaindata_conn_id
+        self.retry_policy = retry_policy
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(captaindata_conn_id={self.captaindata_conn_id!r})"
+
+    def _request(
+        self,
+        settings: ConnectionSettings,
+        version: ApiVersion,
+        method: str,
+        path_or_url: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        idempotent: bool = True,
+    ) -> ApiRequest:
+        url = path_or_url if "://" in path_or_url else settings.base_url(version) + path_or_url
+        return ApiRequest(
+            method, url, settings.auth_headers(version), json=json, params=params, idempotent=idempotent
+        )
+
+
+class CaptainDataHook(_HookBase):
+    """Blocking client of both Captain Data APIs, for code running on a worker.
+
+    :param captaindata_conn_id: Airflow connection of type ``captaindata`` (API key in the
+        password, v3 project uid and optional base URLs in the extra).
+    :param retry_policy: timeouts and retries; the default suits the real API.
+    """
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Extra fields of the connection form on Airflow < 3.2 (3.2+ reads provider info)."""
+        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import PasswordField, StringField
+
+        from airflow_provider_captaindata.get_provider_info import CONNECTION_FIELDS
+
+        widgets: dict[str, Any] = {}
+        for name, spec in CONNECTION_FIELDS.items():
+            secret = spec["schema"].get("format") == "password"
+            field_class = PasswordField if secret else StringField
+            widget = BS3PasswordFieldWidget() if secret else BS3TextFieldWidget()
+            widgets[name] = field_class(
+                lazy_gettext(spec["label"]), widget=widget, description=spec["description"]
+            )
+        return widgets
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Relabelled and hidden standard fields on Airflow < 3.2."""
+        from airflow_provider_captaindata.get_provider_info import UI_FIELD_BEHAVIOUR
+
+        return {
+            "hidden_fields": UI_FIELD_BEHAVIOUR["hidden-fields"],
+            "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
+            "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
+        }
+
+    @cached_property
+    def settings(self) -> ConnectionSettings:
+        return ConnectionSettings.from_connection(self.get_connection(self.captaindata_conn_id))
+
+    @cached_property
+    def _transport(self) -> SyncTransport:
+        return SyncTransport(self.retry_policy)
+
+    @cached_property
+    def _live_gate(self) -> SyncRateGate:
+        return SyncRateGate(self.settings.rate_limit_per_second)
+
+    def get_conn(self) -> ConnectionSettings:
+        return self.settings
+
+    def _call(self, version: ApiVersion, method: str, path_or_url: str, **kwargs: Any) -> ApiResponse:
+        return self._transport.send(self._request(self.settings, version, method, path_or_url, **kwargs))
+
+    # -- v3: workflows and runs ("jobs") -------------------------------------------------------
+
+    def get_workspace(self) -> dict[str, Any]:
+        """``GET /v3/workspace``: the v3 workspace (name, plan, tasks left)."""
+        return self._call(V3, "GET", "/workspace").data
+
+    def list_workflows(self) -> list[V3Workflow]:
+        """``GET /v3/workflows``."""
+        return [V3Workflow.model_validate(w) for w in self._call(V3, "GET", "/workflows").data]
+
+    def get_workflow_details(self, workflow_uid: str) -> V3WorkflowDetails:
+        """``GET /v3/workflows/{uid}/details``: steps with their input schemas."""
+        return V3WorkflowDetails.model_validate(
+            self._call(V3, "GET", f"/workflows/{workflow_uid}/details").data
+        )
+
+    def launch_workflow(
+        self,
+        workflow_uid: str,
+        *,
+        inputs: Sequence[Mapping[str, Any]],
+        steps: Sequence[Mapping[str, Any]],
+        job_name: str | None = None,
+        repeat_option: Mapping[str, Any] | None = None,
+        unstructure_meta: bool | None = None,
+    ) -> V3LaunchAnswer:
+        """``POST /v3/workflows/{uid}/schedule``. Never re-sent after an ambiguous failure:
+        use :meth:`launch_workflow_once` to launch safely."""
+        body: dict[str, Any] = {"inputs": [dict(i) for i in inputs], "steps": [dict(s) for s in steps]}
+        if job_name:
+            body["job_name"] = job_name
+        if repeat_option:
+            body["repeat_option"] = dict(repeat_option)
+        if unstructure_meta is not None:
+            body["unstructure_meta"] = unstructure_meta
+        data = self._call(V3, "POST", f"/workflows/{workflow_uid}/schedule", json=body, idempotent=False).data
+        return V3LaunchAnswer.model_validate(data)
+
+    def launch_workflow_once(self, workflow_uid: str, *, job_name: str, **launch_kwargs: Any) -> str:
+        """Launch and return the run uid; after an ambiguous failure, look the run up by
+        ``job_name`` before trying again, so one call never makes two runs."""
+        last_error: CaptainDataError | None = None
+        for attempt in range(1, self.retry_policy.attempts + 1):
+            try:
+                return self.launch_workflow(workflow_uid, job_name=job_name, **launch_kwargs).job_uid
+            except (CaptainDataAPIError, CaptainDataTransportError) as exc:
+                if isinstance(exc, CaptainDataAPIError) and not exc.is_retryable:
+                    raise
+                last_error = exc
+            log.warning(
+                "Launch of %s ended ambiguously (%s); looking for run %r", workflow_uid, last_error, job_name
+            )
+            existing = self.find_workflow_run(workflow_uid, job_name)
+            if existing is not None:
+                log.info("Run %s named %r exists: not launching again", existing.uid, job_name)
+                return existing.uid
+            log.info("No run named %r: launching again (attempt %s)", job_name, attempt + 1)
+        assert last_error is not None
+        raise last_error
+
+    def list_workflow_runs(self, workflow_uid: str, page: int = 0) -> list[V3Job]:
+        """``GET /v3/workflows/{uid}/jobs?page=N``: one page of its runs, newest first."""
+        data = self._call(V3, "GET", f"/workflows/{workflow_uid}/jobs", params={"page": page}).data
+        return [V3Job.model_validate(j) for j in data or []]
+
+    def find_workflow_run(self, workflow_uid: str, job_name: str, *, max_pages: int = 10) -> V3Job | None:
+        """The newest run of a workflow named ``job_name`` (the API lists the last two months)."""
+        for page in range(max_pages):
+            runs = self.list_workflow_runs(workflow_uid, page)
+            for run in runs:
+                if run.name == job_name:
+                    return run
+            if not runs:
+                break
+        return None
+
+    def get_workflow_run(self, job_uid: str) -> V3Job:
+        """``GET /v3/jobs/{uid}``."""
+        return V3Job.model_validate(self._call(V3, "GET", f"/jobs/{job_uid}").data)
+
+    def iter_workflow_results(self, job_uid: str) -> Iterator[list[dict[str, Any]]]:
+        """``GET /v3/jobs/{uid}/results``, page by page, following ``paging.next``."""
+        url: str | None = f"/jobs/{job_uid}/results"
+        while url:
+            page = V3ResultsPage.model_validate(self._call(V3, "GET", url).data)
+            yield page.results
+            url = page.next_url
+
+    def get_workflow_run_inputs(self, job_uid: str) -> Any:
+        """``GET /v3/jobs/{uid}/inputs``."""
+        return self._call(V3, "GET", f"/jobs/{job_uid}/inputs").data
+
+    def retry_workflow_run(self, job_uid: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``POST /v3/jobs/{uid}/retry``: a sub-run of a failed or paused run."""
+        return self._call(V3, "POST", f"/jobs/{job_uid}/retry", json=dict(body or {}), idempotent=False).data
+
+    def stop_workflow_run(self, job_uid: str) -> dict[str, Any]:
+        """Stop a v3 run (path uncertain, see :mod:`~airflow_provider_captaindata.versions`)."""
+        assert V3.stop_path is not None
+        return self._call(V3, "POST", V3.stop_path.format(run_uid=job_uid)).data
+
+    def delete_workflow_schedule(self, job_name: str) -> Any:
+        """``DELETE /v3/jobs/{job_name}``: remove a repeating schedule, by job name."""
+        return self._call(V3, "DELETE", f"/jobs/{job_name}").data
+
+    # -- v4: actions and runs -----------------------------------------------------------------
+
+    def iter_live_pages(
+        self,
+        action: str,
+        input: Mapping[str, Any],
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        identity_ids: Sequence[str] | None = None,
+        identity_mode: str | None = None,
+        integration_users: Sequence[str] | None = None,
+    ) -> Iterator[Any]:
+        """``POST /v4/actions/{name}/run/live``: yields the answer (an object, or a list of rows)
+        and, for search/list actions, each next page from ``X-Pagination-Next``."""
+        validate_action_input(action, input)
+        body = _live_body(input, parameters, identity_ids, identity_mode, integration_users)
+        url: str | None = self.settings.v4_base_url + f"/actions/{action}/run/live"
+        while url:
+            self._live_gate.wait()
+            answer = self._call(V4, "POST", url, json=body)
+            yield answer.data
+            url = next_page_url(answer.headers, url) if isinstance(answer.data, list) else None
+
+    def run_action_live(self, action: str, input: Mapping[str, Any], **kwargs: Any) -> Any:
+        """One live call: the first answer only (no pagination)."""
+        return next(self.iter_live_pages(action, input, **kwargs))
+
+    def run_action_async(
+        self,
+        action: str,
+        inputs: Sequence[Mapping[str, Any]],
+        *,
+        callback_url: str,
+        callback_headers: Mapping[str, str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        identity_ids: Sequence[str] | None = None,
+        identity_mode: str | None = None,
+        integration_users: Sequence[str] | None = None,
+    ) -> V4Run:
+        """``POST /v4/actions/{name}/run/async`` with 1 to 100,000 inputs. Not re-sent after an
+        ambiguous failure (see :meth:`find_action_run_by_callback`)."""
+        if not 1 <= len(inputs) <= MAX_ASYNC_INPUTS:
+            raise CaptainDataConfigError(f"inputs: 1 to {MAX_ASYNC_INPUTS} inputs, got {len(inputs)}")
+        for index, item in enumerate(inputs):
+            validate_action_input(action, item, where=f"inputs[{index}]")
+        body = _live_body(None, parameters, identity_ids, identity_mode, integration_users, inputs=inputs)
+        body["callback"] = {"url": callback_url, "headers": dict(callback_headers or {})}
+        data = self._call(V4, "POST", f"/actions/{action}/run/async", json=body, idempotent=False).data
+        return V4Run.model_validate(data)
+
+    def get_action_run(self, run_uid: str) -> V4Run:
+        """``GET /v4/runs/{uid}``."""
+        return V4Run.model_validate(self._call(V4, "GET", f"/runs/{run_uid}").data)
+
+    def list_action_runs(
+        self,
+        *,
+        status: str | None = None,
+        action_name: str | None = None,
+        execution_mode: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        sort: str = "-created_at",
+    ) -> list[V4Run]:
+        """``GET /v4/runs`` with its filters (``limit`` up to 100)."""
+        params = {
+            k: v
+            for k, v in {
+                "status": status,
+                "action_name": action_name,
+                "execution_mode": execution_mode,
+                "limit": limit,
+                "offset": offset,
+                "sort": sort,
+            }.items()
+            if v is not None
+        }
+        return [V4Run.model_validate(r) for r in self._call(V4, "GET", "/runs", params=params).data or []]
+
+    def find_action_run_by_callback(self, action: str, marker: str, *, max_pages: int = 5) -> V4Run | None:
+        """The newest async run of ``action`` whose callback URL contains ``marker`` (the launch tag)."""
+        for page in range(max_pages):
+            runs = self.list_action_runs(action_name=action, execution_mode="ASYNC", offset=page * 100)
+            for run in runs:
+                if marker in str((run.callback or {}).get("url") or ""):
+                    return run
+            if len(runs) < 100:
+                break
+        return None
+
+    def resume_action_run(self, run_uid: str) -> V4Run:
+        """``POST /v4/runs/{uid}/resume``: resume a stopped run."""
+        return V4Run.model_validate(self._call(V4, "POST", f"/runs/{run_uid}/resume", idempotent=False).data)
+
+    def list_run_callbacks(self, run_uid: str) -> list[V4CallbackRecord]:
+        """``GET /v4/runs/callbacks?run_uid=``: delivery records of an async run's result pages."""
+        data = self._call(V4, "GET", "/runs/callbacks", params={"run_uid": run_uid}).data
+        return [V4CallbackRecord.model_validate(r) for r in data or []]
+
+    def replay_run_callback(self, callback_uid: str) -> dict[str, Any]:
+        """``POST /v4/runs/callbacks/{uid}/replay``: re-send one page (at most 3 times)."""
+        return self._call(V4, "POST", f"/runs/callbacks/{callback_uid}/replay", idempotent=False).data
+
+    def schedule_action(self, action: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /v4/actions/{name}/run/schedule`` (body as async plus ``cron`` or ``schedule_at``)."""
+        return self._call(
+            V4, "POST", f"/actions/{action}/run/schedule", json=dict(body), idempotent=False
+        ).data
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        """``GET /v4/schedules``."""
+        return self._call(V4, "GET", "/schedules").data
+
+    def get_schedule(self, schedule_uid: str) -> dict[str, Any]:
+        """``GET /v4/schedules/{uid}``."""
+        return self._call(V4, "GET", f"/schedules/{schedule_uid}").data
+
+    def change_schedule(self, schedule_uid: str, change: str) -> dict[str, Any]:
+        """``POST /v4/schedules/{uid}/{pause|resume|cancel}``."""
+        if change not in ("pause", "resume", "cancel"):
+            raise CaptainDataConfigError(f"change must be 'pause', 'resume' or 'cancel', not {change!r}")
+        return self._call(V4, "POST", f"/schedules/{schedule_uid}/{change}").data
+
+    def get_workspaces(self) -> Any:
+        """``GET /v4/workspaces``: name, plan and credits (the cheap v4 auth check)."""
+        return self._call(V4, "GET", "/workspaces").data
+
+    def list_identities(self) -> Any:
+        """``GET /v4/identities``: connected users that run actions (path not in the OpenAPI document)."""
+        return self._call(V4, "GET", "/identities").data
+
+    def list_integrations(self) -> Any:
+        """``GET /v4/integrations`` (path not in the OpenAPI document)."""
+        return self._call(V4, "GET", "/integrations").data
+
+    # -- both versions ------------------------------------------------------------------------
+
+    def get_run(self, api_version: str, run_uid: str) -> RunSnapshot:
+        """A run of either version, read as uid, status, RunState and error message."""
+        version = get_version(api_version)
+        return version.snapshot(self._call(version, "GET", version.run_path.format(run_uid=run_uid)).data)
+
+    def stop_run(self, api_version: str, run_uid: str) -> bool:
+        """Stop a run; False when the API version cannot stop runs (v4)."""
+        version = get_version(api_version)
+        if version.stop_path is None:
+            return False
+        self._call(version, "POST", version.stop_path.format(run_uid=run_uid))
+        return True
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The Test button: a cheap authenticated call per configured API version."""
+        try:
+            settings = self.settings
+            parts = [f"v4 OK ({_workspace_name(self.get_workspaces())})"]
+            if settings.project_uid:
+                parts.append(f"v3 OK ({_workspace_name(self.get_workspace())})")
+            return True, "; ".join(parts)
+        except CaptainDataError as exc:
+            return False, str(exc)
+
+
+def _workspace_name(data: Any) -> str:
+    if isinstance(data, list):
+        data = data[0] if data else {}
+    return str((data or {}).get("name") or "workspace")
+
+
+class CaptainDataAsyncHook(_HookBase):
+    """Non-blocking client for triggers and live fan-out: the endpoints that run on an event
+    loop. Reads the connection with the async lookup and shares one HTTP pool per loop."""
+
+    _settings: ConnectionSettings | None = None
+    _transports: ClassVar[dict[RetryPolicy, AsyncTransport]] = {}
+
+    async def get_settings(self) -> ConnectionSettings:
+        if self._settings is None:
+            from airflow.providers.common.compat.connection import (
+                get_async_connection,
+                get_async_extra_dejson,
+            )
+
+            conn = await get_async_connection(self.captaindata_conn_id)
+            self._settings = ConnectionSettings.from_connection(conn, await get_async_extra_dejson(conn))
+        return self._settings
+
+    @property
+    def _transport(self) -> AsyncTransport:
+        transport = self._transports.get(self.retry_policy)
+        if transport is None:
+            transport = self._transports.setdefault(self.retry_policy, AsyncTransport(self.retry_policy))
+        return transport
+
+    async def _acall(self, version: ApiVersion, method: str, path_or_url: str, **kwargs: Any) -> ApiResponse:
+        request = self._request(await self.get_settings(), version, method, path_or_url, **kwargs)
+        return await self._transport.send(request)
+
+    async def get_run(self, api_version: str, run_uid: str) -> RunSnapshot:
+        """A run of either version (see :meth:`CaptainDataHook.get_run`)."""
+        version = get_version(api_version)
+        answer = await self._acall(version, "GET", version.run_path.format(run_uid=run_uid))
+        return version.snapshot(answer.data)
+
+    async def stop_run(self, api_version: str, run_uid: str) -> bool:
+        """Stop a run; False when the API version cannot stop runs (v4)."""
+        version = get_version(api_version)
+        if version.stop_path is None:
+            return False
+        await self._acall(version, "POST", version.stop_path.format(run_uid=run_uid))
+        return True
+
+    async def run_action_live(
+        self, action: str, body: Mapping[str, Any], url: str | None = None
+    ) -> ApiResponse:
+        """One live call (``url`` = a page URL from ``X-Pagination-Next``); the caller paces calls.
+        ``body`` is the request body, already validated by the caller."""
+        target = url or f"/actions/{action}/run/live"
+        return await self._acall(V4, "POST", target, json=dict(body))

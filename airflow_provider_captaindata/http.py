@@ -1,0 +1,338 @@
+"""The transport: one retry/timeout/error policy, a sync client (requests) and an async one (httpx).
+
+The policy decides; the two clients only send bytes and turn answers into ``ApiResponse`` or
+the errors of :mod:`airflow_provider_captaindata.exceptions`. Retries use tenacity, with the
+same rules on both paths:
+
+* 429, 500, 502, 503, 504, timeouts and dropped connections are retried with capped
+  exponential backoff and jitter; ``Retry-After`` (seconds or an HTTP date) wins when given;
+* any other 4xx is raised at once;
+* a non-idempotent request (a launch) is only retried when it surely was not processed:
+  429 (refused before any work) or a connection that never opened. Anything ambiguous is
+  raised so the caller can look the run up before launching again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import tenacity
+
+from airflow_provider_captaindata import __version__
+from airflow_provider_captaindata.exceptions import (
+    CaptainDataAPIError,
+    CaptainDataError,
+    CaptainDataTransportError,
+)
+
+if TYPE_CHECKING:
+    import httpx
+    import requests
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"airflow-provider-captaindata/{__version__}"
+_ERROR_TEXT_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One call: full URL, headers (auth included), optional JSON body and query."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(repr=False)
+    json: Any = field(default=None, repr=False)
+    params: Mapping[str, Any] | None = None
+    idempotent: bool = True
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.url).path
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status_code: int
+    headers: Mapping[str, str]
+    data: Any
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Timeouts and retries shared by every call, sync and async.
+
+    :param attempts: tries in all, the first included.
+    :param backoff_initial: first backoff in seconds, doubled at each try (plus jitter).
+    :param backoff_max: cap of one backoff.
+    :param retry_after_max: cap on how long a ``Retry-After`` header may make us wait.
+    :param connect_timeout: seconds to open a connection.
+    :param read_timeout: seconds to wait for an answer.
+    """
+
+    attempts: int = 5
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 300.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+    def should_retry(self, exc: BaseException, idempotent: bool) -> bool:
+        if isinstance(exc, CaptainDataAPIError):
+            if exc.status_code == 429:
+                return True
+            return idempotent and exc.is_retryable
+        if isinstance(exc, CaptainDataTransportError):
+            return idempotent or not exc.sent
+        return False
+
+    def wait_seconds(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.retry_after_max)
+        return self._backoff(retry_state)
+
+    @property
+    def _backoff(self) -> tenacity.wait.wait_base:
+        return tenacity.wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max)
+
+    def _retry_kwargs(self, request: ApiRequest) -> dict[str, Any]:
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "%s %s: %s; retry %s of %s in %.1f s",
+                request.method,
+                request.path,
+                exc,
+                state.attempt_number,
+                self.attempts - 1,
+                state.next_action.sleep if state.next_action else 0.0,
+            )
+
+        return {
+            "stop": tenacity.stop_after_attempt(self.attempts),
+            "wait": self.wait_seconds,
+            "retry": tenacity.retry_if_exception(lambda e: self.should_retry(e, request.idempotent)),
+            "before_sleep": log_retry,
+            "reraise": True,
+        }
+
+    def retrying(self, request: ApiRequest) -> tenacity.Retrying:
+        return tenacity.Retrying(**self._retry_kwargs(request))
+
+    def async_retrying(self, request: ApiRequest) -> tenacity.AsyncRetrying:
+        return tenacity.AsyncRetrying(**self._retry_kwargs(request))
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def api_error(
+    request: ApiRequest, status_code: int, headers: Mapping[str, str], text: str
+) -> CaptainDataAPIError:
+    """Build the error for a failed answer from the documented v4 error body, else from its text."""
+    body: Any = None
+    try:
+        body = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    retry_after = parse_retry_after(headers.get("Retry-After")) if status_code in (429, 503) else None
+    if isinstance(body, dict) and ("error_label" in body or "message" in body):
+        return CaptainDataAPIError(
+            status_code,
+            str(body.get("message") or "").strip() or "no message",
+            error_label=body.get("error_label"),
+            error_scope=body.get("error_scope"),
+            error_ref=body.get("error_ref"),
+            params=body.get("params"),
+            method=request.method,
+            path=request.path,
+            retry_after=retry_after,
+        )
+    snippet = " ".join(text.split())[:_ERROR_TEXT_LIMIT] or "empty body"
+    return CaptainDataAPIError(
+        status_code, snippet, method=request.method, path=request.path, retry_after=retry_after
+    )
+
+
+def decode(request: ApiRequest, status_code: int, headers: Mapping[str, str], text: str) -> ApiResponse:
+    """Raise for an error status, else parse the JSON body (a truncated body counts as a dropped answer)."""
+    if status_code >= 400:
+        raise api_error(request, status_code, headers, text)
+    try:
+        data = json.loads(text) if text.strip() else None
+    except ValueError:
+        raise CaptainDataTransportError(
+            f"answer {status_code} is not valid JSON ({len(text)} bytes)",
+            sent=True,
+            method=request.method,
+            path=request.path,
+        ) from None
+    return ApiResponse(status_code, headers, data)
+
+
+class SyncTransport:
+    """Blocking client for workers: a requests Session with the policy's timeouts and retries."""
+
+    def __init__(self, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+        import requests
+
+        self.policy = policy
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = USER_AGENT
+
+    def send(self, request: ApiRequest) -> ApiResponse:
+        for attempt in self.policy.retrying(request):
+            with attempt:
+                return self._send_once(request)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _send_once(self, request: ApiRequest) -> ApiResponse:
+        import requests
+
+        try:
+            response = self._session.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                json=request.json,
+                params=request.params,
+                timeout=(self.policy.connect_timeout, self.policy.read_timeout),
+            )
+        except requests.RequestException as exc:
+            raise _transport_error(request, exc, sent=not _never_sent_requests(exc)) from None
+        return decode(request, response.status_code, response.headers, response.text)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _never_sent_requests(exc: requests.RequestException) -> bool:
+    import requests
+    import urllib3.exceptions
+
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def _transport_error(request: ApiRequest, exc: BaseException, *, sent: bool) -> CaptainDataTransportError:
+    # Only the exception's class name: its text can hold the full URL and, in some client
+    # versions, request details. Chaining is cut (``from None``) for the same reason.
+    what = "no connection" if not sent else "connection dropped or timed out"
+    return CaptainDataTransportError(
+        f"{what} ({type(exc).__name__})", sent=sent, method=request.method, path=request.path
+    )
+
+
+class AsyncTransport:
+    """Non-blocking client for triggers and fan-out: one pooled httpx client per event loop.
+
+    Opening a client per poll is what makes other providers' triggers cost ~5x a bare GET;
+    sharing one bounded pool per loop keeps a thousand triggers cheap.
+    """
+
+    _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        weakref.WeakKeyDictionary()
+    )
+    _lock = threading.Lock()
+
+    def __init__(self, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+        self.policy = policy
+
+    def _client(self) -> httpx.AsyncClient:
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._clients.get(loop)
+            if client is None or client.is_closed:
+                client = httpx.AsyncClient(
+                    headers={"User-Agent": USER_AGENT},
+                    timeout=httpx.Timeout(self.policy.read_timeout, connect=self.policy.connect_timeout),
+                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+                )
+                self._clients[loop] = client
+        return client
+
+    async def send(self, request: ApiRequest) -> ApiResponse:
+        async for attempt in self.policy.async_retrying(request):
+            with attempt:
+                return await self._send_once(request)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _send_once(self, request: ApiRequest) -> ApiResponse:
+        import httpx
+
+        try:
+            response = await self._client().request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                json=request.json,
+                params=dict(request.params) if request.params else None,
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise _transport_error(request, exc, sent=False) from None
+        except httpx.HTTPError as exc:
+            raise _transport_error(request, exc, sent=True) from None
+        return decode(request, response.status_code, response.headers, response.text)
+
+
+class SyncRateGate:
+    """Spaces blocking calls at most ``per_second`` apart (sequential calls on a worker)."""
+
+    def __init__(self, per_second: float) -> None:
+        self._interval = 1.0 / per_second
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        if start > now:
+            time.sleep(start - now)
+
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "USER_AGENT",
+    "ApiRequest",
+    "ApiResponse",
+    "AsyncTransport",
+    "CaptainDataError",
+    "RetryPolicy",
+    "SyncRateGate",
+    "SyncTransport",
+]

@@ -1,0 +1,169 @@
+"""Wire models (pydantic, tolerant of extra fields) and run statuses.
+
+The API adds fields over time: every model keeps unknown fields (``extra="allow"``) so a
+newer answer never breaks a DAG, and ``model_dump()`` hands them on untouched.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+
+class _WireModel(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class RunState(StrEnum):
+    """What a waiter makes of a run status, for both API versions."""
+
+    IN_PROGRESS = "in_progress"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"  # v4 PARTIAL_SUCCEEDED: finished with some errors
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # stopped by a user
+    NEEDS_ATTENTION = "needs_attention"  # v3 paused: not final for the API, but nobody is working on it
+    UNKNOWN = "unknown"  # a status we do not know: waiters fail closed
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (RunState.IN_PROGRESS, RunState.NEEDS_ATTENTION)
+
+    @property
+    def is_success(self) -> bool:
+        return self in (RunState.SUCCEEDED, RunState.PARTIAL)
+
+
+class V3JobStatus(StrEnum):
+    """Statuses of a v3 run ("job")."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHED = "finished"
+    COMPLETED = "completed"  # one page of the docs says completed: same as finished
+    WARNING = "warning"
+    SHUTDOWN = "shutdown"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+
+
+class V4RunStatus(StrEnum):
+    """Statuses of a v4 run (the API is compared case-insensitively)."""
+
+    CREATED = "CREATED"
+    QUEUED = "QUEUED"
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    PARTIAL_SUCCEEDED = "PARTIAL_SUCCEEDED"
+    FAILED = "FAILED"
+    INVALID = "INVALID"
+    STOPPED = "STOPPED"
+    BLOCKED = "BLOCKED"
+
+
+# v3 ----------------------------------------------------------------------------------------
+
+
+class V3Workflow(_WireModel):
+    uid: str
+    name: str | None = None
+    steps: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class V3WorkflowStep(_WireModel):
+    step_uid: str
+    step_name: str | None = None
+    position: int | None = None
+    input_schema: Any = None
+
+
+class V3WorkflowDetails(_WireModel):
+    uid: str
+    name: str | None = None
+    steps: list[V3WorkflowStep] = Field(default_factory=list)
+
+
+class V3LaunchAnswer(_WireModel):
+    job_uid: str
+    message: str | None = None
+
+
+class V3Job(_WireModel):
+    uid: str
+    name: str | None = None
+    workflow_uid: str | None = None
+    workflow_name: str | None = None
+    main_job_uid: str | None = None
+    status: str
+    error_message: str | None = None
+    number_inputs: int | None = None
+    row_count: int | None = None
+    total_row_count: int | None = None
+    start_time: str | None = None
+    finish_time: str | None = None
+
+
+class V3Paging(_WireModel):
+    previous: str | None = None
+    next: str | None = None
+    have_next_page: bool = False
+
+
+class V3ResultsPage(_WireModel):
+    results: list[dict[str, Any]] = Field(default_factory=list)
+    paging: V3Paging = Field(default_factory=V3Paging)
+
+    @property
+    def next_url(self) -> str | None:
+        return self.paging.next if self.paging.have_next_page and self.paging.next else None
+
+
+# v4 ----------------------------------------------------------------------------------------
+
+
+class V4Error(_WireModel):
+    error_label: str | None = None
+    error_scope: str | None = None
+    error_ref: str | None = None
+    message: str | None = None
+    status_code: int | None = None
+    params: Any = None
+
+
+class V4LastError(_WireModel):
+    label: str | None = None
+    message: str | None = None
+
+
+class V4Run(_WireModel):
+    # The async launch answers ``run_uid``; GET /runs/{uid} answers ``uid``.
+    uid: str = Field(validation_alias=AliasChoices("uid", "run_uid"))
+    action_name: str | None = None
+    status: str
+    execution_mode: str | None = None
+    last_error: V4LastError | None = None
+    callback: dict[str, Any] | None = None
+    created_at: str | None = None
+    finished_at: str | None = None
+
+
+class V4CallbackRecord(_WireModel):
+    uid: str
+    run_uid: str | None = None
+    batch_uid: str | None = None
+    status: str | None = None
+    http_status: int | None = None
+    retry_count: int = 0
+
+
+class RunSnapshot(BaseModel):
+    """A run as a waiter sees it, whatever the API version."""
+
+    uid: str
+    status: str
+    state: RunState
+    message: str | None = None
+    raw: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,105 @@
+"""What differs between the v3 (workflows) and v4 (actions) APIs, as data.
+
+Everything else (waiting, retries, result sinks) is shared. Choices the API reference marks
+as uncertain live here, one line each, so they can be changed in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from airflow_provider_captaindata.models import RunSnapshot, RunState
+
+ApiVersionName = Literal["v3", "v4"]
+
+
+@dataclass(frozen=True)
+class ApiVersion:
+    """The version-specific pieces: base URL, auth headers, run paths, status table."""
+
+    name: ApiVersionName
+    default_base_url: str
+    run_path: str  # formatted with run_uid
+    stop_path: str | None  # None: the API has no way to stop a run
+    app_run_url: str  # link to the run in the Captain Data app, formatted with run_uid
+    status_states: Mapping[str, RunState]
+    case_sensitive: bool
+
+    def auth_headers(self, api_key: str, project_uid: str | None) -> dict[str, str]:
+        if self.name == "v3":
+            assert project_uid is not None  # checked by ConnectionSettings.for_version
+            return {"Authorization": f"x-api-key {api_key}", "x-project-id": project_uid}
+        return {"X-API-Key": api_key}
+
+    def state_of(self, status: str | None) -> RunState:
+        """Map a raw status to a RunState; unknown statuses are UNKNOWN (waiters fail closed)."""
+        key = (status or "") if self.case_sensitive else (status or "").upper()
+        return self.status_states.get(key, RunState.UNKNOWN)
+
+    def snapshot(self, run: Mapping[str, Any]) -> RunSnapshot:
+        """Read uid, status and the error message from a run object of this version."""
+        status = str(run.get("status") or "")
+        if self.name == "v3":
+            message = run.get("error_message")
+        else:
+            last_error = run.get("last_error") or {}
+            message = " ".join(str(p) for p in (last_error.get("label"), last_error.get("message")) if p)
+        uid = str(run.get("uid") or run.get("run_uid") or "")
+        return RunSnapshot(
+            uid=uid, status=status, state=self.state_of(status), message=message or None, raw=dict(run)
+        )
+
+
+V3 = ApiVersion(
+    name="v3",
+    default_base_url="https://api.captaindata.co/v3",
+    run_path="/jobs/{run_uid}",
+    stop_path="/jobs/{run_uid}/cancel",  # (uncertain) "Cancel a Run" has no published path
+    app_run_url="https://app.captaindata.co/jobs/{run_uid}",  # (uncertain)
+    status_states={
+        "pending": RunState.IN_PROGRESS,
+        "running": RunState.IN_PROGRESS,
+        "finished": RunState.SUCCEEDED,
+        "completed": RunState.SUCCEEDED,
+        "warning": RunState.FAILED,
+        "shutdown": RunState.FAILED,
+        "stopped": RunState.CANCELLED,
+        "paused": RunState.NEEDS_ATTENTION,
+    },
+    case_sensitive=True,
+)
+
+V4 = ApiVersion(
+    name="v4",
+    default_base_url="https://api.captaindata.com/v4",
+    run_path="/runs/{run_uid}",
+    stop_path=None,  # v4 has no endpoint that stops a run
+    app_run_url="https://app.captaindata.com/runs/{run_uid}",  # (uncertain)
+    status_states={
+        "CREATED": RunState.IN_PROGRESS,
+        "QUEUED": RunState.IN_PROGRESS,
+        "SCHEDULED": RunState.IN_PROGRESS,
+        "RUNNING": RunState.IN_PROGRESS,
+        "SUCCEEDED": RunState.SUCCEEDED,
+        "PARTIAL_SUCCEEDED": RunState.PARTIAL,
+        "FAILED": RunState.FAILED,
+        "INVALID": RunState.FAILED,
+        "BLOCKED": RunState.FAILED,
+        "STOPPED": RunState.CANCELLED,
+    },
+    case_sensitive=False,
+)
+
+VERSIONS: dict[str, ApiVersion] = {"v3": V3, "v4": V4}
+
+
+def get_version(name: str) -> ApiVersion:
+    """Return the ApiVersion named ``v3`` or ``v4``; anything else is a config error."""
+    try:
+        return VERSIONS[name]
+    except KeyError:
+        from airflow_provider_captaindata.exceptions import CaptainDataConfigError
+
+        raise CaptainDataConfigError(f"api_version must be 'v3' or 'v4', not {name!r}") from None
