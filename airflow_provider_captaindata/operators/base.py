@@ -1,0 +1,298 @@
+"""What every run-launching operator shares: remembering the run, waiting on it (deferred or on
+the worker), failing closed on events, stopping it on kill or execution timeout, and writing
+its results to XCom or object storage.
+
+Subclasses say how to launch (or find) a run and how to read its result pages.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.providers.common.compat.sdk import BaseOperator, conf
+
+from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
+from airflow_provider_captaindata.exceptions import (
+    CaptainDataAPIError,
+    CaptainDataConfigError,
+    CaptainDataError,
+    CaptainDataRunError,
+    CaptainDataTransportError,
+)
+from airflow_provider_captaindata.links import RUN_UID_KEY, RUN_URL_KEY, CaptainDataRunLink
+from airflow_provider_captaindata.results import DEFAULT_MAX_XCOM_BYTES, object_storage_path, open_sink
+from airflow_provider_captaindata.versions import get_version
+from airflow_provider_captaindata.waiting import (
+    DEADLINE_EXECUTION,
+    EVENT_STATUSES,
+    RunWaiter,
+    execution_deadline,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+
+STATE_STORE_KEY = "captaindata_run_uid"
+
+
+def default_deferrable() -> bool:
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+def positive_seconds(name: str, value: float | timedelta) -> float:
+    """Seconds from a number or a timedelta, validated (names the parameter on error)."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise CaptainDataConfigError(
+            f"{name} must be a positive number of seconds or a timedelta, got {value!r}"
+        )
+    return float(value)
+
+
+def to_seconds(name: str, value: float | timedelta | None) -> float | None:
+    """Like :func:`positive_seconds`, with None meaning "no limit"."""
+    return None if value is None else positive_seconds(name, value)
+
+
+def is_templated(value: Any) -> bool:
+    """True for values Airflow renders or resolves later (Jinja strings, XComArgs)."""
+    return (isinstance(value, str) and "{{" in value) or type(value).__name__.endswith(
+        ("XComArg", "MappedArgument")
+    )
+
+
+def as_json_value(name: str, value: Any) -> Any:
+    """A rendered templated value: a JSON string becomes the list/dict it holds."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise CaptainDataConfigError(
+                f"{name} rendered to a string that is not JSON: {value[:80]!r}"
+            ) from None
+    return value
+
+
+class CaptainDataRunOperatorBase(BaseOperator):
+    """Base of the operators that start one Captain Data run and wait for it.
+
+    :param captaindata_conn_id: Airflow connection of type ``captaindata``.
+    :param wait_for_completion: wait for the run to end (default True); if False, return the
+        run uid as soon as it is launched.
+    :param deferrable: wait on the triggerer instead of holding a worker slot (default from
+        ``[operators] default_deferrable``).
+    :param poll_interval: seconds between two status reads.
+    :param timeout: how long to wait for the run (seconds or timedelta). When it passes, the
+        task fails and the run is left running. Use ``execution_timeout`` to stop the run too.
+    :param paused_grace_period: seconds a run may stay ``paused`` (an integration needs
+        attention) before the task fails.
+    :param fetch_results: collect the run's results when it succeeds (default True).
+    :param output_path: object-storage path or URI (``file:///...``, ``s3://...``) of a JSON
+        Lines file to stream results to; XCom then gets only ``{path, rows, run_uid}``.
+    :param max_xcom_bytes: without ``output_path``, the most JSON that may go to XCom; more
+        fails the task with a hint to set ``output_path`` (rows are never dropped silently).
+    """
+
+    api_version: ClassVar[str] = "v3"
+    operator_extra_links = (CaptainDataRunLink(),)
+    ui_color = "#e8f4ff"
+
+    def __init__(
+        self,
+        *,
+        captaindata_conn_id: str = DEFAULT_CONN_ID,
+        wait_for_completion: bool = True,
+        deferrable: bool | None = None,
+        poll_interval: float | timedelta = 30.0,
+        timeout: float | timedelta | None = None,
+        paused_grace_period: float | timedelta = 600.0,
+        fetch_results: bool = True,
+        output_path: str | None = None,
+        max_xcom_bytes: int = DEFAULT_MAX_XCOM_BYTES,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.captaindata_conn_id = captaindata_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = positive_seconds("poll_interval", poll_interval)
+        self.timeout_seconds = to_seconds("timeout", timeout)
+        self.paused_grace_period = positive_seconds("paused_grace_period", paused_grace_period)
+        self.fetch_results = fetch_results
+        self.output_path = output_path
+        if not isinstance(max_xcom_bytes, int) or max_xcom_bytes <= 0:
+            raise CaptainDataConfigError(f"max_xcom_bytes must be a positive int, got {max_xcom_bytes!r}")
+        self.max_xcom_bytes = max_xcom_bytes
+        self._run_uid: str | None = None
+
+    # -- to implement -------------------------------------------------------------------------
+
+    def validate_rendered(self) -> None:
+        """Check the rendered parameters; raise CaptainDataConfigError naming the parameter."""
+
+    def launch_or_resume(self, context: Any) -> str:
+        """Return the uid of the run to wait on, launching it only when no earlier try did."""
+        raise NotImplementedError
+
+    def result_pages(self, run_uid: str) -> Iterable[list[dict[str, Any]]]:
+        """The run's results, page by page, each row once."""
+        raise NotImplementedError
+
+    def on_run_failed(self, context: Any, event: dict[str, Any], retries_done: int) -> str | None:
+        """A failed run may be retried: return the new run uid to wait on, or None to fail."""
+        return None
+
+    # -- shared flow --------------------------------------------------------------------------
+
+    @cached_property
+    def hook(self) -> CaptainDataHook:
+        from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+
+        return CaptainDataHook(self.captaindata_conn_id)
+
+    def execute(self, context: Any) -> Any:
+        if self.output_path:
+            object_storage_path(self.output_path)  # an unusable scheme fails before any launch
+        self.validate_rendered()
+        run_uid = self.launch_or_resume(context)
+        if not self.wait_for_completion:
+            return run_uid
+        return self.wait(context, run_uid)
+
+    def remembered_run(self, context: Any) -> str | None:
+        """The run uid an earlier try stored (Airflow 3.3+ task_state_store), if any."""
+        store = context.get("task_state_store")
+        return store.get(STATE_STORE_KEY) if store is not None else None
+
+    def remember_run(self, context: Any, run_uid: str) -> None:
+        """Record the run before anything else can fail, then show it in XCom and the link."""
+        self._run_uid = run_uid
+        store = context.get("task_state_store")
+        if store is not None:
+            store.set(STATE_STORE_KEY, run_uid)
+        ti = context["ti"]
+        ti.xcom_push(key=RUN_UID_KEY, value=run_uid)
+        ti.xcom_push(key=RUN_URL_KEY, value=get_version(self.api_version).app_run_url.format(run_uid=run_uid))
+
+    def wait(self, context: Any, run_uid: str, retries_done: int = 0) -> Any:
+        self._run_uid = run_uid
+        waiter = self._waiter(context, run_uid)
+        snapshot = self.hook.get_run(self.api_version, run_uid)
+        waiter.status_changed(snapshot)
+        self.log.info("Run %s is %s", run_uid, snapshot.status)
+        event = waiter.on_snapshot(snapshot)
+        if event is None and self.deferrable:
+            from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
+
+            self.defer(
+                trigger=CaptainDataRunTrigger(
+                    run_uid=run_uid,
+                    api_version=self.api_version,
+                    captaindata_conn_id=self.captaindata_conn_id,
+                    poll_interval=self.poll_interval,
+                    timeout_at=waiter.timeout_at,
+                    execution_deadline_at=waiter.execution_deadline_at,
+                    paused_grace_period=self.paused_grace_period,
+                ),
+                method_name="execute_complete",
+                kwargs={"retries_done": retries_done},
+                # No framework timeout: the trigger's own deadlines hand the task back first,
+                # so the run can be stopped (Airflow's would fail the task without calling us).
+                timeout=None,
+            )
+        while event is None:
+            time.sleep(waiter.sleep_for(self.poll_interval))
+            event = self._poll_once(waiter, run_uid)
+        return self.finish(context, event, retries_done)
+
+    def _waiter(self, context: Any, run_uid: str) -> RunWaiter:
+        ti = context.get("ti")
+        return RunWaiter(
+            run_uid=run_uid,
+            api_version=self.api_version,
+            timeout_at=time.time() + self.timeout_seconds if self.timeout_seconds else None,
+            execution_deadline_at=execution_deadline(getattr(ti, "start_date", None), self.execution_timeout),
+            paused_grace_period=self.paused_grace_period,
+        )
+
+    def _poll_once(self, waiter: RunWaiter, run_uid: str) -> dict[str, Any] | None:
+        try:
+            snapshot = self.hook.get_run(self.api_version, run_uid)
+        except (CaptainDataAPIError, CaptainDataTransportError) as exc:
+            if isinstance(exc, CaptainDataAPIError) and not exc.is_retryable:
+                raise
+            # The retry policy is exhausted for this poll; the run may be healthy, so keep waiting.
+            self.log.warning("Run %s: status unavailable (%s); still waiting", run_uid, exc)
+            return waiter.on_clock()
+        if waiter.status_changed(snapshot):
+            self.log.info("Run %s is %s", run_uid, snapshot.status)
+        return waiter.on_snapshot(snapshot)
+
+    def execute_complete(self, context: Any, event: Any = None, retries_done: int = 0) -> Any:
+        """Resume after the trigger; anything but a known event fails the task (fail closed)."""
+        if (
+            not isinstance(event, dict)
+            or event.get("status") not in EVENT_STATUSES
+            or not event.get("run_uid")
+        ):
+            raise CaptainDataError(f"Unexpected trigger event {event!r}: failing closed")
+        self._run_uid = event["run_uid"]
+        return self.finish(context, event, retries_done)
+
+    def finish(self, context: Any, event: dict[str, Any], retries_done: int) -> Any:
+        run_uid, status = event["run_uid"], event["status"]
+        if status == "success":
+            self.check_success(event)
+            return self.collect(run_uid) if self.fetch_results else {"run_uid": run_uid, "rows": None}
+        if status == "timeout":
+            if event.get("deadline") == DEADLINE_EXECUTION:
+                self._stop(run_uid, "the task's execution_timeout is reached")
+                raise CaptainDataRunError(
+                    run_uid, "timed out", "execution_timeout reached; the run was stopped"
+                )
+            raise CaptainDataRunError(
+                run_uid,
+                "still running",
+                f"stopped waiting after timeout={self.timeout_seconds} s; the run keeps going "
+                "(set execution_timeout to stop it instead)",
+            )
+        if status == "error":
+            new_run = self.on_run_failed(context, event, retries_done)
+            if new_run:
+                return self.wait(context, new_run, retries_done + 1)
+        raise CaptainDataRunError(
+            run_uid, str(event.get("run_status") or status), event.get("message") or status
+        )
+
+    def check_success(self, event: dict[str, Any]) -> None:
+        """Hook for partial successes (v4); v3 successes are plain."""
+
+    def collect(self, run_uid: str) -> Any:
+        sink = open_sink(self.output_path, max_xcom_bytes=self.max_xcom_bytes)
+        try:
+            for pages, page in enumerate(self.result_pages(run_uid), start=1):
+                sink.add_page(page)
+                self.log.info("Run %s: page %s fetched, %s rows so far", run_uid, pages, sink.rows)
+        except BaseException:
+            sink.abort()
+            raise
+        return sink.finish(run_uid=run_uid)
+
+    def _stop(self, run_uid: str, why: str) -> None:
+        try:
+            if self.hook.stop_run(self.api_version, run_uid):
+                self.log.warning("Stopped run %s: %s", run_uid, why)
+            else:
+                self.log.warning("Run %s keeps running (%s): its API cannot stop runs", run_uid, why)
+        except CaptainDataError as exc:
+            self.log.error("Could not stop run %s (%s): %s", run_uid, why, exc)
+
+    def on_kill(self) -> None:
+        if self._run_uid:
+            self._stop(self._run_uid, "the task was killed")

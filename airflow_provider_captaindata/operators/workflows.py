@@ -1,0 +1,225 @@
+"""``CaptainDataLaunchWorkflowOperator``: launch a v3 workflow on a batch of inputs, wait, collect."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from airflow_provider_captaindata.exceptions import CaptainDataConfigError
+from airflow_provider_captaindata.models import RunState
+from airflow_provider_captaindata.operators.base import (
+    CaptainDataRunOperatorBase,
+    as_json_value,
+    is_templated,
+)
+from airflow_provider_captaindata.versions import V3
+
+UID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+REPEAT_TYPES = ("minute", "hour", "day", "week", "month")
+RETRYABLE_RUN_STATUSES = ("warning", "paused")
+
+
+def check_inputs(name: str, inputs: Any) -> list[dict[str, Any]]:
+    """A non-empty list of JSON-serializable dicts, or a CaptainDataConfigError naming ``name``."""
+    if not isinstance(inputs, Sequence) or isinstance(inputs, str | bytes) or not inputs:
+        raise CaptainDataConfigError(f"{name} must be a non-empty list of dicts, got {inputs!r:.80}")
+    for index, item in enumerate(inputs):
+        if not isinstance(item, Mapping):
+            raise CaptainDataConfigError(f"{name}[{index}] must be a dict, got {type(item).__name__}")
+    try:
+        json.dumps(list(inputs))
+    except (TypeError, ValueError) as exc:
+        raise CaptainDataConfigError(f"{name} must be JSON-serializable: {exc}") from None
+    return [dict(i) for i in inputs]
+
+
+class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
+    """Launch a Captain Data v3 workflow, wait for its run, and hand on every result row.
+
+    A retried task never launches twice: the run uid is kept in ``task_state_store``
+    (Airflow 3.3+) and the run is also found by its deterministic ``job_name``. A run still
+    going is waited on again, a finished one has its results collected, a failed or missing
+    one is launched anew.
+
+    :param workflow_uid: uid of the workflow (templated).
+    :param inputs: list of input dicts, e.g. ``[{"linkedin_profile_url": "..."}]`` (templated;
+        a JSON string is accepted).
+    :param steps: launch steps ``[{"step_uid": ..., "accounts": [...], "parameters": {...}}]``;
+        default: the workflow's only step, read from its details.
+    :param job_name: the run's name; default ``airflow__{dag_id}__{task_id}__{run_id}``
+        (plus the map index), which is how an earlier try's run is found. A custom name
+        must be unique per DAG run and mapped task.
+    :param repeat_option: ``{"type": "minute|hour|day|week|month", "value": n}`` to repeat.
+    :param unstructure_meta: sent as is when set.
+    :param retry_on_failure: times to call the API's retry on a run that ends ``warning`` or
+        stays ``paused`` (default 0: fail).
+
+    Other parameters (waiting, timeouts, results) are those of
+    :class:`~airflow_provider_captaindata.operators.base.CaptainDataRunOperatorBase`.
+    Returns the rows (XCom), or ``{path, rows, run_uid}`` with ``output_path``.
+    """
+
+    api_version: ClassVar[str] = "v3"
+    template_fields = (
+        "workflow_uid",
+        "inputs",
+        "steps",
+        "job_name",
+        "repeat_option",
+        "output_path",
+        "captaindata_conn_id",
+    )
+    template_fields_renderers = {"inputs": "json", "steps": "json", "repeat_option": "json"}
+
+    def __init__(
+        self,
+        *,
+        workflow_uid: str,
+        inputs: Sequence[Mapping[str, Any]] | str,
+        steps: Sequence[Mapping[str, Any]] | None = None,
+        job_name: str | None = None,
+        repeat_option: Mapping[str, Any] | None = None,
+        unstructure_meta: bool | None = None,
+        retry_on_failure: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.workflow_uid = workflow_uid
+        self.inputs = inputs
+        self.steps = steps
+        self.job_name = job_name
+        self.repeat_option = repeat_option
+        self.unstructure_meta = unstructure_meta
+        if (
+            isinstance(retry_on_failure, bool)
+            or not isinstance(retry_on_failure, int)
+            or retry_on_failure < 0
+        ):
+            raise CaptainDataConfigError(f"retry_on_failure must be an int >= 0, got {retry_on_failure!r}")
+        self.retry_on_failure = retry_on_failure
+        self._validate(rendered=False)
+
+    def _validate(self, *, rendered: bool) -> None:
+        def ready(value: Any) -> bool:
+            return rendered or not is_templated(value)
+
+        if not isinstance(self.captaindata_conn_id, str):
+            raise CaptainDataConfigError("captaindata_conn_id must be a connection id (a string)")
+        if ready(self.workflow_uid) and not (
+            isinstance(self.workflow_uid, str) and UID_PATTERN.match(self.workflow_uid)
+        ):
+            raise CaptainDataConfigError(
+                f"workflow_uid must be a Captain Data uid such as 7f3c2a10-0d5e-4c1b-9a57-2f1e0b6c9d44, "
+                f"got {self.workflow_uid!r}"
+            )
+        if ready(self.inputs):
+            self.inputs = check_inputs(
+                "inputs", as_json_value("inputs", self.inputs) if rendered else self.inputs
+            )
+        if self.steps is not None and ready(self.steps):
+            steps = as_json_value("steps", self.steps) if rendered else self.steps
+            if not isinstance(steps, Sequence) or not all(
+                isinstance(s, Mapping) and s.get("step_uid") for s in steps
+            ):
+                raise CaptainDataConfigError("steps must be a list of dicts, each with a step_uid")
+            self.steps = steps
+        if self.repeat_option is not None and ready(self.repeat_option):
+            option = as_json_value("repeat_option", self.repeat_option) if rendered else self.repeat_option
+            if not (
+                isinstance(option, Mapping)
+                and option.get("type") in REPEAT_TYPES
+                and isinstance(option.get("value"), int)
+                and option["value"] > 0
+            ):
+                raise CaptainDataConfigError(
+                    f"repeat_option must be {{'type': one of {REPEAT_TYPES}, 'value': int > 0}}, "
+                    f"got {option!r}"
+                )
+            self.repeat_option = option
+
+    def validate_rendered(self) -> None:
+        self._validate(rendered=True)
+
+    def default_job_name(self, context: Any) -> str:
+        ti = context["ti"]
+        name = f"airflow__{ti.dag_id}__{ti.task_id}__{context['run_id']}"
+        map_index = getattr(ti, "map_index", -1)
+        return f"{name}__{map_index}" if map_index is not None and map_index >= 0 else name
+
+    def launch_or_resume(self, context: Any) -> str:
+        job_name = self.job_name or self.default_job_name(context)
+        earlier = self._earlier_run(context, job_name)
+        if earlier is not None:
+            self.remember_run(context, earlier)
+            return earlier
+        steps = list(self.steps) if self.steps else self._default_steps()
+        run_uid = self.hook.launch_workflow_once(
+            self.workflow_uid,
+            job_name=job_name,
+            inputs=self.inputs,
+            steps=steps,
+            repeat_option=self.repeat_option,
+            unstructure_meta=self.unstructure_meta,
+        )
+        self.remember_run(context, run_uid)
+        self.log.info(
+            "Launched workflow %s: run %s (%r, %s inputs)",
+            self.workflow_uid,
+            run_uid,
+            job_name,
+            len(self.inputs),
+        )
+        return run_uid
+
+    def _earlier_run(self, context: Any, job_name: str) -> str | None:
+        """The run an earlier try launched, if it is still useful (running or finished)."""
+        remembered = self.remembered_run(context)
+        if remembered:
+            snapshot = self.hook.get_run("v3", remembered)
+            how = "remembered in task_state_store"
+        else:
+            job = self.hook.find_workflow_run(self.workflow_uid, job_name)
+            if job is None:
+                self.log.info("No earlier run named %r: launching", job_name)
+                return None
+            snapshot = V3.snapshot(job.model_dump())
+            how = f"found by job name {job_name!r}"
+        if snapshot.state in (RunState.IN_PROGRESS, RunState.NEEDS_ATTENTION) or snapshot.state.is_success:
+            self.log.info("Run %s (%s) is %s: not launching again", snapshot.uid, how, snapshot.status)
+            return snapshot.uid
+        self.log.info("Earlier run %s (%s) ended %s: launching anew", snapshot.uid, how, snapshot.status)
+        return None
+
+    def _default_steps(self) -> list[dict[str, Any]]:
+        details = self.hook.get_workflow_details(self.workflow_uid)
+        if len(details.steps) != 1:
+            listed = ", ".join(f"{s.step_uid} ({s.step_name})" for s in details.steps) or "none"
+            raise CaptainDataConfigError(
+                f"steps: workflow {self.workflow_uid} has {len(details.steps)} steps ({listed}); "
+                "pass steps=[{'step_uid': ..., 'accounts': [...], 'parameters': {...}}, ...]"
+            )
+        return [{"step_uid": details.steps[0].step_uid, "accounts": [], "parameters": {}}]
+
+    def result_pages(self, run_uid: str) -> Iterable[list[dict[str, Any]]]:
+        return self.hook.iter_workflow_results(run_uid)
+
+    def on_run_failed(self, context: Any, event: dict[str, Any], retries_done: int) -> str | None:
+        if retries_done >= self.retry_on_failure or event.get("run_status") not in RETRYABLE_RUN_STATUSES:
+            return None
+        answer = self.hook.retry_workflow_run(event["run_uid"])
+        new_uid = answer.get("job_uid") or answer.get("uid")
+        if not new_uid:
+            return None
+        self.log.warning(
+            "Run %s ended %s (%s): retry %s of %s is run %s",
+            event["run_uid"],
+            event.get("run_status"),
+            event.get("message"),
+            retries_done + 1,
+            self.retry_on_failure,
+            new_uid,
+        )
+        self.remember_run(context, new_uid)
+        return str(new_uid)

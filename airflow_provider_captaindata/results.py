@@ -1,0 +1,116 @@
+"""Where result rows go: XCom (bounded, never truncated) or a JSON Lines file in object storage.
+
+Rows arrive page by page and are written page by page, so memory stays flat however many
+rows a run has. A file is rewritten whole by a new try, so a retried task never doubles rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Protocol
+
+from airflow_provider_captaindata.exceptions import CaptainDataConfigError, CaptainDataError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_XCOM_BYTES = 1_048_576
+
+
+class ResultSink(Protocol):
+    rows: int
+
+    def add_page(self, rows: list[dict[str, Any]]) -> None: ...
+
+    def finish(self, **summary: Any) -> Any:
+        """Close the sink; return what the task pushes to XCom."""
+        ...
+
+    def abort(self) -> None: ...
+
+
+def object_storage_path(output_path: str) -> Any:
+    """An ObjectStoragePath for ``output_path``, checked to be writable by this installation."""
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    if not isinstance(output_path, str) or not output_path.strip():
+        raise CaptainDataConfigError(f"output_path must be a path or URI string, got {output_path!r}")
+    if "://" not in output_path:
+        output_path = "file://" + output_path
+    try:
+        path = ObjectStoragePath(output_path)
+        path.fs  # noqa: B018 - resolving the filesystem is the check: unknown schemes fail here
+    except (ImportError, ValueError, KeyError) as exc:
+        scheme = output_path.split("://", 1)[0]
+        raise CaptainDataConfigError(
+            f"output_path {output_path!r}: the {scheme!r} scheme is not available here ({exc}). "
+            "Install the provider or fsspec package for it, or use file://."
+        ) from None
+    return path
+
+
+class XComRows:
+    """Collects rows for XCom, refusing (never truncating) past ``max_bytes`` of JSON."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_XCOM_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.rows = 0
+        self._bytes = 2
+        self._items: list[dict[str, Any]] = []
+
+    def add_page(self, rows: list[dict[str, Any]]) -> None:
+        self._bytes += sum(len(json.dumps(r, separators=(",", ":"), default=str)) + 1 for r in rows)
+        if self._bytes > self.max_bytes:
+            raise CaptainDataError(
+                f"The results exceed max_xcom_bytes ({self.max_bytes} bytes) after {self.rows + len(rows)} "
+                "rows: XCom is not meant for large data. Set output_path (e.g. 's3://bucket/captaindata/"
+                "{{ run_id }}.jsonl' or 'file:///data/...') to stream them to object storage, or raise "
+                "max_xcom_bytes."
+            )
+        self._items.extend(rows)
+        self.rows += len(rows)
+
+    def finish(self, **summary: Any) -> list[dict[str, Any]]:
+        return self._items
+
+    def abort(self) -> None:
+        self._items = []
+
+
+class JsonLinesFile:
+    """Streams rows to one JSON Lines file through Airflow's ObjectStoragePath."""
+
+    def __init__(self, output_path: str) -> None:
+        self.path = object_storage_path(output_path)
+        self.rows = 0
+        self._file: Any = None
+
+    def add_page(self, rows: list[dict[str, Any]]) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w", encoding="utf-8")
+        if rows:
+            self._file.write(
+                "".join(
+                    json.dumps(r, separators=(",", ":"), ensure_ascii=False, default=str) + "\n" for r in rows
+                )
+            )
+            self.rows += len(rows)
+
+    def finish(self, **summary: Any) -> dict[str, Any]:
+        if self._file is None:  # no rows at all: still leave an (empty) file for the next task
+            self.add_page([])
+        self._file.close()
+        self._file = None
+        log.info("Wrote %s rows to %s", self.rows, self.path)
+        return {"path": str(self.path), "rows": self.rows, **summary}
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def open_sink(output_path: str | None, *, max_xcom_bytes: int = DEFAULT_MAX_XCOM_BYTES) -> ResultSink:
+    """A JSON Lines file when ``output_path`` is set, else bounded XCom rows."""
+    return JsonLinesFile(output_path) if output_path else XComRows(max_xcom_bytes)

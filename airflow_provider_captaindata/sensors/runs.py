@@ -1,0 +1,142 @@
+"""``CaptainDataRunSensor``: wait for a run started elsewhere (the UI, a schedule, another DAG)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout, BaseSensorOperator
+
+from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
+from airflow_provider_captaindata.exceptions import (
+    CaptainDataAPIError,
+    CaptainDataConfigError,
+    CaptainDataError,
+    CaptainDataRunError,
+    CaptainDataTransportError,
+)
+from airflow_provider_captaindata.links import RUN_UID_KEY, RUN_URL_KEY, CaptainDataRunLink
+from airflow_provider_captaindata.operators.base import default_deferrable, positive_seconds, to_seconds
+from airflow_provider_captaindata.versions import get_version
+from airflow_provider_captaindata.waiting import EVENT_STATUSES, RunWaiter
+
+if TYPE_CHECKING:
+    from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+
+
+class CaptainDataRunSensor(BaseSensorOperator):
+    """Succeed when a Captain Data run succeeds; fail with the remote error when it fails.
+
+    :param run_uid: the run to wait on (v3 job uid or v4 run uid; templated).
+    :param api_version: ``"v3"`` (default) or ``"v4"``.
+    :param captaindata_conn_id: Airflow connection of type ``captaindata``.
+    :param deferrable: wait on the triggerer (default from ``[operators] default_deferrable``);
+        ``poke_interval`` is the poll interval in both modes, ``timeout`` the sensor's limit.
+    :param paused_grace_period: seconds a v3 run may stay ``paused`` before the sensor fails.
+
+    Returns ``{run_uid, run_status}``. A v4 ``PARTIAL_SUCCEEDED`` run counts as success.
+    """
+
+    template_fields = ("run_uid", "captaindata_conn_id")
+    operator_extra_links = (CaptainDataRunLink(),)
+    ui_color = "#e8f4ff"
+
+    def __init__(
+        self,
+        *,
+        run_uid: str,
+        api_version: str = "v3",
+        captaindata_conn_id: str = DEFAULT_CONN_ID,
+        deferrable: bool | None = None,
+        paused_grace_period: float | timedelta = 600.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        get_version(api_version)
+        if not isinstance(captaindata_conn_id, str):
+            raise CaptainDataConfigError("captaindata_conn_id must be a connection id (a string)")
+        self.run_uid = run_uid
+        self.api_version = api_version
+        self.captaindata_conn_id = captaindata_conn_id
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.paused_grace_period = positive_seconds("paused_grace_period", paused_grace_period)
+        self._waiter: RunWaiter | None = None
+        self._last_status: str | None = None
+
+    @cached_property
+    def hook(self) -> CaptainDataHook:
+        from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+
+        return CaptainDataHook(self.captaindata_conn_id)
+
+    def _check_run_uid(self) -> None:
+        if not isinstance(self.run_uid, str) or not self.run_uid.strip():
+            raise CaptainDataConfigError(f"run_uid must be a non-empty string, got {self.run_uid!r}")
+
+    def execute(self, context: Any) -> Any:
+        self._check_run_uid()
+        ti = context["ti"]
+        ti.xcom_push(key=RUN_UID_KEY, value=self.run_uid)
+        ti.xcom_push(
+            key=RUN_URL_KEY, value=get_version(self.api_version).app_run_url.format(run_uid=self.run_uid)
+        )
+        if not self.deferrable:
+            super().execute(context)
+            return self._result()
+        if self.poke(context):
+            return self._result()
+        from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
+
+        timeout = to_seconds("timeout", self.timeout)
+        self.defer(
+            trigger=CaptainDataRunTrigger(
+                run_uid=self.run_uid,
+                api_version=self.api_version,
+                captaindata_conn_id=self.captaindata_conn_id,
+                poll_interval=positive_seconds("poke_interval", self.poke_interval),
+                timeout_at=time.time() + timeout if timeout else None,
+                paused_grace_period=self.paused_grace_period,
+                stop_on_kill=False,  # the sensor did not start this run: never stop it
+            ),
+            method_name="execute_complete",
+            timeout=None,
+        )
+
+    def poke(self, context: Any) -> bool:
+        if self._waiter is None:
+            self._waiter = RunWaiter(
+                self.run_uid, self.api_version, paused_grace_period=self.paused_grace_period
+            )
+        try:
+            snapshot = self.hook.get_run(self.api_version, self.run_uid)
+        except (CaptainDataAPIError, CaptainDataTransportError) as exc:
+            if isinstance(exc, CaptainDataAPIError) and not exc.is_retryable:
+                raise
+            self.log.warning("Run %s: status unavailable (%s); poking again", self.run_uid, exc)
+            return False
+        if self._waiter.status_changed(snapshot):
+            self.log.info("Run %s is %s", self.run_uid, snapshot.status)
+        event = self._waiter.on_snapshot(snapshot)
+        if event is None:
+            return False
+        self._last_status = snapshot.status
+        if event["status"] == "success":
+            return True
+        raise CaptainDataRunError(self.run_uid, snapshot.status, event["message"])
+
+    def _result(self) -> dict[str, Any]:
+        return {"run_uid": self.run_uid, "run_status": self._last_status}
+
+    def execute_complete(self, context: Any, event: Any = None) -> dict[str, Any]:
+        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+            raise CaptainDataError(f"Unexpected trigger event {event!r}: failing closed")
+        if event["status"] == "success":
+            self._last_status = event.get("run_status")
+            return self._result()
+        if event["status"] == "timeout":
+            raise AirflowSensorTimeout(f"Run {self.run_uid} was not done after timeout={self.timeout} s")
+        raise CaptainDataRunError(
+            self.run_uid, str(event.get("run_status") or event["status"]), event.get("message") or ""
+        )

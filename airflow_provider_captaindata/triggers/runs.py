@@ -1,0 +1,152 @@
+"""``CaptainDataRunTrigger``: waits on a v3 or v4 run on the triggerer, without side effects.
+
+It only polls (the launch happened on the worker), retries transient errors inside, and
+emits one event from a closed vocabulary. Its kwargs are JSON primitives: a connection id,
+never a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
+from airflow_provider_captaindata.exceptions import (
+    CaptainDataAPIError,
+    CaptainDataConfigError,
+    CaptainDataError,
+)
+from airflow_provider_captaindata.versions import get_version
+from airflow_provider_captaindata.waiting import RunWaiter, run_event
+
+log = logging.getLogger(__name__)
+
+
+def _check_seconds(name: str, value: Any, *, allow_none: bool = True, positive: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CaptainDataConfigError(f"{name} must be a number of seconds, got {value!r}")
+    if positive and value <= 0:
+        raise CaptainDataConfigError(f"{name} must be > 0, got {value!r}")
+
+
+class CaptainDataRunTrigger(BaseTrigger):
+    """Poll a Captain Data run until it is final, a deadline passes, or it stays paused too long.
+
+    :param run_uid: the run (v3 job uid or v4 run uid).
+    :param api_version: ``"v3"`` or ``"v4"``.
+    :param captaindata_conn_id: the Airflow connection to read the key from, on the triggerer.
+    :param poll_interval: seconds between two status reads.
+    :param timeout_at: epoch seconds after which waiting stops (the run is left running).
+    :param execution_deadline_at: epoch seconds by which the task's ``execution_timeout``
+        needs the worker back to stop the run.
+    :param paused_grace_period: seconds a v3 run may stay ``paused`` before the wait fails.
+    :param stop_on_kill: stop the run when a user kills the deferred task (Airflow 3.3+).
+    """
+
+    def __init__(
+        self,
+        *,
+        run_uid: str,
+        api_version: str = "v3",
+        captaindata_conn_id: str = DEFAULT_CONN_ID,
+        poll_interval: float = 30.0,
+        timeout_at: float | None = None,
+        execution_deadline_at: float | None = None,
+        paused_grace_period: float = 600.0,
+        stop_on_kill: bool = True,
+    ) -> None:
+        super().__init__()
+        # Checked here, not at defer time: Airflow 3.2+ rejects non-primitive kwargs only after
+        # the remote run has started.
+        if not isinstance(run_uid, str) or not run_uid:
+            raise CaptainDataConfigError(f"run_uid must be a non-empty string, got {run_uid!r}")
+        get_version(api_version)
+        if not isinstance(captaindata_conn_id, str):
+            raise CaptainDataConfigError("captaindata_conn_id must be a connection id (a string)")
+        _check_seconds("poll_interval", poll_interval, allow_none=False, positive=True)
+        _check_seconds("timeout_at", timeout_at)
+        _check_seconds("execution_deadline_at", execution_deadline_at)
+        _check_seconds("paused_grace_period", paused_grace_period, allow_none=False)
+        self.run_uid = run_uid
+        self.api_version = api_version
+        self.captaindata_conn_id = captaindata_conn_id
+        self.poll_interval = float(poll_interval)
+        self.timeout_at = timeout_at
+        self.execution_deadline_at = execution_deadline_at
+        self.paused_grace_period = float(paused_grace_period)
+        self.stop_on_kill = bool(stop_on_kill)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "run_uid": self.run_uid,
+                "api_version": self.api_version,
+                "captaindata_conn_id": self.captaindata_conn_id,
+                "poll_interval": self.poll_interval,
+                "timeout_at": self.timeout_at,
+                "execution_deadline_at": self.execution_deadline_at,
+                "paused_grace_period": self.paused_grace_period,
+                "stop_on_kill": self.stop_on_kill,
+            },
+        )
+
+    def _hook(self) -> Any:
+        from airflow_provider_captaindata.hooks.captaindata import CaptainDataAsyncHook
+
+        return CaptainDataAsyncHook(self.captaindata_conn_id)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self._hook()
+        waiter = RunWaiter(
+            run_uid=self.run_uid,
+            api_version=self.api_version,
+            timeout_at=self.timeout_at,
+            execution_deadline_at=self.execution_deadline_at,
+            paused_grace_period=self.paused_grace_period,
+        )
+        while True:
+            event = None
+            try:
+                snapshot = await hook.get_run(self.api_version, self.run_uid)
+            except CaptainDataAPIError as exc:
+                if not exc.is_retryable:
+                    # 401/403/404: polling again cannot help.
+                    event = run_event("error", self.run_uid, api_version=self.api_version, message=str(exc))
+                else:
+                    log.warning("Run %s: status unavailable (%s); still waiting", self.run_uid, exc)
+            except CaptainDataConfigError as exc:
+                event = run_event("error", self.run_uid, api_version=self.api_version, message=str(exc))
+            except CaptainDataError as exc:
+                # The retry policy is exhausted for this poll; the run may be healthy, so keep waiting.
+                log.warning("Run %s: status unavailable (%s); still waiting", self.run_uid, exc)
+            else:
+                if waiter.status_changed(snapshot):
+                    log.info("Run %s is %s", self.run_uid, snapshot.status)
+                event = waiter.on_snapshot(snapshot)
+            event = event or waiter.on_clock()
+            if event is not None:
+                yield TriggerEvent(event)
+                return
+            await asyncio.sleep(waiter.sleep_for(self.poll_interval))
+
+    async def on_kill(self) -> None:
+        """Airflow 3.3+: a user killed the deferred task, so stop the run (never on a restart)."""
+        if not self.stop_on_kill:
+            return
+        try:
+            stopped = await self._hook().stop_run(self.api_version, self.run_uid)
+        except CaptainDataError as exc:
+            log.error("Could not stop run %s: %s", self.run_uid, exc)
+            return
+        if stopped:
+            log.info("Stopped run %s because the task was killed", self.run_uid)
+        else:
+            log.warning("Run %s keeps running: the %s API cannot stop runs", self.run_uid, self.api_version)
