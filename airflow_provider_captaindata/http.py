@@ -111,9 +111,7 @@ class RetryPolicy:
         def log_retry(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             log.warning(
-                "%s %s: %s; retry %s of %s in %.1f s",
-                request.method,
-                request.path,
+                "%s; retry %s of %s in %.1f s",
                 exc,
                 state.attempt_number,
                 self.attempts - 1,

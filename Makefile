@@ -1,0 +1,55 @@
+# airflow-provider-captaindata: `make demo` runs the main job, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+VENV_211 := .venv-2.11
+LOCK := requirements/airflow-3.3.lock
+LOCK_211 := requirements/airflow-2.11.lock
+PY := $(VENV)/bin/python
+PY_211 := $(VENV_211)/bin/python
+PYTEST_ARGS ?=
+export PYTHON
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help env env-2.11 test lint test-airflow3 test-airflow2 demo docs bench locks clean
+
+help:
+	@echo "make demo   - set up and run the example DAGs on real Airflow services against the emulator"
+	@echo "make test   - lint, type-check and run the tests on Airflow 3.3 and 2.11"
+	@echo "make docs   - build the documentation (warnings are errors)"
+	@echo "make bench  - run the benchmarks"
+	@echo "make locks  - recompile the lock files after changing dependencies"
+
+env:
+	@scripts/ensure-env.sh $(VENV) $(LOCK)
+
+env-2.11:
+	@scripts/ensure-env.sh $(VENV_211) $(LOCK_211)
+
+test: lint test-airflow3 test-airflow2
+
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test-airflow3: env
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-airflow2: env-2.11
+	$(PY_211) -m pytest $(PYTEST_ARGS)
+
+demo: env
+	$(PY) scripts/demo.py $(if $(KEEP),--keep,)
+
+docs: env
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+bench: env
+	$(PY) -m pytest tests/benchmarks -p no:randomly -s -q --timeout 900 -o testpaths=tests/benchmarks
+
+locks:
+	$(PYTHON) -m uv pip compile -q --python-version 3.11 --universal requirements/airflow-3.3.in -o $(LOCK)
+	$(PYTHON) -m uv pip compile -q --python-version 3.11 --universal requirements/airflow-2.11.in -o $(LOCK_211)
+
+clean:
+	rm -rf $(VENV) $(VENV_211) site .demo .bench

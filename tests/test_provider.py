@@ -1,0 +1,77 @@
+"""The provider registers with Airflow: schema-valid provider info, listed by the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import airflow
+from airflow_provider_captaindata import __version__
+from airflow_provider_captaindata.get_provider_info import get_provider_info
+
+
+def test_provider_info_validates_against_airflows_schema() -> None:
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    info = get_provider_info()
+    jsonschema.validate(info, schema)
+    assert info["package-name"] == "airflow-provider-captaindata"
+    assert info["versions"] == [__version__]
+
+
+def test_entry_point_points_at_get_provider_info() -> None:
+    (ep,) = [e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("airflow_provider_captaindata")]
+    assert ep.load() is get_provider_info
+
+
+def test_every_listed_module_and_class_imports() -> None:
+    import importlib
+
+    info = get_provider_info()
+    modules = [m for key in ("hooks", "operators", "sensors", "triggers") for item in info[key] for m in item["python-modules"]]
+    for module in modules:
+        importlib.import_module(module)
+    for dotted in [info["connection-types"][0]["hook-class-name"], *info["extra-links"]]:
+        module, _, name = dotted.rpartition(".")
+        assert hasattr(importlib.import_module(module), name), dotted
+
+
+def _airflow_cli(*args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "airflow", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR"},
+        check=True,
+    )
+    return out.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (("providers", "list", "-o", "json"), "airflow-provider-captaindata"),
+        (("providers", "hooks", "-o", "json"), "airflow_provider_captaindata.hooks.captaindata.CaptainDataHook"),
+    ],
+)
+def test_airflow_cli_lists_the_provider(command: tuple[str, ...], expected: str) -> None:
+    assert expected in _airflow_cli(*command)
+
+
+def test_connection_form_fields_are_registered() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    pm = ProvidersManager()
+    widgets = pm.connection_form_widgets
+    for field in ("project_uid", "rate_limit_per_second", "v3_base_url", "v4_base_url", "callback_secret"):
+        assert f"extra__captaindata__{field}" in widgets, field
+    behaviour = pm.field_behaviours["captaindata"]
+    assert behaviour["relabeling"]["password"] == "API key"
+    assert pm.hooks["captaindata"].hook_name == "Captain Data"
