@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -206,9 +206,12 @@ class SyncTransport:
         self._session = requests.Session()
         self._session.headers["User-Agent"] = USER_AGENT
 
-    def send(self, request: ApiRequest) -> ApiResponse:
+    def send(self, request: ApiRequest, gate: Callable[[], None] | None = None) -> ApiResponse:
+        """Send with retries; ``gate`` (a rate limiter) is passed before every attempt."""
         for attempt in self.policy.retrying(request):
             with attempt:
+                if gate is not None:
+                    gate()
                 return self._send_once(request)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
@@ -282,9 +285,14 @@ class AsyncTransport:
                 self._clients[loop] = client
         return client
 
-    async def send(self, request: ApiRequest) -> ApiResponse:
+    async def send(
+        self, request: ApiRequest, gate: Callable[[], Awaitable[Any]] | None = None
+    ) -> ApiResponse:
+        """Send with retries; ``gate`` (a rate limiter) is awaited before every attempt."""
         async for attempt in self.policy.async_retrying(request):
             with attempt:
+                if gate is not None:
+                    await gate()
                 return await self._send_once(request)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 

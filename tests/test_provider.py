@@ -74,4 +74,3 @@ def test_connection_form_fields_are_registered() -> None:
         assert f"extra__captaindata__{field}" in widgets, field
     behaviour = pm.field_behaviours["captaindata"]
     assert behaviour["relabeling"]["password"] == "API key"
-    assert pm.hooks["captaindata"].hook_name == "Captain Data"

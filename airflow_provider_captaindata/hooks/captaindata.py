@@ -10,7 +10,7 @@ Each public method is one API endpoint; v3 and v4 differences come from
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
 from urllib.parse import urljoin
@@ -51,7 +51,7 @@ MAX_ASYNC_INPUTS = 100_000
 _NEXT_PAGE_HEADER = "X-Pagination-Next"
 
 
-def _live_body(
+def action_body(
     input: Mapping[str, Any] | None,
     parameters: Mapping[str, Any] | None,
     identity_ids: Sequence[str] | None,
@@ -193,8 +193,16 @@ class CaptainDataHook(_HookBase):
     def get_conn(self) -> ConnectionSettings:
         return self.settings
 
-    def _call(self, version: ApiVersion, method: str, path_or_url: str, **kwargs: Any) -> ApiResponse:
-        return self._transport.send(self._request(self.settings, version, method, path_or_url, **kwargs))
+    def _call(
+        self,
+        version: ApiVersion,
+        method: str,
+        path_or_url: str,
+        gate: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> ApiResponse:
+        request = self._request(self.settings, version, method, path_or_url, **kwargs)
+        return self._transport.send(request, gate)
 
     # -- v3: workflows and runs ("jobs") -------------------------------------------------------
 
@@ -316,11 +324,10 @@ class CaptainDataHook(_HookBase):
         """``POST /v4/actions/{name}/run/live``: yields the answer (an object, or a list of rows)
         and, for search/list actions, each next page from ``X-Pagination-Next``."""
         validate_action_input(action, input)
-        body = _live_body(input, parameters, identity_ids, identity_mode, integration_users)
+        body = action_body(input, parameters, identity_ids, identity_mode, integration_users)
         url: str | None = self.settings.v4_base_url + f"/actions/{action}/run/live"
         while url:
-            self._live_gate.wait()
-            answer = self._call(V4, "POST", url, json=body)
+            answer = self._call(V4, "POST", url, json=body, gate=self._live_gate.wait)
             yield answer.data
             url = next_page_url(answer.headers, url) if isinstance(answer.data, list) else None
 
@@ -346,7 +353,7 @@ class CaptainDataHook(_HookBase):
             raise CaptainDataConfigError(f"inputs: 1 to {MAX_ASYNC_INPUTS} inputs, got {len(inputs)}")
         for index, item in enumerate(inputs):
             validate_action_input(action, item, where=f"inputs[{index}]")
-        body = _live_body(None, parameters, identity_ids, identity_mode, integration_users, inputs=inputs)
+        body = action_body(None, parameters, identity_ids, identity_mode, integration_users, inputs=inputs)
         body["callback"] = {"url": callback_url, "headers": dict(callback_headers or {})}
         data = self._call(V4, "POST", f"/actions/{action}/run/async", json=body, idempotent=False).data
         return V4Run.model_validate(data)
@@ -501,9 +508,16 @@ class CaptainDataAsyncHook(_HookBase):
             transport = self._transports.setdefault(self.retry_policy, AsyncTransport(self.retry_policy))
         return transport
 
-    async def _acall(self, version: ApiVersion, method: str, path_or_url: str, **kwargs: Any) -> ApiResponse:
+    async def _acall(
+        self,
+        version: ApiVersion,
+        method: str,
+        path_or_url: str,
+        gate: Callable[[], Awaitable[Any]] | None = None,
+        **kwargs: Any,
+    ) -> ApiResponse:
         request = self._request(await self.get_settings(), version, method, path_or_url, **kwargs)
-        return await self._transport.send(request)
+        return await self._transport.send(request, gate)
 
     async def get_run(self, api_version: str, run_uid: str) -> RunSnapshot:
         """A run of either version (see :meth:`CaptainDataHook.get_run`)."""
@@ -520,9 +534,16 @@ class CaptainDataAsyncHook(_HookBase):
         return True
 
     async def run_action_live(
-        self, action: str, body: Mapping[str, Any], url: str | None = None
+        self,
+        action: str,
+        body: Mapping[str, Any],
+        *,
+        url: str | None = None,
+        gate: Callable[[], Awaitable[Any]] | None = None,
     ) -> ApiResponse:
-        """One live call (``url`` = a page URL from ``X-Pagination-Next``); the caller paces calls.
-        ``body`` is the request body, already validated by the caller."""
+        """``POST /v4/actions/{name}/run/live`` (or a page URL from ``X-Pagination-Next``).
+
+        ``body`` is the request body, validated by the caller; ``gate`` is the caller's rate
+        limiter, awaited before each attempt (retries included)."""
         target = url or f"/actions/{action}/run/live"
-        return await self._acall(V4, "POST", target, json=dict(body))
+        return await self._acall(V4, "POST", target, json=dict(body), gate=gate)

@@ -1,0 +1,304 @@
+"""``CaptainDataRunActionOperator``: run a v4 action live (one input or a paced fan-out over
+many) or as an async run waited on deferrably."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from airflow_provider_captaindata.exceptions import CaptainDataConfigError, CaptainDataRunError
+from airflow_provider_captaindata.hooks.captaindata import (
+    MAX_ASYNC_INPUTS,
+    action_body,
+    validate_action_input,
+)
+from airflow_provider_captaindata.models import RunState
+from airflow_provider_captaindata.operators.base import (
+    CaptainDataRunOperatorBase,
+    as_json_value,
+    is_templated,
+)
+from airflow_provider_captaindata.operators.workflows import check_inputs
+from airflow_provider_captaindata.results import object_storage_path, open_sink
+from airflow_provider_captaindata.versions import V4
+
+MODES = ("live", "async")
+IDENTITY_MODES = ("direct", "auto", "managed")
+LAUNCH_TAG_PARAM = "airflow_launch"  # added to the callback URL: how a retry finds its run
+
+
+class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
+    """Run a Captain Data v4 action on one input or many.
+
+    * ``mode="live"``, one ``input``: one call; search/list actions follow
+      ``X-Pagination-Next`` until the end or ``max_results``. Returns the answer (an object or
+      the rows) to XCom, or streams rows to ``output_path``.
+    * ``mode="live"``, ``inputs``: one live call per input, at most ``max_concurrency`` at a
+      time, paced at the connection's ``rate_limit_per_second``. Every input gets one
+      outcome; each row carries ``custom_data.airflow_input_index``. Rows are written in
+      input order.
+    * ``mode="async"``: one async run on all ``inputs`` (up to 100,000); results are POSTed by
+      Captain Data to ``callback_url``. The task waits on the run (deferrable) and returns the
+      final run.
+
+    :param action: the action name, e.g. ``linkedin-extract-people`` (templated).
+    :param input: one input dict (templated). Exactly one of ``input`` and ``inputs``.
+    :param inputs: a list of input dicts (templated; a JSON string is accepted).
+    :param mode: ``"live"`` (default) or ``"async"``.
+    :param parameters: the action's parameters.
+    :param identity_ids: identities (connected accounts) that run the action.
+    :param identity_mode: ``"direct"`` (needs ``identity_ids``), ``"auto"`` or ``"managed"``.
+    :param integration_users: the legacy (first v4 release) form of ``identity_ids``; sent
+        only when set.
+    :param max_results: cap on rows per input for paginated (search/list) actions.
+    :param max_concurrency: live calls in flight at once (default 5).
+    :param on_input_error: ``"fail"`` (default): the task fails after the batch with a summary
+        of failed inputs; ``"continue"``: it succeeds and the errors are part of the output
+        (XCom key ``input_errors``, or ``errors_path`` next to ``output_path``).
+    :param callback_url: async mode: where Captain Data POSTs result pages.
+    :param callback_headers: async mode: headers Captain Data sends with each callback.
+    :param partial_success: async mode, a ``PARTIAL_SUCCEEDED`` run: ``"warn"`` (default,
+        succeed with a warning) or ``"fail"``.
+
+    Waiting, timeouts and results parameters are those of
+    :class:`~airflow_provider_captaindata.operators.base.CaptainDataRunOperatorBase`.
+    """
+
+    api_version: ClassVar[str] = "v4"
+    template_fields = (
+        "action",
+        "input",
+        "inputs",
+        "parameters",
+        "identity_ids",
+        "identity_mode",
+        "integration_users",
+        "callback_url",
+        "callback_headers",
+        "output_path",
+        "captaindata_conn_id",
+    )
+    template_fields_renderers = {"input": "json", "inputs": "json", "parameters": "json"}
+
+    def __init__(
+        self,
+        *,
+        action: str,
+        input: Mapping[str, Any] | str | None = None,
+        inputs: Sequence[Mapping[str, Any]] | str | None = None,
+        mode: str = "live",
+        parameters: Mapping[str, Any] | None = None,
+        identity_ids: Sequence[str] | None = None,
+        identity_mode: str | None = None,
+        integration_users: Sequence[str] | None = None,
+        max_results: int | None = None,
+        max_concurrency: int = 5,
+        on_input_error: str = "fail",
+        callback_url: str | None = None,
+        callback_headers: Mapping[str, str] | None = None,
+        partial_success: str = "warn",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.action = action
+        # Any: a template or XComArg until rendered, then a dict / a list of dicts.
+        self.input: Any = input
+        self.inputs: Any = inputs
+        self.mode = mode
+        self.parameters = parameters
+        self.identity_ids = identity_ids
+        self.identity_mode = identity_mode
+        self.integration_users = integration_users
+        self.max_results = max_results
+        self.max_concurrency = max_concurrency
+        self.on_input_error = on_input_error
+        self.callback_url = callback_url
+        self.callback_headers = callback_headers
+        self.partial_success = partial_success
+        self._validate(rendered=False)
+
+    # -- validation (before any HTTP call) -----------------------------------------------------
+
+    def _validate(self, *, rendered: bool) -> None:
+        def choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
+            if value not in allowed:
+                raise CaptainDataConfigError(
+                    f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}"
+                )
+
+        choice("mode", self.mode, MODES)
+        choice("on_input_error", self.on_input_error, ("fail", "continue"))
+        choice("partial_success", self.partial_success, ("warn", "fail"))
+        if (
+            isinstance(self.max_concurrency, bool)
+            or not isinstance(self.max_concurrency, int)
+            or self.max_concurrency < 1
+        ):
+            raise CaptainDataConfigError(f"max_concurrency must be an int >= 1, got {self.max_concurrency!r}")
+        if self.max_results is not None and (
+            isinstance(self.max_results, bool)
+            or not isinstance(self.max_results, int)
+            or self.max_results < 1
+        ):
+            raise CaptainDataConfigError(f"max_results must be None or an int >= 1, got {self.max_results!r}")
+        if (self.input is None) == (self.inputs is None):
+            raise CaptainDataConfigError(
+                "Pass either input (one dict) or inputs (a list of dicts), "
+                + ("not both." if self.input is not None else "not neither.")
+            )
+        if self.mode == "async" and self.inputs is None:
+            raise CaptainDataConfigError("inputs: async mode runs on a list of inputs; pass inputs=[...]")
+        ready = rendered or not any(
+            is_templated(v)
+            for v in (self.action, self.input, self.inputs, self.identity_mode, self.identity_ids)
+        )
+        if not ready:
+            return
+        if not isinstance(self.action, str) or not self.action.strip():
+            raise CaptainDataConfigError(f"action must be an action name, got {self.action!r}")
+        if self.identity_mode is not None:
+            choice("identity_mode", self.identity_mode, IDENTITY_MODES)
+            if self.identity_mode == "direct" and not self.identity_ids and not self.integration_users:
+                raise CaptainDataConfigError(
+                    "identity_ids: identity_mode='direct' needs at least one identity uid "
+                    "(or use identity_mode='auto' or 'managed')"
+                )
+        if self.input is not None:
+            item = as_json_value("input", self.input) if rendered else self.input
+            validate_action_input(self.action, item)
+            self.input = dict(item)
+        else:
+            items = check_inputs("inputs", as_json_value("inputs", self.inputs) if rendered else self.inputs)
+            if len(items) > MAX_ASYNC_INPUTS:
+                raise CaptainDataConfigError(f"inputs: at most {MAX_ASYNC_INPUTS} inputs, got {len(items)}")
+            for index, item in enumerate(items):
+                validate_action_input(self.action, item, where=f"inputs[{index}]")
+            self.inputs = items
+        if self.mode == "async" and not self.callback_url:
+            raise CaptainDataConfigError(
+                "callback_url: async runs POST their results to a callback URL; set callback_url "
+                "(or use mode='live')"
+            )
+
+    def validate_rendered(self) -> None:
+        self._validate(rendered=True)
+
+    def _body(self, **inputs: Any) -> dict[str, Any]:
+        return action_body(
+            inputs.get("input"),
+            self.parameters,
+            self.identity_ids,
+            self.identity_mode,
+            self.integration_users,
+            inputs=inputs.get("inputs"),
+        )
+
+    # -- live --------------------------------------------------------------------------------
+
+    def execute(self, context: Any) -> Any:
+        if self.mode == "async":
+            return super().execute(context)
+        if self.output_path:
+            object_storage_path(self.output_path)
+        self.validate_rendered()
+        from airflow_provider_captaindata.operators.fanout import run_live_fanout
+
+        if self.input is not None:
+            return self._live_single()
+        return run_live_fanout(self, list(self.inputs or []), context)
+
+    def _live_single(self) -> Any:
+        assert isinstance(self.input, Mapping)
+        pages = self.hook.iter_live_pages(
+            self.action,
+            self.input,
+            parameters=self.parameters,
+            identity_ids=self.identity_ids,
+            identity_mode=self.identity_mode,
+            integration_users=self.integration_users,
+        )
+        first = next(pages)
+        if not isinstance(first, list):
+            # A single-object action: the object itself is the result.
+            if self.output_path:
+                sink = open_sink(self.output_path)
+                sink.add_page([first])
+                return sink.finish(action=self.action)
+            return first
+        sink = open_sink(self.output_path, max_xcom_bytes=self.max_xcom_bytes)
+        page: list[dict[str, Any]] | None = first
+        count = 0
+        while page is not None:
+            if self.max_results is not None:
+                page = page[: self.max_results - sink.rows]
+            sink.add_page(page)
+            count += 1
+            self.log.info("%s: page %s, %s rows so far", self.action, count, sink.rows)
+            if self.max_results is not None and sink.rows >= self.max_results:
+                self.log.info(
+                    "%s: max_results=%s reached, not fetching more pages", self.action, self.max_results
+                )
+                break
+            page = next(pages, None)
+        return sink.finish(action=self.action)
+
+    # -- async -------------------------------------------------------------------------------
+
+    def launch_key(self, context: Any) -> str:
+        ti = context["ti"]
+        raw = f"{ti.dag_id}|{ti.task_id}|{context['run_id']}|{getattr(ti, 'map_index', -1)}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+    def tagged_callback_url(self, context: Any) -> str:
+        parts = urlsplit(str(self.callback_url))
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != LAUNCH_TAG_PARAM]
+        query.append((LAUNCH_TAG_PARAM, self.launch_key(context)))
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def launch_or_resume(self, context: Any) -> str:
+        key = self.launch_key(context)
+        remembered = self.remembered_run(context)
+        earlier = None
+        if remembered:
+            earlier = self.hook.get_run("v4", remembered)
+        else:
+            run = self.hook.find_action_run_by_callback(self.action, f"{LAUNCH_TAG_PARAM}={key}")
+            earlier = V4.snapshot(run.model_dump()) if run else None
+        if earlier is not None:
+            if earlier.state is RunState.IN_PROGRESS or earlier.state.is_success:
+                self.log.info(
+                    "Run %s from an earlier try is %s: not launching again", earlier.uid, earlier.status
+                )
+                self.remember_run(context, earlier.uid)
+                return earlier.uid
+            self.log.info("Run %s from an earlier try ended %s: launching anew", earlier.uid, earlier.status)
+        run = self.hook.run_action_async(
+            self.action,
+            list(self.inputs or []),
+            callback_url=self.tagged_callback_url(context),
+            callback_headers=self.callback_headers,
+            parameters=self.parameters,
+            identity_ids=self.identity_ids,
+            identity_mode=self.identity_mode,
+            integration_users=self.integration_users,
+        )
+        self.remember_run(context, run.uid)
+        self.log.info("Launched %s async on %s inputs: run %s", self.action, len(self.inputs or []), run.uid)
+        return run.uid
+
+    def check_success(self, event: dict[str, Any]) -> None:
+        if V4.state_of(event.get("run_status")) is RunState.PARTIAL:
+            if self.partial_success == "fail":
+                raise CaptainDataRunError(
+                    event["run_uid"], str(event["run_status"]), event.get("message") or ""
+                )
+            self.log.warning("Run %s finished with some errors (%s)", event["run_uid"], event.get("message"))
+
+    def collect(self, run_uid: str) -> Any:
+        # Async results are pushed to the callback URL; the task returns the final run.
+        return self.hook.get_action_run(run_uid).model_dump(mode="json")
+
+    def result_pages(self, run_uid: str) -> Iterable[list[dict[str, Any]]]:
+        return iter(())
