@@ -35,3 +35,22 @@ def task_states(dag_run: Any) -> dict[str, str]:
 def xcom(dag_run: Any, task_id: str, key: str = "return_value") -> Any:
     ti = next(t for t in dag_run.get_task_instances() if t.task_id == task_id)
     return ti.xcom_pull(task_ids=task_id, key=key)
+
+
+def make_dag(dag_id: str, **kwargs: Any) -> Any:
+    """A DAG with no schedule, from the SDK on Airflow 3 and from airflow on 2.11."""
+    import datetime
+
+    if AIRFLOW_3:
+        from airflow.sdk import DAG
+    else:
+        from airflow import DAG
+    return DAG(dag_id, schedule=None, start_date=datetime.datetime(2025, 1, 1), catchup=False, **kwargs)
+
+
+def python_task(task_id: str, fn: Any, **kwargs: Any) -> Any:
+    if AIRFLOW_3:
+        from airflow.providers.standard.operators.python import PythonOperator
+    else:
+        from airflow.operators.python import PythonOperator
+    return PythonOperator(task_id=task_id, python_callable=fn, **kwargs)

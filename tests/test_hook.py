@@ -89,7 +89,9 @@ def test_test_connection_ok(hook: CaptainDataHook, captaindata_emulator: Any) ->
 # -- retries --------------------------------------------------------------------------------
 
 
-def test_5xx_is_retried_then_succeeds(hook: CaptainDataHook, captaindata_emulator: Any, workflow_uid: str) -> None:
+def test_5xx_is_retried_then_succeeds(
+    hook: CaptainDataHook, captaindata_emulator: Any, workflow_uid: str
+) -> None:
     job_uid = launch(hook, workflow_uid)
     captaindata_emulator.add_fault("GET", f"/v3/jobs/{job_uid}", status=503, times=2)
     assert hook.get_workflow_run(job_uid).uid == job_uid
@@ -143,12 +145,20 @@ def test_unknown_run_is_404_without_retry(hook: CaptainDataHook, captaindata_emu
 
 def test_error_body_is_parsed(hook: CaptainDataHook, captaindata_emulator: Any) -> None:
     captaindata_emulator.add_fault(
-        "GET", "/v4/workspaces", status=400, error_label="INVALID_INPUT", message="linkedin_profile_url is required"
+        "GET",
+        "/v4/workspaces",
+        status=400,
+        error_label="INVALID_INPUT",
+        message="linkedin_profile_url is required",
     )
     with pytest.raises(CaptainDataAPIError) as info:
         hook.get_workspaces()
     err = info.value
-    assert (err.status_code, err.error_label, err.message) == (400, "INVALID_INPUT", "linkedin_profile_url is required")
+    assert (err.status_code, err.error_label, err.message) == (
+        400,
+        "INVALID_INPUT",
+        "linkedin_profile_url is required",
+    )
     assert err.error_scope and err.error_ref
     assert "INVALID_INPUT" in str(err) and err.error_ref in str(err)
 
@@ -175,7 +185,10 @@ def test_launch_after_5xx_looks_up_before_relaunching(
     captaindata_emulator.add_fault("POST", "/v3/workflows/*/schedule", status=503, times=1)
     steps = [{"step_uid": hook.get_workflow_details(workflow_uid).steps[0].step_uid}]
     job_uid = hook.launch_workflow_once(
-        workflow_uid, job_name="once-5xx", inputs=[{"linkedin_profile_url": "https://x.test/in/a"}], steps=steps
+        workflow_uid,
+        job_name="once-5xx",
+        inputs=[{"linkedin_profile_url": "https://x.test/in/a"}],
+        steps=steps,
     )
     assert job_uid
     assert _runs_named(hook, workflow_uid, "once-5xx") == 1
@@ -188,23 +201,35 @@ def test_launch_after_5xx_looks_up_before_relaunching(
 def test_launch_that_timed_out_but_was_processed_is_not_sent_again(
     captaindata_emulator: Any, workflow_uid: str
 ) -> None:
-    hook = CaptainDataHook(retry_policy=RetryPolicy(attempts=3, backoff_initial=0.6, backoff_max=0.6, read_timeout=0.3))
+    hook = CaptainDataHook(
+        retry_policy=RetryPolicy(attempts=3, backoff_initial=0.6, backoff_max=0.6, read_timeout=0.3)
+    )
     captaindata_emulator.add_fault("POST", "/v3/workflows/*/schedule", delay=0.5, times=1)
-    steps = [{"step_uid": CaptainDataHook(retry_policy=FAST).get_workflow_details(workflow_uid).steps[0].step_uid}]
+    steps = [
+        {"step_uid": CaptainDataHook(retry_policy=FAST).get_workflow_details(workflow_uid).steps[0].step_uid}
+    ]
     with pytest.raises(CaptainDataTransportError):
         # Without the lookup, a plain launch gives up ambiguously...
-        hook.launch_workflow(workflow_uid, job_name="plain", inputs=[{"linkedin_profile_url": "u"}], steps=steps)
+        hook.launch_workflow(
+            workflow_uid, job_name="plain", inputs=[{"linkedin_profile_url": "u"}], steps=steps
+        )
     captaindata_emulator.add_fault("POST", "/v3/workflows/*/schedule", delay=0.5, times=1)
     job_uid = hook.launch_workflow_once(
         workflow_uid, job_name="once-timeout", inputs=[{"linkedin_profile_url": "u"}], steps=steps
     )
     time.sleep(0.5)
-    runs = [r for r in CaptainDataHook(retry_policy=FAST).list_workflow_runs(workflow_uid) if r.name == "once-timeout"]
+    runs = [
+        r
+        for r in CaptainDataHook(retry_policy=FAST).list_workflow_runs(workflow_uid)
+        if r.name == "once-timeout"
+    ]
     assert [r.uid for r in runs] == [job_uid]
     assert len(captaindata_emulator.requests(method="POST", path="/v3/workflows/*/schedule")) == 2
 
 
-def test_launch_4xx_fails_at_once(hook: CaptainDataHook, captaindata_emulator: Any, workflow_uid: str) -> None:
+def test_launch_4xx_fails_at_once(
+    hook: CaptainDataHook, captaindata_emulator: Any, workflow_uid: str
+) -> None:
     with pytest.raises(CaptainDataAPIError) as info:
         hook.launch_workflow_once(workflow_uid, job_name="bad", inputs=[], steps=[])
     assert info.value.status_code == 400
@@ -238,7 +263,9 @@ def test_v3_results_survive_faults_mid_paging(
     assert sorted(r["row_index"] for r in rows) == list(range(2500))
 
 
-def test_v4_live_search_follows_header_pages_to_the_end(hook: CaptainDataHook, captaindata_emulator: Any) -> None:
+def test_v4_live_search_follows_header_pages_to_the_end(
+    hook: CaptainDataHook, captaindata_emulator: Any
+) -> None:
     captaindata_emulator.configure(v4_search_total_results=35, rate_limit_per_second=None)
     monkey_fast_gate(hook)
     pages = list(
@@ -343,5 +370,12 @@ def test_key_never_in_reprs_errors_or_logs(
     captaindata_emulator.add_fault("GET", "/v4/workspaces", status=503, times=None)
     with pytest.raises(CaptainDataAPIError) as info:
         hook.get_workspaces()
-    texts = [repr(hook), str(hook.settings), repr(hook.settings), str(info.value), repr(info.value), caplog.text]
+    texts = [
+        repr(hook),
+        str(hook.settings),
+        repr(hook.settings),
+        str(info.value),
+        repr(info.value),
+        caplog.text,
+    ]
     assert all(key not in text for text in texts)

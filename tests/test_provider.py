@@ -9,10 +9,10 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import airflow
 import jsonschema
 import pytest
 
-import airflow
 from airflow_provider_captaindata import __version__
 from airflow_provider_captaindata.get_provider_info import get_provider_info
 
@@ -26,7 +26,11 @@ def test_provider_info_validates_against_airflows_schema() -> None:
 
 
 def test_entry_point_points_at_get_provider_info() -> None:
-    (ep,) = [e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("airflow_provider_captaindata")]
+    (ep,) = [
+        e
+        for e in entry_points(group="apache_airflow_provider")
+        if e.value.startswith("airflow_provider_captaindata")
+    ]
     assert ep.load() is get_provider_info
 
 
@@ -34,7 +38,12 @@ def test_every_listed_module_and_class_imports() -> None:
     import importlib
 
     info = get_provider_info()
-    modules = [m for key in ("hooks", "operators", "sensors", "triggers") for item in info[key] for m in item["python-modules"]]
+    modules = [
+        m
+        for key in ("hooks", "operators", "sensors", "triggers")
+        for item in info[key]
+        for m in item["python-modules"]
+    ]
     for module in modules:
         importlib.import_module(module)
     for dotted in [info["connection-types"][0]["hook-class-name"], *info["extra-links"]]:
@@ -58,7 +67,10 @@ def _airflow_cli(*args: str) -> str:
     ("command", "expected"),
     [
         (("providers", "list", "-o", "json"), "airflow-provider-captaindata"),
-        (("providers", "hooks", "-o", "json"), "airflow_provider_captaindata.hooks.captaindata.CaptainDataHook"),
+        (
+            ("providers", "hooks", "-o", "json"),
+            "airflow_provider_captaindata.hooks.captaindata.CaptainDataHook",
+        ),
     ],
 )
 def test_airflow_cli_lists_the_provider(command: tuple[str, ...], expected: str) -> None:
