@@ -1,0 +1,219 @@
+"""v4 actions end to end: real DAGs (dag.test()) against the emulator over loopback."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_captaindata.exceptions import CaptainDataConfigError
+from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
+from airflow_provider_captaindata.operators.fanout import INPUT_TAG
+from tests.airflow_helpers import make_dag, run_dag, task_states, xcom
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+EXTRACT = "linkedin-extract-people"
+SEARCH = "linkedin-search-people"
+SEARCH_URL = "https://www.linkedin.com/search/results/people/?keywords=data%20engineer"
+
+
+def profiles(n: int) -> list[dict[str, Any]]:
+    return [{"linkedin_profile_url": f"https://www.linkedin.com/in/person-{i:05d}"} for i in range(n)]
+
+
+@pytest.fixture
+def emulator(captaindata_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    conn = captaindata_emulator.connection_json()
+    conn["extra"]["rate_limit_per_second"] = 40
+    monkeypatch.setenv("AIRFLOW_CONN_CAPTAINDATA_DEFAULT", json.dumps(conn))
+    captaindata_emulator.configure(v4_queued_seconds=0.2, v4_running_seconds=1.0)
+    return captaindata_emulator
+
+
+def action_dag(dag_id: str, **op_kwargs: Any) -> Any:
+    with make_dag(dag_id) as dag:
+        CaptainDataRunActionOperator(task_id="action", poll_interval=0.3, **op_kwargs)
+    return dag
+
+
+def live_calls(emulator: Any, action: str = EXTRACT) -> list[dict[str, Any]]:
+    return emulator.requests(method="POST", path=f"/v4/actions/{action}/run/live*")
+
+
+def test_live_single_call_returns_the_object(emulator: Any) -> None:
+    dag_run = run_dag(action_dag("v4_live_one", action=EXTRACT, input=profiles(1)[0]))
+    assert task_states(dag_run) == {"action": "success"}
+    result = xcom(dag_run, "action")
+    assert isinstance(result, dict) and result
+    assert len(live_calls(emulator)) == 1
+    assert "inputs" not in live_calls(emulator)[0]["body"]
+
+
+def test_search_capped_at_max_results_across_pages(emulator: Any) -> None:
+    emulator.configure(v4_search_total_results=95)
+    dag_run = run_dag(
+        action_dag(
+            "v4_search", action=SEARCH, input={"linkedin_people_search_url": SEARCH_URL}, max_results=23
+        )
+    )
+    rows = xcom(dag_run, "action")
+    assert len(rows) == 23
+    assert len({json.dumps(r, sort_keys=True) for r in rows}) == 23
+    assert len(live_calls(emulator, SEARCH)) == 3  # 10 + 10 + 3: no page fetched past the cap
+
+
+def test_search_without_cap_reads_to_the_last_page(emulator: Any, tmp_path: Path) -> None:
+    emulator.configure(v4_search_total_results=35)
+    out = tmp_path / "search.jsonl"
+    dag_run = run_dag(
+        action_dag(
+            "v4_search_all",
+            action=SEARCH,
+            input={"linkedin_people_search_url": SEARCH_URL},
+            output_path=str(out),
+        )
+    )
+    assert xcom(dag_run, "action")["rows"] == 35
+    assert len(out.read_text().splitlines()) == 35
+    assert len(live_calls(emulator, SEARCH)) == 4
+
+
+def test_fan_out_200_inputs_at_20_per_second(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = emulator.connection_json()
+    conn["extra"]["rate_limit_per_second"] = 20
+    monkeypatch.setenv("AIRFLOW_CONN_CAPTAINDATA_DEFAULT", json.dumps(conn))
+    emulator.configure(rate_limit_per_second=20, live_latency_seconds=0.05)
+    dag_run = run_dag(action_dag("v4_fanout", action=EXTRACT, inputs=profiles(200), max_concurrency=10))
+    assert task_states(dag_run) == {"action": "success"}
+    rows = xcom(dag_run, "action")
+    assert [r["custom_data"][INPUT_TAG] for r in rows] == list(range(200))
+    calls = live_calls(emulator)
+    refused = sum(1 for c in calls if c["status"] == 429)
+    assert len(calls) - refused == 200
+    assert refused <= 10
+
+
+@pytest.mark.parametrize("on_input_error", ["fail", "continue"])
+def test_per_input_errors(emulator: Any, on_input_error: str, caplog: pytest.LogCaptureFixture) -> None:
+    emulator.add_fault(
+        "POST",
+        f"/v4/actions/{EXTRACT}/run/live",
+        status=424,
+        times=None,
+        match_body="person-00003",
+        error_label="NO_RESULTS",
+        message="profile not found",
+    )
+    dag_run = run_dag(
+        action_dag(
+            f"v4_errors_{on_input_error}", action=EXTRACT, inputs=profiles(6), on_input_error=on_input_error
+        )
+    )
+    if on_input_error == "fail":
+        assert task_states(dag_run) == {"action": "failed"}
+        assert "1 of 6 inputs failed" in caplog.text and "NO_RESULTS" in caplog.text
+        return
+    assert task_states(dag_run) == {"action": "success"}
+    rows = xcom(dag_run, "action")
+    assert sorted(r["custom_data"][INPUT_TAG] for r in rows) == [0, 1, 2, 4, 5]
+    (error,) = xcom(dag_run, "action", "input_errors")
+    assert (error["input_index"], error["error_label"], error["status_code"]) == (3, "NO_RESULTS", 424)
+    assert len(live_calls(emulator)) == 6  # a 424 is an answer, not retried
+
+
+def test_async_run_of_1000_inputs_waits_deferrably(emulator: Any) -> None:
+    dag_run = run_dag(
+        action_dag(
+            "v4_async",
+            action=EXTRACT,
+            inputs=profiles(1000),
+            mode="async",
+            callback_url="http://127.0.0.1:9/cb",
+            deferrable=True,
+        )
+    )
+    assert task_states(dag_run) == {"action": "success"}
+    run = xcom(dag_run, "action")
+    assert run["status"].upper() == "SUCCEEDED"
+    assert run["uid"] == xcom(dag_run, "action", "run_uid")
+    (launch,) = emulator.requests(method="POST", path=f"/v4/actions/{EXTRACT}/run/async")
+    assert len(launch["body"]["inputs"]) == 1000
+
+
+@pytest.mark.parametrize(
+    ("status", "partial_success", "state"),
+    [
+        ("FAILED", "warn", "failed"),
+        ("PARTIAL_SUCCEEDED", "warn", "success"),
+        ("PARTIAL_SUCCEEDED", "fail", "failed"),
+    ],
+)
+def test_async_final_statuses(emulator: Any, status: str, partial_success: str, state: str) -> None:
+    emulator.force_outcome(EXTRACT, status, error_message="some inputs failed")
+    dag = action_dag(
+        f"v4_async_{status}_{partial_success}",
+        action=EXTRACT,
+        inputs=profiles(3),
+        mode="async",
+        callback_url="http://127.0.0.1:9/cb",
+        partial_success=partial_success,
+        deferrable=True,
+    )
+    assert task_states(run_dag(dag)) == {"action": state}
+
+
+def test_task_retry_after_async_launch_does_not_launch_again(emulator: Any) -> None:
+    emulator.add_fault("GET", "/v4/runs/*", status=403, times=1)
+    dag = action_dag(
+        "v4_async_retry",
+        action=EXTRACT,
+        inputs=profiles(3),
+        mode="async",
+        callback_url="http://127.0.0.1:9/cb",
+        deferrable=True,
+        retries=1,
+        retry_delay=timedelta(0),
+    )
+    assert task_states(run_dag(dag)) == {"action": "success"}
+    assert len(emulator.requests(method="POST", path=f"/v4/actions/{EXTRACT}/run/async")) == 1
+
+
+def test_v4_sensor(emulator: Any) -> None:
+    from airflow_provider_captaindata.sensors.runs import CaptainDataRunSensor
+
+    run = CaptainDataHook().run_action_async(EXTRACT, profiles(2), callback_url="http://127.0.0.1:9/cb")
+    with make_dag("v4_sensor") as dag:
+        CaptainDataRunSensor(
+            task_id="wait", run_uid=run.uid, api_version="v4", poke_interval=0.3, deferrable=True
+        )
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"wait": "success"}
+    assert xcom(dag_run, "wait")["run_status"].upper() == "SUCCEEDED"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"input": {"linkedin_profile_url": "u"}, "inputs": profiles(1)}, "not both"),
+        ({}, "not neither"),
+        ({"inputs": profiles(1) * 100_001}, "100000"),
+        ({"input": {"custom_data": {}}}, "linkedin_profile_url"),
+        ({"inputs": [{"linkedin_profile_url": "u"}, {}]}, r"inputs\[1\]"),
+        ({"input": {"linkedin_profile_url": "u"}, "identity_mode": "direct"}, "identity_ids"),
+        ({"input": {"linkedin_profile_url": "u"}, "max_concurrency": 0}, "max_concurrency"),
+        ({"input": {"linkedin_profile_url": "u"}, "mode": "batch"}, "mode"),
+        ({"inputs": profiles(1), "mode": "async"}, "callback_url"),
+        (
+            {"action": "linkedin-extract-peple", "input": {"linkedin_profile_url": "u"}},
+            "linkedin-extract-people",
+        ),
+    ],
+)
+def test_bad_parameters_fail_at_construction(kwargs: dict[str, Any], name: str) -> None:
+    with pytest.raises(CaptainDataConfigError, match=name):
+        CaptainDataRunActionOperator(task_id="t", **{"action": EXTRACT, **kwargs})
