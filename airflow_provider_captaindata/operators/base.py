@@ -183,10 +183,8 @@ class CaptainDataRunOperatorBase(BaseOperator):
     def wait(self, context: Any, run_uid: str, retries_done: int = 0) -> Any:
         self._run_uid = run_uid
         waiter = self._waiter(context, run_uid)
-        snapshot = self.hook.get_run(self.api_version, run_uid)
-        waiter.status_changed(snapshot)
-        self.log.info("Run %s is %s", run_uid, snapshot.status)
-        event = waiter.on_snapshot(snapshot)
+        # Check once before deferring: a run that is already final needs no trigger.
+        event = self._poll_once(waiter, run_uid)
         if event is None and self.deferrable:
             from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
 
