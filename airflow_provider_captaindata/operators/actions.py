@@ -18,6 +18,7 @@ from airflow_provider_captaindata.models import RunState
 from airflow_provider_captaindata.operators.base import (
     CaptainDataRunOperatorBase,
     as_json_value,
+    fail_without_retry_on_bad_request,
     is_templated,
 )
 from airflow_provider_captaindata.operators.workflows import check_inputs
@@ -200,9 +201,10 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
     def execute(self, context: Any) -> Any:
         if self.mode == "async":
             return super().execute(context)
-        if self.output_path:
-            object_storage_path(self.output_path)
-        self.validate_rendered()
+        with fail_without_retry_on_bad_request():
+            if self.output_path:
+                object_storage_path(self.output_path)
+            self.validate_rendered()
         from airflow_provider_captaindata.operators.fanout import run_live_fanout
 
         if self.input is not None:

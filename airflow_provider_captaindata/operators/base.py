@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.providers.common.compat.sdk import BaseOperator, conf
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
 
 from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
 from airflow_provider_captaindata.exceptions import (
@@ -77,6 +78,20 @@ def as_json_value(name: str, value: Any) -> Any:
                 f"{name} rendered to a string that is not JSON: {value[:80]!r}"
             ) from None
     return value
+
+
+@contextmanager
+def fail_without_retry_on_bad_request() -> Iterator[None]:
+    """Bad parameters and refused launches (4xx but 429) fail the task without task retries:
+    another try would be refused the same way, or launch again for nothing."""
+    try:
+        yield
+    except CaptainDataConfigError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    except CaptainDataAPIError as exc:
+        if 400 <= exc.status_code < 500 and exc.status_code != 429:
+            raise AirflowFailException(str(exc)) from exc
+        raise
 
 
 class CaptainDataRunOperatorBase(BaseOperator):
@@ -157,10 +172,11 @@ class CaptainDataRunOperatorBase(BaseOperator):
         return CaptainDataHook(self.captaindata_conn_id)
 
     def execute(self, context: Any) -> Any:
-        if self.output_path:
-            object_storage_path(self.output_path)  # an unusable scheme fails before any launch
-        self.validate_rendered()
-        run_uid = self.launch_or_resume(context)
+        with fail_without_retry_on_bad_request():
+            if self.output_path:
+                object_storage_path(self.output_path)  # an unusable scheme fails before any launch
+            self.validate_rendered()
+            run_uid = self.launch_or_resume(context)
         if not self.wait_for_completion:
             return run_uid
         return self.wait(context, run_uid)
