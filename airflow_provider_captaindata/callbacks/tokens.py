@@ -1,0 +1,101 @@
+"""Callback URLs that authenticate themselves: no shared state between Airflow and the receiver.
+
+A launch gets ``{base_url}/v1/{launch_key}/{expires}/{token}`` where ``token`` is an HMAC-SHA256
+of ``{launch_key}.{expires}`` with the connection's callback secret. The receiver recomputes it
+and compares in constant time, so any number of receivers (the Airflow API server's workers, a
+standalone process) accept exactly the URLs Airflow handed out, until they expire.
+
+The run uid is not part of the token because it does not exist yet when the URL is built: the
+launch key (a deterministic id of dag, task, run and map index) is what the token binds, and
+the receiver stores pages under that key, so a URL can only ever write into its own launch's
+folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import time
+
+from airflow_provider_captaindata.exceptions import CaptainDataConfigError
+
+URL_VERSION = "v1"  # first path segment: lets a future token scheme live beside this one
+DEFAULT_TTL_SECONDS = 7 * 86400  # longer than any run plus Captain Data's own retries
+
+LAUNCH_KEY_RE = re.compile(r"[0-9a-f]{24}")
+EXPIRES_RE = re.compile(r"[0-9]{1,12}")  # unix seconds; bounded so int() stays cheap
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes of SHA-256, urlsafe base64 without padding
+
+
+def is_launch_key(value: object) -> bool:
+    return isinstance(value, str) and LAUNCH_KEY_RE.fullmatch(value) is not None
+
+
+def _sign(secret: str, launch_key: str, expires: int) -> str:
+    digest = hmac.new(secret.encode(), f"{launch_key}.{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def callback_url_for(
+    base_url: str,
+    secret: str,
+    launch_key: str,
+    *,
+    ttl_seconds: float = DEFAULT_TTL_SECONDS,
+    now: float | None = None,
+) -> str:
+    """The callback URL to give Captain Data for one launch.
+
+    :param base_url: where the receiver is reachable from the internet, e.g.
+        ``https://airflow.example.com/captaindata`` (plugin in the Airflow 3 API server) or
+        ``https://callbacks.example.com`` (standalone receiver).
+    :param secret: the connection's ``callback_secret``; the receiver must have the same one.
+    :param launch_key: 24 lowercase hex characters identifying the launch.
+    :param ttl_seconds: how long the URL is accepted.
+    """
+    if not is_launch_key(launch_key):
+        raise CaptainDataConfigError(f"launch_key must be 24 lowercase hex characters, got {launch_key!r}")
+    if not secret:
+        raise CaptainDataConfigError(
+            "The callback secret is empty: set the connection's callback_secret extra to a long random "
+            "string (the receiver must use the same one)."
+        )
+    if not base_url or "://" not in base_url:
+        raise CaptainDataConfigError(f"callback_base_url must be an http(s) URL, got {base_url!r}")
+    if not ttl_seconds > 0:
+        raise CaptainDataConfigError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
+    expires = int((time.time() if now is None else now) + ttl_seconds)
+    token = _sign(secret, launch_key, expires)
+    return f"{base_url.rstrip('/')}/{URL_VERSION}/{launch_key}/{expires}/{token}"
+
+
+def check(secret: str, launch_key: str, expires: str | int, token: str, now: float | None = None) -> str:
+    """``"ok"``, or why the token is refused: ``"malformed"`` (a part has the wrong shape, or
+    no secret is configured), ``"invalid"`` (wrong signature) or ``"expired"``.
+
+    Malformed values are refused before any HMAC is computed; the comparison itself is constant
+    time (``hmac.compare_digest``) so the answer time says nothing about the expected token.
+    """
+    if not secret or not is_launch_key(launch_key):
+        return "malformed"
+    if isinstance(expires, bool) or not isinstance(expires, (str, int)):
+        return "malformed"
+    expires_text = str(expires)
+    if EXPIRES_RE.fullmatch(expires_text) is None:
+        return "malformed"
+    if not isinstance(token, str) or TOKEN_RE.fullmatch(token) is None:
+        return "malformed"
+    expected = _sign(secret, launch_key, int(expires_text))
+    # Both sides are ASCII (checked above), so comparing bytes never raises.
+    if not hmac.compare_digest(expected.encode("ascii"), token.encode("ascii")):
+        return "invalid"
+    if int(expires_text) <= (time.time() if now is None else now):
+        return "expired"
+    return "ok"
+
+
+def verify(secret: str, launch_key: str, expires: str | int, token: str, now: float | None = None) -> bool:
+    """True when ``token`` was issued with ``secret`` for this launch key and has not expired."""
+    return check(secret, launch_key, expires, token, now) == "ok"
