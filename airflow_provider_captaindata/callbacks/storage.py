@@ -1,0 +1,181 @@
+"""Where received callback pages live: one file per page, keyed so that a page can never double.
+
+Layout under the ``callback_storage`` URI (any ObjectStoragePath; ``file://`` for one machine)::
+
+    {callback_storage}/{launch_key}/{run_uid}/{batch_uid}.json   the whole callback body
+
+A duplicate delivery or a replay of the same page has the same ``batch_uid``, so it overwrites
+the file instead of adding one. Each page is written under a temporary name and then moved over
+the final name, so a reader (the reconciliation) never sees half a page. On a local disk the
+file and its folder are fsynced before the receiver answers 2xx, so an acknowledged page
+survives a crash; object stores make a finished upload durable themselves.
+
+Every path segment is validated first (launch key: 24 hex; run and batch uids: UUIDs), so no
+path is ever built from a value the sender chose freely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import uuid
+from typing import Any
+
+from airflow_provider_captaindata.callbacks.tokens import is_launch_key
+from airflow_provider_captaindata.exceptions import CaptainDataConfigError
+
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+PAGE_SUFFIX = ".json"
+_PAGE_NAME_RE = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.json")
+
+
+def is_uuid(value: object) -> bool:
+    """The canonical 8-4-4-4-12 hex form only (``uuid.UUID`` would also accept braces and urns)."""
+    return isinstance(value, str) and UUID_RE.fullmatch(value) is not None
+
+
+def normalize_uuid(value: object) -> str:
+    """A UUID in lowercase, the form used in paths; ``ValueError`` for anything else."""
+    if not is_uuid(value):
+        raise ValueError("not a UUID")
+    return str(value).lower()
+
+
+class CallbackStore:
+    """Reads and writes callback pages under one storage URI.
+
+    Blocking (file or network I/O): the receiver calls it from a worker thread.
+    """
+
+    def __init__(self, uri: str) -> None:
+        from airflow_provider_captaindata.results import object_storage_path
+
+        if not isinstance(uri, str) or not uri.strip():
+            raise CaptainDataConfigError(
+                "callback_storage is not set: give the receiver a storage URI such as "
+                "file:///var/lib/captaindata-callbacks or s3://bucket/captaindata-callbacks."
+            )
+        self.uri = uri.strip()
+        root = object_storage_path(self.uri)
+        self.fs: Any = root.fs
+        self._root = str(root.path).rstrip("/") or "/"
+        protocol = self.fs.protocol
+        protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+        self.local = "file" in protocols or "local" in protocols
+
+    def __repr__(self) -> str:
+        return f"CallbackStore({self.uri!r})"
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def run_folder(self, launch_key: str, run_uid: str) -> str:
+        if not is_launch_key(launch_key):
+            raise ValueError("launch_key must be 24 lowercase hex characters")
+        return f"{self._root.rstrip('/')}/{launch_key}/{normalize_uuid(run_uid)}"
+
+    def page_path(self, launch_key: str, run_uid: str, batch_uid: str) -> str:
+        return f"{self.run_folder(launch_key, run_uid)}/{normalize_uuid(batch_uid)}{PAGE_SUFFIX}"
+
+    def describe(self, launch_key: str, run_uid: str) -> str:
+        """The run folder as a URI, for log lines."""
+        return f"{self.uri.rstrip('/')}/{launch_key}/{normalize_uuid(run_uid)}"
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write_page(self, launch_key: str, run_uid: str, batch_uid: str, data: bytes) -> str:
+        """Store one page durably, replacing any earlier copy of it; returns its path."""
+        folder = self.run_folder(launch_key, run_uid)
+        final = self.page_path(launch_key, run_uid, batch_uid)
+        if self.local:
+            _write_local(folder, final, data)
+        else:
+            # Object stores have no rename: the move is a server-side copy, and an upload only
+            # becomes visible when complete, so neither name is ever seen half written.
+            self.fs.makedirs(folder, exist_ok=True)
+            temp = f"{folder}/.{normalize_uuid(batch_uid)}.{uuid.uuid4().hex}.tmp"
+            self.fs.pipe_file(temp, data)
+            try:
+                self.fs.mv(temp, final)
+            finally:
+                if self.fs.exists(temp):
+                    self.fs.rm(temp)
+        return final
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def batch_uids(self, launch_key: str, run_uid: str) -> list[str]:
+        """The batch uids stored for a run, sorted (temporary files are not pages)."""
+        folder = self.run_folder(launch_key, run_uid)
+        if self.local:
+            try:
+                names = [entry.name for entry in os.scandir(folder)]
+            except FileNotFoundError:
+                return []
+        else:
+            try:
+                names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False)]
+            except FileNotFoundError:
+                return []
+        found = (_PAGE_NAME_RE.fullmatch(name) for name in names)
+        return sorted(m.group(1) for m in found if m)
+
+    def read_page(self, launch_key: str, run_uid: str, batch_uid: str) -> dict[str, Any]:
+        path = self.page_path(launch_key, run_uid, batch_uid)
+        if self.local:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        else:
+            data = self.fs.cat_file(path)
+        page = json.loads(data)
+        if not isinstance(page, dict):
+            raise ValueError(f"{path} does not hold a callback body")
+        return page
+
+
+def _write_local(folder: str, final: str, data: bytes) -> None:
+    created = _makedirs(folder)
+    fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, final)  # atomic on POSIX: readers see the old page or the new one
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    # The rename (and any folder just created) is only durable once the folders are synced.
+    for path in (folder, *created):
+        _fsync_dir(path)
+
+
+def _makedirs(folder: str) -> list[str]:
+    """Create ``folder`` and its missing parents; return the parents whose entries changed."""
+    missing: list[str] = []
+    path = folder
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if missing:
+        os.makedirs(folder, exist_ok=True)
+    return [os.path.dirname(p) for p in missing]
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a folder; the file itself is synced
+        pass
+    finally:
+        os.close(fd)
