@@ -18,6 +18,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import random
 import threading
 import time
 import weakref
@@ -105,7 +106,16 @@ class RetryPolicy:
 
     @property
     def _backoff(self) -> tenacity.wait.wait_base:
-        return tenacity.wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max)
+        # Exponential from backoff_initial, capped, plus up to one initial step of jitter.
+        return tenacity.wait_exponential(
+            multiplier=self.backoff_initial, max=self.backoff_max
+        ) + tenacity.wait_random(0, self.backoff_initial)
+
+    def backoff_seconds(self, attempt: int) -> float:
+        """The backoff before try ``attempt + 1`` (used where tenacity does not drive the loop)."""
+        return min(self.backoff_initial * 2 ** (attempt - 1), self.backoff_max) + random.uniform(
+            0, self.backoff_initial
+        )
 
     def _retry_kwargs(self, request: ApiRequest) -> dict[str, Any]:
         def log_retry(state: tenacity.RetryCallState) -> None:

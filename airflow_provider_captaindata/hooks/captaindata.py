@@ -10,6 +10,7 @@ Each public method is one API endpoint; v3 and v4 differences come from
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
@@ -253,6 +254,8 @@ class CaptainDataHook(_HookBase):
                 if isinstance(exc, CaptainDataAPIError) and not exc.is_retryable:
                     raise
                 last_error = exc
+            # The API may still be creating the run that timed out: give it a moment first.
+            time.sleep(self.retry_policy.backoff_seconds(attempt))
             log.warning(
                 "Launch of %s ended ambiguously (%s); looking for run %r", workflow_uid, last_error, job_name
             )
