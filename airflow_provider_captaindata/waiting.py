@@ -40,6 +40,15 @@ def run_event(
     }
 
 
+def checked_event(event: Any) -> dict[str, Any]:
+    """The event, if it is one a waiter emits; anything else fails the task (fail closed)."""
+    if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES or not event.get("run_uid"):
+        from airflow_provider_captaindata.exceptions import CaptainDataError
+
+        raise CaptainDataError(f"Unexpected trigger event {event!r}: failing closed")
+    return event
+
+
 def execution_deadline(start_date: Any, execution_timeout: Any) -> float | None:
     """Wall-clock time (epoch seconds) by which the trigger must hand back to the worker.
 

@@ -30,8 +30,8 @@ from airflow_provider_captaindata.results import DEFAULT_MAX_XCOM_BYTES, object_
 from airflow_provider_captaindata.versions import get_version
 from airflow_provider_captaindata.waiting import (
     DEADLINE_EXECUTION,
-    EVENT_STATUSES,
     RunWaiter,
+    checked_event,
     execution_deadline,
 )
 
@@ -250,12 +250,7 @@ class CaptainDataRunOperatorBase(BaseOperator):
 
     def execute_complete(self, context: Any, event: Any = None, retries_done: int = 0) -> Any:
         """Resume after the trigger; anything but a known event fails the task (fail closed)."""
-        if (
-            not isinstance(event, dict)
-            or event.get("status") not in EVENT_STATUSES
-            or not event.get("run_uid")
-        ):
-            raise CaptainDataError(f"Unexpected trigger event {event!r}: failing closed")
+        event = checked_event(event)
         self._run_uid = event["run_uid"]
         return self.finish(context, event, retries_done)
 

@@ -13,14 +13,13 @@ from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
-    CaptainDataError,
     CaptainDataRunError,
     CaptainDataTransportError,
 )
 from airflow_provider_captaindata.links import RUN_UID_KEY, RUN_URL_KEY, CaptainDataRunLink
 from airflow_provider_captaindata.operators.base import default_deferrable, positive_seconds, to_seconds
 from airflow_provider_captaindata.versions import get_version
-from airflow_provider_captaindata.waiting import EVENT_STATUSES, RunWaiter
+from airflow_provider_captaindata.waiting import RunWaiter, checked_event
 
 if TYPE_CHECKING:
     from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
@@ -130,8 +129,7 @@ class CaptainDataRunSensor(BaseSensorOperator):
         return {"run_uid": self.run_uid, "run_status": self._last_status}
 
     def execute_complete(self, context: Any, event: Any = None) -> dict[str, Any]:
-        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
-            raise CaptainDataError(f"Unexpected trigger event {event!r}: failing closed")
+        event = checked_event(event)
         if event["status"] == "success":
             self._last_status = event.get("run_status")
             return self._result()
