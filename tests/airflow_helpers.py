@@ -54,3 +54,9 @@ def python_task(task_id: str, fn: Any, **kwargs: Any) -> Any:
     else:
         from airflow.operators.python import PythonOperator
     return PythonOperator(task_id=task_id, python_callable=fn, **kwargs)
+
+
+def task_output(caplog: Any, capsys: Any) -> str:
+    """Everything a task logged: Airflow 3 task logs go to stdout (structlog), 2.11's to logging."""
+    captured = capsys.readouterr()
+    return caplog.text + captured.out + captured.err

@@ -13,7 +13,7 @@ from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
 from airflow_provider_captaindata.operators.fanout import INPUT_TAG
-from tests.airflow_helpers import make_dag, run_dag, task_states, xcom
+from tests.airflow_helpers import make_dag, run_dag, task_output, task_states, xcom
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -99,7 +99,9 @@ def test_fan_out_200_inputs_at_20_per_second(emulator: Any, monkeypatch: pytest.
 
 
 @pytest.mark.parametrize("on_input_error", ["fail", "continue"])
-def test_per_input_errors(emulator: Any, on_input_error: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_per_input_errors(
+    emulator: Any, on_input_error: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     emulator.add_fault(
         "POST",
         f"/v4/actions/{EXTRACT}/run/live",
@@ -116,7 +118,8 @@ def test_per_input_errors(emulator: Any, on_input_error: str, caplog: pytest.Log
     )
     if on_input_error == "fail":
         assert task_states(dag_run) == {"action": "failed"}
-        assert "1 of 6 inputs failed" in caplog.text and "NO_RESULTS" in caplog.text
+        out = task_output(caplog, capsys)
+        assert "1 of 6 inputs failed" in out and "NO_RESULTS" in out
         return
     assert task_states(dag_run) == {"action": "success"}
     rows = xcom(dag_run, "action")

@@ -17,6 +17,9 @@ import uvicorn
 
 from airflow_provider_captaindata.callbacks.app import create_app
 from airflow_provider_captaindata.callbacks.tokens import callback_url_for
+from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+from airflow_provider_captaindata.models import V4CallbackRecord
+from airflow_provider_captaindata.versions import V4
 
 SECRET = "test-callback-secret-0123456789abcdef"
 LAUNCH_KEY = "0123456789abcdef01234567"
@@ -25,15 +28,17 @@ LAUNCH_KEY = "0123456789abcdef01234567"
 class ServerThread:
     """Serves an ASGI app with uvicorn in a daemon thread; ``stop()`` shuts it down cleanly."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, port: int = 0, access_log: bool = False) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", port))
         sock.listen(1024)
         self.port = sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         # log_config=None: uvicorn's loggers propagate, so caplog sees the access log too.
-        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="info"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, log_config=None, log_level="info", access_log=access_log)
+        )
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 10
@@ -47,12 +52,30 @@ class ServerThread:
         self.thread.join(10)
 
 
+class CountingApp:
+    """Counts the POSTs reaching the receiver (duplicates and replays included)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.posts = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            self.posts += 1
+        await self.app(scope, receive, send)
+
+
 @dataclass
 class Receiver:
     base_url: str
     folder: Path
     storage: str
     secret: str
+    counter: CountingApp | None = None
+
+    @property
+    def posts(self) -> int:
+        return self.counter.posts if self.counter else 0
 
     def url(self, launch_key: str = LAUNCH_KEY, **kwargs: Any) -> str:
         return callback_url_for(self.base_url, self.secret, launch_key, **kwargs)
@@ -61,15 +84,27 @@ class Receiver:
         return sorted(p for p in self.folder.rglob("*") if p.is_file())
 
 
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
+def _receiver(tmp_path: Path, access_log: bool) -> Iterator[Receiver]:
     folder = tmp_path / "callbacks"
     storage = folder.as_uri()
-    server = ServerThread(create_app(secret=SECRET, storage=storage, max_body_bytes=64 * 1024))
+    counter = CountingApp(create_app(secret=SECRET, storage=storage, max_body_bytes=64 * 1024))
+    server = ServerThread(counter, access_log=access_log)
     try:
-        yield Receiver(server.base_url, folder, storage, SECRET)
+        yield Receiver(server.base_url, folder, storage, SECRET, counter)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    """A receiver storing under ``tmp_path/callbacks`` (64 KiB body limit)."""
+    yield from _receiver(tmp_path, access_log=False)
+
+
+@pytest.fixture
+def logged_receiver(tmp_path: Path) -> Iterator[Receiver]:
+    """The same with uvicorn's access log on (to check what it shows)."""
+    yield from _receiver(tmp_path, access_log=True)
 
 
 @pytest.fixture
@@ -95,3 +130,22 @@ def callback_body(
         "results_count": rows,
         "results": [{"full_name": f"Person {batch[:8]} {i}", "index": i} for i in range(rows)],
     }
+
+
+class PagingHook(CaptainDataHook):
+    """``CaptainDataHook`` whose ``list_run_callbacks`` passes ``limit``/``offset``/``sort`` on.
+
+    The API answers at most 20 records per call; the provider's hook does not page yet. This is
+    the change recommended for it (see reconcile.list_callback_records), over the real HTTP API.
+    """
+
+    def list_run_callbacks(  # type: ignore[override]
+        self, run_uid: str, *, limit: int | None = None, offset: int = 0, sort: str | None = None
+    ) -> list[V4CallbackRecord]:
+        params: dict[str, Any] = {"run_uid": run_uid, "offset": offset}
+        if limit is not None:
+            params["limit"] = limit
+        if sort is not None:
+            params["sort"] = sort
+        data = self._call(V4, "GET", "/runs/callbacks", params=params).data
+        return [V4CallbackRecord.model_validate(r) for r in data or []]

@@ -76,8 +76,9 @@ def _forged_urls(receiver: Receiver) -> list[tuple[str, int]]:
 
 
 def test_forged_or_expired_tokens_write_nothing(
-    receiver: Receiver, client: httpx.Client, caplog: pytest.LogCaptureFixture
+    logged_receiver: Receiver, client: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
+    receiver = logged_receiver
     caplog.set_level(logging.INFO)
     cases = _forged_urls(receiver)
     for url, status in cases:

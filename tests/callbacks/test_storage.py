@@ -86,3 +86,31 @@ def test_missing_or_unknown_storage_is_a_config_error() -> None:
         CallbackStore("")
     with pytest.raises(CaptainDataConfigError, match="scheme"):
         CallbackStore("nosuchscheme://bucket/x")
+
+
+@pytest.mark.parametrize("protocol", ["memory", "file"])
+def test_object_store_branch_through_fsspec(tmp_path: Path, protocol: str) -> None:
+    # The branch used for s3://, gs://, ... : upload under a temporary name, then move. Driven
+    # here through real fsspec filesystems (Airflow registers no memory:// scheme).
+    import fsspec
+
+    store = CallbackStore(tmp_path.as_uri())
+    store.local = False
+    store.fs = fsspec.filesystem(protocol)
+    store._root = f"/bucket-{uuid.uuid4().hex[:8]}/cb" if protocol == "memory" else str(tmp_path / "cb")
+    run = str(uuid.uuid4())
+    batches = sorted(str(uuid.uuid4()) for _ in range(3))
+    for batch in batches:
+        store.write_page(LAUNCH_KEY, run, batch, json.dumps(callback_body(run, batch, rows=1)).encode())
+    store.write_page(LAUNCH_KEY, run, batches[0], json.dumps(callback_body(run, batches[0], rows=4)).encode())
+    assert store.batch_uids(LAUNCH_KEY, run) == batches
+    assert len(store.read_page(LAUNCH_KEY, run, batches[0])["results"]) == 4
+    names = [p.rsplit("/", 1)[-1] for p in store.fs.ls(store.run_folder(LAUNCH_KEY, run), detail=False)]
+    assert sorted(names) == [f"{b}.json" for b in batches]  # no temporary object left
+    assert store.batch_uids(LAUNCH_KEY, str(uuid.uuid4())) == []
+
+
+def test_local_paths_need_no_airflow(tmp_path: Path) -> None:
+    assert CallbackStore(tmp_path.as_uri())._root == str(tmp_path)
+    assert CallbackStore(f"file://localhost{tmp_path}")._root == str(tmp_path)
+    assert CallbackStore(str(tmp_path)).local

@@ -1,0 +1,295 @@
+"""The measured side of each benchmark, run as ``python child.py MODE '{json params}'``.
+
+One fresh process per case, so peak RSS belongs to that case alone. It prints one JSON line
+(the figures) as its last line of stdout. Baseline modes import only what they use (httpx,
+requests, json) before the measured phase; memory is always measured as growth from just
+before that phase, so import differences do not count either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+V3_FINAL = frozenset({"finished", "completed", "warning", "shutdown", "stopped"})
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KB on Linux
+
+
+class Profile:
+    """cProfile of the measured phase when BENCH_PROFILE_DIR is set (``.pstats`` per case)."""
+
+    def __init__(self, name: str) -> None:
+        directory = os.environ.get("BENCH_PROFILE_DIR")
+        self.path = Path(directory) / f"{name}.pstats" if directory else None
+        self._profile: Any = None
+
+    def __enter__(self) -> Profile:
+        if self.path is not None:
+            import cProfile
+
+            self._profile = cProfile.Profile()
+            self._profile.enable()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._profile is not None and self.path is not None:
+            self._profile.disable()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._profile.dump_stats(str(self.path))
+
+
+class Ticker:
+    """Event-loop lag: how late a coroutine that sleeps ``interval`` over and over wakes up.
+
+    It also samples RSS ten times a second, so the peak of the measured phase is known even
+    when an earlier phase (imports) set the process's high-water mark.
+    """
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.lags: list[float] = []
+        self.peak_rss = 0
+        self._stop = False
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        ticks = 0
+        while not self._stop:
+            due = loop.time() + self.interval
+            await asyncio.sleep(self.interval)
+            self.lags.append(loop.time() - due)
+            ticks += 1
+            if ticks % 10 == 0:
+                self.peak_rss = max(self.peak_rss, rss_bytes())
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+# -- 2. triggerer scale ---------------------------------------------------------------------
+
+
+async def _provider_pollers(params: dict[str, Any]) -> tuple[list[Any], Callable[[], Any]]:
+    from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
+
+    async def drive(trigger: CaptainDataRunTrigger, offset: float) -> str:
+        await asyncio.sleep(offset)
+        async for event in trigger.run():
+            return str(event.payload["status"])
+        return "no event"
+
+    triggers = [
+        CaptainDataRunTrigger(run_uid=uid, api_version="v3", poll_interval=params["poll_interval"])
+        for uid in params["runs"]
+    ]
+    return [drive(t, o) for t, o in zip(triggers, params["offsets"], strict=True)], lambda: None
+
+
+async def _baseline_pollers(params: dict[str, Any]) -> tuple[list[Any], Callable[[], Any]]:
+    import httpx
+
+    # Same pool bounds as the provider's transport: the floor is "bare GETs through one
+    # shared client", not "a faster pool".
+    client = httpx.AsyncClient(
+        headers={"User-Agent": "bench-baseline"},
+        timeout=httpx.Timeout(60.0, connect=10.0),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+    )
+    headers = params["headers"]
+    interval = params["poll_interval"]
+
+    async def poll(uid: str, offset: float) -> str:
+        await asyncio.sleep(offset)
+        url = f"{params['v3_base_url']}/jobs/{uid}"
+        while True:
+            response = await client.get(url, headers=headers)
+            if response.status_code == 200:
+                status = response.json()["status"]
+                if status in V3_FINAL:
+                    return "success" if status in ("finished", "completed") else status
+            await asyncio.sleep(interval)
+
+    return [poll(u, o) for u, o in zip(params["runs"], params["offsets"], strict=True)], client.aclose
+
+
+async def _triggers(params: dict[str, Any]) -> dict[str, Any]:
+    # Imports happen before the measured phase, which starts at the same wall-clock offset
+    # from the runs' finish times on both sides (``start_at``), so both poll the same schedule.
+    if params["side"] == "provider":
+        import airflow_provider_captaindata.hooks.captaindata
+        import airflow_provider_captaindata.triggers.runs  # noqa: F401
+
+        make = _provider_pollers
+    else:
+        make = _baseline_pollers
+    import httpx  # noqa: F401
+
+    ticker = Ticker(params.get("tick_s", 0.01))
+    ticking = asyncio.create_task(ticker.run())
+    late = time.time() - params["start_at"]
+    await asyncio.sleep(max(0.5, -late))  # the ticker settles for at least 0.5 s
+    ticker.lags.clear()
+    rss_before, peak_before = rss_bytes(), peak_rss_bytes()
+    ticker.peak_rss = rss_before
+    with Profile(f"triggers-{params['side']}"):
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        pollers, close = await make(params)
+        outcomes = await asyncio.gather(*pollers)
+        cpu1, wall1 = time.process_time(), time.perf_counter()
+    ticker.stop()
+    await ticking
+    closing = close()
+    if closing is not None:
+        await closing
+    peak_after = peak_rss_bytes()
+    # ru_maxrss only counts if this phase raised it; otherwise the ticker's samples hold the peak.
+    peak = max(ticker.peak_rss, peak_after if peak_after > peak_before else 0)
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return {
+        "cpu_s": cpu1 - cpu0,
+        "wall_s": wall1 - wall0,
+        "late_start_s": max(late, 0.0),
+        "lags_ms": [round(lag * 1000, 3) for lag in ticker.lags],
+        "rss_before": rss_before,
+        "peak_rss": peak,
+        "outcomes": counts,
+    }
+
+
+# -- 3. results throughput ------------------------------------------------------------------
+
+
+def _results_provider(params: dict[str, Any]) -> int:
+    from airflow_provider_captaindata.operators.workflows import CaptainDataLaunchWorkflowOperator
+
+    # The operator's own collect(): hook.iter_workflow_results into the JsonLinesFile sink.
+    operator = CaptainDataLaunchWorkflowOperator(
+        task_id="bench_results",
+        workflow_uid=params["workflow_uid"],
+        inputs=[{"linkedin_profile_url": "https://www.linkedin.com/in/bench"}],
+        output_path="file://" + params["out"],
+    )
+    return int(operator.collect(params["run_uid"])["rows"])
+
+
+def _results_baseline(params: dict[str, Any]) -> int:
+    import requests
+
+    session = requests.Session()
+    url: str | None = f"{params['v3_base_url']}/jobs/{params['run_uid']}/results"
+    rows = 0
+    with open(params["out"], "w", encoding="utf-8") as out:
+        while url:
+            response = session.get(url, headers=params["headers"], timeout=(10, 60))
+            response.raise_for_status()
+            page = response.json()
+            out.write(
+                "".join(
+                    json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n" for r in page["results"]
+                )
+            )
+            rows += len(page["results"])
+            paging = page.get("paging") or {}
+            url = paging.get("next") if paging.get("have_next_page") else None
+    return rows
+
+
+def _results(params: dict[str, Any]) -> dict[str, Any]:
+    read = _results_provider if params["side"] == "provider" else _results_baseline
+    if params["side"] == "provider":
+        # Import outside the timed phase (the baseline's imports are outside it too).
+        import airflow_provider_captaindata.operators.workflows  # noqa: F401
+    else:
+        import requests  # noqa: F401
+    rss_before = rss_bytes()
+    with Profile(f"results-{params['side']}-{params['rows']}"):
+        started = time.perf_counter()
+        cpu0 = time.process_time()
+        rows = read(params)
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
+    return {
+        "rows": rows,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rss_before": rss_before,
+        "peak_rss": peak_rss_bytes(),
+        "file_bytes": Path(params["out"]).stat().st_size,
+    }
+
+
+# -- 4. live fan-out ------------------------------------------------------------------------
+
+
+class _TaskInstance:
+    """The only part of the task context the fan-out touches."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+def _fanout(params: dict[str, Any]) -> dict[str, Any]:
+    from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
+
+    inputs = [
+        {"linkedin_profile_url": f"https://www.linkedin.com/in/bench-{i:05d}"}
+        for i in range(params["inputs"])
+    ]
+    operator = CaptainDataRunActionOperator(
+        task_id="bench_fanout",
+        action=params["action"],
+        inputs=inputs,
+        output_path="file://" + params["out"],
+        on_input_error="continue",  # count failures instead of stopping at the first batch error
+        **({"max_concurrency": params["max_concurrency"]} if params.get("max_concurrency") else {}),
+    )
+    ti = _TaskInstance()
+    with Profile("fanout"):
+        started = time.perf_counter()
+        cpu0 = time.process_time()
+        summary = operator.execute({"ti": ti, "run_id": "bench"})
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "summary": summary,
+        "input_errors": ti.xcom.get("input_errors") or [],
+        "max_concurrency": operator.max_concurrency,
+    }
+
+
+def main() -> None:
+    mode, params = sys.argv[1], json.loads(sys.argv[2])
+    if mode == "triggers":
+        result = asyncio.run(_triggers(params))
+    elif mode == "results":
+        result = _results(params)
+    elif mode == "fanout":
+        result = _fanout(params)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

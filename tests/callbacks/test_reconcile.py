@@ -1,0 +1,201 @@
+"""Async runs of the emulator delivering real callbacks to a real receiver, then reconciliation.
+
+Every row must come back exactly once: counted, and identified by (input, row) through the
+``custom_data`` each input carries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_captaindata.callbacks.app import create_app
+from airflow_provider_captaindata.callbacks.reconcile import MissingPagesError, reconcile_run
+from airflow_provider_captaindata.callbacks.tokens import callback_url_for
+from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+from tests.callbacks.conftest import SECRET, CountingApp, PagingHook, Receiver, ServerThread
+
+EXTRACT = "linkedin-extract-people"
+FINAL = ("SUCCEEDED", "PARTIAL_SUCCEEDED", "FAILED", "INVALID", "STOPPED", "BLOCKED")
+
+
+@pytest.fixture
+def emulator(captaindata_emulator: Any) -> Any:
+    captaindata_emulator.configure(v4_queued_seconds=0.05, v4_running_seconds=0.2, v4_results_per_input=2)
+    return captaindata_emulator
+
+
+def inputs(n: int) -> list[dict[str, Any]]:
+    return [
+        {"linkedin_profile_url": f"https://www.linkedin.com/in/person-{i:05d}", "custom_data": {"i": i}}
+        for i in range(n)
+    ]
+
+
+def run_to_the_end(hook: CaptainDataHook, n: int, callback_url: str, timeout: float = 60) -> str:
+    run = hook.run_action_async(EXTRACT, inputs(n), callback_url=callback_url)
+    deadline = time.monotonic() + timeout
+    while hook.get_action_run(run.uid).status.upper() not in FINAL:
+        assert time.monotonic() < deadline, "the emulator run did not finish"
+        time.sleep(0.1)
+    return run.uid
+
+
+def assert_exactly_once(rows: list[dict[str, Any]], n: int, per_input: int = 2) -> None:
+    assert len(rows) == n * per_input
+    per = Counter(row["custom_data"]["i"] for row in rows)
+    assert set(per) == set(range(n))
+    assert set(per.values()) == {per_input}
+    assert len({json.dumps(row, sort_keys=True) for row in rows}) == len(rows)  # no row twice
+    for row in rows:  # each row is about its own input
+        assert row["linkedin_profile_url"].endswith(f"person-{row['custom_data']['i']:05d}")
+
+
+def test_thousand_inputs_every_row_exactly_once(
+    emulator: Any, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="airflow_provider_captaindata.callbacks")
+    key = uuid.uuid4().hex[:24]
+    started = time.monotonic()
+    run_uid = run_to_the_end(PagingHook(), 1000, receiver.url(key))
+    elapsed = time.monotonic() - started
+    report = reconcile_run(PagingHook(), run_uid, key, receiver.storage, poll_seconds=0.2)
+    assert (report.expected, report.received, report.replayed, report.missing) == (1000, 1000, 0, [])
+    rows = [row for page in report.iter_pages() for row in page]
+    assert_exactly_once(rows, 1000)
+    assert report.rows == 2000
+    assert receiver.posts == 1000
+    assert len(list((receiver.folder / key / run_uid).iterdir())) == 1000
+    assert "1000 expected, 1000 received, 0 replayed, 0 missing" in caplog.text
+    print(f"\n1000 callbacks received in {elapsed:.1f} s ({1000 / elapsed:.0f}/s, emulator in-process)")
+
+
+def test_faults_are_reconciled_exactly(
+    emulator: Any, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="airflow_provider_captaindata.callbacks")
+    emulator.configure(
+        callback_drop_rate=0.1, callback_duplicate_rate=0.1, callback_fail_rate=0.1, callback_reorder=True
+    )
+    key = uuid.uuid4().hex[:24]
+    hook = PagingHook()
+    run_uid = run_to_the_end(hook, 1000, receiver.url(key))
+    records = hook.list_run_callbacks(run_uid, limit=20, offset=0, sort="created_at")
+    assert records  # the emulator keeps records
+    posts_before = receiver.posts
+    dropped = 1000 - len(list((receiver.folder / key / run_uid).iterdir()))
+    assert dropped > 50  # ~10% never arrived
+    assert posts_before > 1000 - dropped  # duplicates arrived too
+
+    report = reconcile_run(hook, run_uid, key, receiver.storage, poll_seconds=0.2)
+    assert report.missing == []
+    assert (report.expected, report.received) == (1000, 1000)
+    # Dropped pages were replayed (a replay can be dropped again); failed-but-stored ones were not.
+    assert dropped <= report.replayed <= 3 * dropped
+    assert report.replayed < dropped * 1.5
+    rows = [row for page in report.iter_pages() for row in page]
+    assert_exactly_once(rows, 1000)
+    assert f"1000 expected, 1000 received, {report.replayed} replayed, 0 missing" in caplog.text
+
+
+def test_receiver_down_during_the_run_then_replayed(emulator: Any, tmp_path: Path) -> None:
+    # The URL points at a port where nothing listens yet: every delivery fails (connection
+    # refused). The receiver then comes up on that port and reconciliation replays every page.
+    counter = CountingApp(create_app(secret=SECRET, storage=tmp_path.as_uri()))
+    server = ServerThread(counter)
+    base_url = server.base_url
+    server.stop()
+    key = uuid.uuid4().hex[:24]
+    hook = PagingHook()
+    run_uid = run_to_the_end(hook, 30, callback_url_for(base_url, SECRET, key))
+    assert not (tmp_path / key).exists()
+    server = ServerThread(counter, port=int(base_url.rsplit(":", 1)[1]))
+    try:
+        report = reconcile_run(hook, run_uid, key, tmp_path.as_uri(), poll_seconds=0.1)
+    finally:
+        server.stop()
+    assert (report.expected, report.received, report.replayed, report.missing) == (30, 30, 30, [])
+    assert_exactly_once([row for page in report.iter_pages() for row in page], 30)
+
+
+def test_pages_that_never_arrive_fail_or_warn_by_name(
+    emulator: Any, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.configure(callback_drop_rate=1.0)  # every delivery, replays included, is lost
+    key = uuid.uuid4().hex[:24]
+    hook = PagingHook()
+    run_uid = run_to_the_end(hook, 4, receiver.url(key))
+    report = reconcile_run(hook, run_uid, key, receiver.storage, poll_seconds=0.05, replay_wait_seconds=5)
+    assert report.expected == 4 and report.received == 0
+    assert report.replayed == 4 * 3  # the API allows 3 replays per page, no more
+    assert len(report.missing) == 4
+    assert receiver.posts == 0
+    assert list(report.iter_pages()) == []
+    with pytest.raises(MissingPagesError) as error:
+        report.check("fail")
+    for batch_uid in report.missing:
+        assert batch_uid in str(error.value)
+    caplog.set_level(logging.WARNING)
+    report.check("warn")
+    assert report.missing[0] in caplog.text
+    assert report.summary()["pages_missing"] == 4
+    # A second reconciliation has no replay budget left: it reports without replaying.
+    again = reconcile_run(hook, run_uid, key, receiver.storage, poll_seconds=0.05, replay_wait_seconds=5)
+    assert again.replayed == 0 and len(again.missing) == 4
+
+
+def test_stock_hook_on_a_small_run(emulator: Any, receiver: Receiver) -> None:
+    # The provider's hook as it is: one records call (up to 10 records) is enough here.
+    key = uuid.uuid4().hex[:24]
+    hook = CaptainDataHook()
+    run_uid = run_to_the_end(hook, 8, receiver.url(key))
+    report = reconcile_run(hook, run_uid, key, receiver.storage, poll_seconds=0.05)
+    assert (report.expected, report.received, report.missing) == (8, 8, [])
+    assert_exactly_once([row for page in report.iter_pages() for row in page], 8)
+
+
+def test_custom_data_added_to_rows_without_it(receiver: Receiver) -> None:
+    from airflow_provider_captaindata.callbacks.storage import CallbackStore
+
+    store = CallbackStore(receiver.storage)
+    key, run = uuid.uuid4().hex[:24], str(uuid.uuid4())
+    pages = {
+        "00000000-0000-4000-8000-000000000002": {"custom_data": {"crm": 2}, "results": [{"a": 1}]},
+        "00000000-0000-4000-8000-000000000001": {
+            "custom_data": {"crm": 1},
+            "results": [{"a": 2, "custom_data": {"own": True}}, {"a": 3}],
+        },
+        "00000000-0000-4000-8000-000000000003": {"custom_data": None, "results": [], "error": {"label": "X"}},
+    }
+    for batch, body in pages.items():
+        store.write_page(key, run, batch, json.dumps(body).encode())
+
+    class NoRecords:
+        def list_run_callbacks(self, run_uid: str) -> list[Any]:
+            return []
+
+        def replay_run_callback(self, callback_uid: str) -> Any:
+            raise AssertionError("nothing to replay")
+
+    report = reconcile_run(NoRecords(), run, key, receiver.storage, replay_wait_seconds=0)
+    assert report.unlisted == 3 and report.expected == 0
+    assert list(report.iter_pages()) == [
+        [{"a": 2, "custom_data": {"own": True}}, {"a": 3, "custom_data": {"crm": 1}}],
+        [{"a": 1, "custom_data": {"crm": 2}}],
+        [],
+    ]
+    assert report.rows == 3 and report.pages_with_error == 1
+
+
+def test_invalid_ids_are_refused(receiver: Receiver) -> None:
+    with pytest.raises(ValueError):
+        reconcile_run(PagingHook(), "../../etc", "0" * 24, receiver.storage)
+    with pytest.raises(ValueError):
+        reconcile_run(PagingHook(), str(uuid.uuid4()), "not-a-key", receiver.storage)

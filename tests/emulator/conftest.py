@@ -1,0 +1,106 @@
+"""Fixtures of the emulator tests: HTTP clients with each API's auth, and a callback receiver.
+
+Everything goes over real HTTP on loopback: the emulator from the provider's own pytest
+plugin (``captaindata_emulator``), plain httpx clients, and a stdlib HTTP server that
+records the callbacks an async run posts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from airflow_provider_captaindata.emulator import EmulatorClient
+
+
+@pytest.fixture
+def emu(captaindata_emulator: EmulatorClient) -> EmulatorClient:
+    return captaindata_emulator
+
+
+@pytest.fixture
+def v3(emu: EmulatorClient) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"x-api-key {emu.api_key}", "x-project-id": emu.project_uid}
+    with httpx.Client(base_url=emu.v3_url, headers=headers, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def v4(emu: EmulatorClient) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=emu.v4_url, headers={"X-API-Key": emu.api_key}, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def raw(emu: EmulatorClient) -> Iterator[httpx.Client]:
+    """No auth headers: for auth tests."""
+    with httpx.Client(base_url=emu.base_url, timeout=10) as client:
+        yield client
+
+
+def is_error_body(body: Any, status: int) -> bool:
+    keys = {"error_label", "error_scope", "error_ref", "message", "status_code", "params"}
+    return isinstance(body, dict) and set(body) == keys and body["status_code"] == status
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(interval)
+
+
+class Receiver:
+    """A callback endpoint: records every POST (headers lowercased, JSON body), answers 200
+    unless ``status_for`` says otherwise."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.status_for: Callable[[dict[str, Any]], int] = lambda body: 200
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null")
+                with receiver.lock:
+                    receiver.calls.append(
+                        {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                    )
+                self.send_response(receiver.status_for(body))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/captaindata/callback"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def bodies(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [c["body"] for c in self.calls]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
