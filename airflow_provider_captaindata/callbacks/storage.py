@@ -23,6 +23,7 @@ import re
 import tempfile
 import uuid
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from airflow_provider_captaindata.callbacks.tokens import is_launch_key
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
@@ -51,16 +52,23 @@ class CallbackStore:
     """
 
     def __init__(self, uri: str) -> None:
-        from airflow_provider_captaindata.results import object_storage_path
-
         if not isinstance(uri, str) or not uri.strip():
             raise CaptainDataConfigError(
                 "callback_storage is not set: give the receiver a storage URI such as "
                 "file:///var/lib/captaindata-callbacks or s3://bucket/captaindata-callbacks."
             )
         self.uri = uri.strip()
+        local = _local_folder(self.uri)
+        self.fs: Any = None
+        if local is not None:
+            # A local folder needs no Airflow import: the standalone receiver starts in a second.
+            self.local = True
+            self._root = local
+            return
+        from airflow_provider_captaindata.results import object_storage_path
+
         root = object_storage_path(self.uri)
-        self.fs: Any = root.fs
+        self.fs = root.fs
         self._root = str(root.path).rstrip("/") or "/"
         protocol = self.fs.protocol
         protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
@@ -133,6 +141,16 @@ class CallbackStore:
         if not isinstance(page, dict):
             raise ValueError(f"{path} does not hold a callback body")
         return page
+
+
+def _local_folder(uri: str) -> str | None:
+    """The absolute folder of a ``file://`` URI or a plain path; None for any other scheme."""
+    if "://" not in uri:
+        return os.path.abspath(uri)
+    parts = urlsplit(uri)
+    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+        return os.path.abspath(unquote(parts.path) or "/")
+    return None
 
 
 def _write_local(folder: str, final: str, data: bytes) -> None:

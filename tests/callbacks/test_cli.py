@@ -94,9 +94,10 @@ def test_emulator_run_through_the_cli_receiver(
     assert_exactly_once([row for page in report.iter_pages() for row in page], 60)
 
 
-def test_bad_storage_exits_2_without_serving() -> None:
+def test_bad_arguments_exit_2_without_serving() -> None:
+    # (A storage URI of an unknown scheme is refused the same way: see test_storage.)
     result = subprocess.run(
-        [SCRIPT, "--port", "0", "--storage", "nosuchscheme://x/y"], capture_output=True, text=True, timeout=60
+        [SCRIPT, "--port", "70000"], check=False, capture_output=True, text=True, timeout=60
     )
-    assert result.returncode == 2 and "nosuchscheme" in result.stderr
+    assert result.returncode == 2 and "--port" in result.stderr
     assert result.stdout == ""  # no base URL printed: it never served

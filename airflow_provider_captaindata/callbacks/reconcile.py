@@ -1,0 +1,333 @@
+"""After an async run: make sure every result page arrived, replay what did not, read the rows once.
+
+Captain Data keeps a delivery record per callback attempt (``GET /runs/callbacks?run_uid=``).
+The receiver keeps one file per page (``{storage}/{launch_key}/{run_uid}/{batch_uid}.json``).
+Reconciling compares the two:
+
+* a page whose file exists is complete, whatever its record says: the receiver only answers
+  2xx after a whole page is written, so a "FAILED" record with a stored page (the sender gave
+  up waiting for our answer, say) needs nothing;
+* a page with no file (dropped, refused, receiver down) is replayed, at most 3 times per page
+  counting the replays already made (the record's ``retry_count``), then awaited with a bound;
+* a page still being delivered (``PENDING``/``RUNNING``) is awaited, not replayed.
+
+The rows are then read page by page from storage, in batch uid order: a duplicated or replayed
+page overwrote its own file, so no row is ever counted twice, and memory stays one page.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from airflow_provider_captaindata.callbacks.storage import CallbackStore, is_uuid
+from airflow_provider_captaindata.exceptions import CaptainDataAPIError, CaptainDataError
+
+log = logging.getLogger(__name__)
+
+MAX_REPLAYS = 3  # what the API allows per callback
+RECORDS_PER_CALL = 20  # the API's maximum ``limit`` for GET /runs/callbacks (default 10)
+IN_FLIGHT = frozenset({"PENDING", "RUNNING"})
+MISSING_NAMED = 20  # batch uids named in a message; the report keeps them all
+
+
+class CallbackHook(Protocol):
+    """What reconciling needs from ``CaptainDataHook``."""
+
+    def list_run_callbacks(self, run_uid: str) -> Sequence[Any]: ...
+
+    def replay_run_callback(self, callback_uid: str) -> Any: ...
+
+
+class MissingPagesError(CaptainDataError):
+    """Result pages of an async run never arrived, even after replays."""
+
+    def __init__(self, run_uid: str, missing: Sequence[str], expected: int, replayed: int) -> None:
+        self.run_uid = run_uid
+        self.missing = list(missing)
+        named = ", ".join(self.missing[:MISSING_NAMED]) + (
+            " ..." if len(self.missing) > MISSING_NAMED else ""
+        )
+        super().__init__(
+            f"{len(self.missing)} of {expected} result pages of run {run_uid} never reached the callback "
+            f"receiver ({replayed} replays made): batch uids {named}. Check that the receiver is "
+            "reachable at the connection's callback_base_url and stores into the same callback_storage."
+        )
+
+
+@dataclass(frozen=True)
+class Record:
+    """One delivery record, whatever the hook returned (pydantic model or dict)."""
+
+    uid: str
+    batch_uid: str | None
+    status: str
+    http_status: int | None
+    retry_count: int
+    parent_uid: str | None
+    created_at: str
+
+    @classmethod
+    def of(cls, obj: Any) -> Record:
+        data: Mapping[str, Any] = obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)
+        batch = data.get("batch_uid")
+        return cls(
+            uid=str(data["uid"]),
+            batch_uid=str(batch).lower() if is_uuid(batch) else None,
+            status=str(data.get("status") or "").upper(),
+            http_status=data.get("http_status"),
+            retry_count=int(data.get("retry_count") or 0),
+            parent_uid=data.get("parent_uid"),
+            created_at=str(data.get("created_at") or ""),
+        )
+
+
+@dataclass
+class ReconcileReport:
+    """Counts of one run's pages, and the way to read its rows (``iter_pages``)."""
+
+    run_uid: str
+    launch_key: str
+    storage: str
+    expected: int  # distinct pages (batch uids) in the delivery records
+    received: int  # of those, stored
+    replayed: int  # replays this reconciliation asked for
+    missing: list[str]  # batch uids never stored
+    unlisted: int = 0  # stored pages that no record mentions (read too)
+    batch_uids: list[str] = field(default_factory=list)  # the stored pages, read in this order
+    rows: int = 0  # rows yielded by iter_pages so far
+    pages_with_error: int = 0  # pages whose ``error`` is set (an input failed), seen by iter_pages
+    _store: CallbackStore | None = field(default=None, repr=False)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def iter_pages(self) -> Iterator[list[dict[str, Any]]]:
+        """Each stored page's result rows, sorted by batch uid, one page in memory at a time.
+
+        A row without ``custom_data`` gets its page's (the input's), so rows can be joined back
+        to what the DAG sent."""
+        store = self._store or CallbackStore(self.storage)
+        for batch_uid in self.batch_uids:
+            page = store.read_page(self.launch_key, self.run_uid, batch_uid)
+            custom = page.get("custom_data")
+            rows = [row for row in page.get("results") or [] if isinstance(row, dict)]
+            if custom is not None:
+                rows = [row if "custom_data" in row else {**row, "custom_data": custom} for row in rows]
+            if page.get("error"):
+                self.pages_with_error += 1
+            self.rows += len(rows)
+            yield rows
+
+    def summary(self) -> dict[str, Any]:
+        """Small, JSON-ready counts for XCom and logs."""
+        return {
+            "run_uid": self.run_uid,
+            "pages_expected": self.expected,
+            "pages_received": self.received,
+            "pages_replayed": self.replayed,
+            "pages_missing": len(self.missing),
+            "missing_batch_uids": self.missing,
+        }
+
+    def check(self, on_missing: str = "fail", log: Any = log) -> None:
+        """Raise ``MissingPagesError`` (``"fail"``) or log a warning (``"warn"``) if pages are missing."""
+        if on_missing not in ("fail", "warn"):
+            raise ValueError(f"on_missing must be 'fail' or 'warn', got {on_missing!r}")
+        if not self.missing:
+            return
+        error = MissingPagesError(self.run_uid, self.missing, self.expected, self.replayed)
+        if on_missing == "fail":
+            raise error
+        log.warning("%s", error)
+
+
+def list_callback_records(hook: CallbackHook, run_uid: str, *, log: Any = log) -> list[Record]:
+    """Every delivery record of a run. The API answers at most 20 per call: when the hook takes
+    ``limit``/``offset``/``sort``, page through them in creation order (new records, from replays,
+    land at the end, so no page shifts under us)."""
+    records: dict[str, Record] = {}
+    if _takes_paging(hook.list_run_callbacks):
+        offset = 0
+        while True:
+            page = hook.list_run_callbacks(  # type: ignore[call-arg]
+                run_uid, limit=RECORDS_PER_CALL, offset=offset, sort="created_at"
+            )
+            for item in page:
+                record = Record.of(item)
+                records[record.uid] = record
+            if len(page) < RECORDS_PER_CALL:
+                break
+            offset += len(page)
+    else:
+        page = hook.list_run_callbacks(run_uid)
+        for item in page:
+            record = Record.of(item)
+            records[record.uid] = record
+        if len(page) in (10, RECORDS_PER_CALL):
+            log.warning(
+                "list_run_callbacks returned %s records for run %s, exactly one API page: if the hook "
+                "does not page, later records are not reconciled (their stored pages are still read)",
+                len(page),
+                run_uid,
+            )
+    return list(records.values())
+
+
+def _takes_paging(method: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    return all(name in parameters for name in ("limit", "offset", "sort"))
+
+
+def reconcile_run(
+    hook: CallbackHook,
+    run_uid: str,
+    launch_key: str,
+    storage: str,
+    *,
+    replay_wait_seconds: float = 120.0,
+    poll_seconds: float = 1.0,
+    log: Any = log,
+) -> ReconcileReport:
+    """Compare a final run's delivery records with the stored pages, replay what is missing,
+    wait for it (at most ``replay_wait_seconds``), and report.
+
+    :param hook: a ``CaptainDataHook`` (``list_run_callbacks``, ``replay_run_callback``).
+    :param run_uid: the async run, already in a final status.
+    :param launch_key: the launch's key, as in its callback URL.
+    :param storage: the receiver's ``callback_storage`` URI.
+    :param log: where counts and replays are logged (the task's logger).
+    """
+    store = CallbackStore(storage)
+    store.run_folder(launch_key, run_uid)  # validates both ids before anything else
+    run_uid = run_uid.lower()
+    started = time.monotonic()
+    deadline = started + max(0.0, replay_wait_seconds)
+    relist_every = max(5.0, 5 * poll_seconds)
+
+    records = list_callback_records(hook, run_uid, log=log)
+    by_batch = _group(records, run_uid, log)
+    expected = set(by_batch)
+    stored = set(store.batch_uids(launch_key, run_uid))
+    missing = expected - stored
+    if missing:
+        log.info(
+            "Run %s: %s of %s result pages not stored yet; replaying them (up to %s times each)",
+            run_uid,
+            len(missing),
+            len(expected),
+            MAX_REPLAYS,
+        )
+
+    used = {batch: max(r.retry_count for r in recs) for batch, recs in by_batch.items()}
+    in_flight = {batch for batch in missing if any(r.status in IN_FLIGHT for r in by_batch[batch])}
+    errors: dict[str, int] = {}
+    replayed = 0
+    listed_at = time.monotonic()
+    while missing:
+        hope = bool(in_flight)
+        for batch in sorted(missing - in_flight):
+            if used[batch] >= MAX_REPLAYS or errors.get(batch, 0) >= MAX_REPLAYS:
+                continue
+            target = _replay_target(by_batch[batch])
+            try:
+                answer = Record.of(hook.replay_run_callback(target.uid))
+            except CaptainDataAPIError as exc:
+                if exc.status_code == 400:  # MAX_REPLAYS_REACHED or gone: no budget left
+                    used[batch] = MAX_REPLAYS
+                else:
+                    errors[batch] = errors.get(batch, 0) + 1
+                    hope = True
+                log.warning("Replay of page %s (callback %s) refused: %s", batch, target.uid, exc)
+                continue
+            except CaptainDataError as exc:
+                errors[batch] = errors.get(batch, 0) + 1
+                hope = True
+                log.warning("Replay of page %s (callback %s) failed: %s", batch, target.uid, exc)
+                continue
+            replayed += 1
+            used[batch] += 1
+            by_batch[batch].append(answer)
+            if answer.status in IN_FLIGHT:
+                in_flight.add(batch)
+            # SUCCESS: the page is stored (we answered 2xx); FAILED: try again if budget is left.
+            hope = hope or answer.status == "SUCCESS" or used[batch] < MAX_REPLAYS
+        missing = expected - set(store.batch_uids(launch_key, run_uid))
+        if not missing or not hope or time.monotonic() >= deadline:
+            break
+        time.sleep(max(0.0, min(poll_seconds, deadline - time.monotonic())))
+        missing = expected - set(store.batch_uids(launch_key, run_uid))
+        in_flight &= missing
+        if in_flight and time.monotonic() - listed_at >= relist_every:
+            # Deliveries still in flight: their records tell whether they ended (then replay).
+            by_batch = _group(list_callback_records(hook, run_uid, log=log), run_uid, log) | {
+                b: by_batch[b] for b in expected if b not in by_batch
+            }
+            listed_at = time.monotonic()
+            in_flight = {b for b in in_flight if any(r.status in IN_FLIGHT for r in by_batch[b])}
+
+    batch_uids = store.batch_uids(launch_key, run_uid)
+    missing_list = sorted(expected - set(batch_uids))
+    report = ReconcileReport(
+        run_uid=run_uid,
+        launch_key=launch_key,
+        storage=storage,
+        expected=len(expected),
+        received=len(expected) - len(missing_list),
+        replayed=replayed,
+        missing=missing_list,
+        unlisted=len(set(batch_uids) - expected),
+        batch_uids=batch_uids,
+        _store=store,
+    )
+    log.info(
+        "Run %s result pages: %s expected, %s received, %s replayed, %s missing (%.1f s)",
+        run_uid,
+        report.expected,
+        report.received,
+        report.replayed,
+        len(report.missing),
+        time.monotonic() - started,
+    )
+    if report.unlisted:
+        log.info(
+            "Run %s: %s stored pages have no delivery record; they are read too", run_uid, report.unlisted
+        )
+    if report.missing:
+        log.warning("Run %s: pages never received: %s", run_uid, ", ".join(report.missing[:MISSING_NAMED]))
+    return report
+
+
+def _group(records: Sequence[Record], run_uid: str, log: Any) -> dict[str, list[Record]]:
+    by_batch: dict[str, list[Record]] = {}
+    for record in records:
+        if record.batch_uid is None:
+            log.warning("Run %s: callback record %s has no valid batch uid; ignored", run_uid, record.uid)
+            continue
+        by_batch.setdefault(record.batch_uid, []).append(record)
+    shared = [b for b, recs in by_batch.items() if sum(1 for r in recs if r.parent_uid is None) > 1]
+    if shared:
+        # One file per batch uid: if the API ever sends several distinct pages under one batch
+        # uid, they would overwrite each other. Say so loudly rather than lose rows silently.
+        log.warning(
+            "Run %s: %s batch uids have several original callbacks (e.g. %s); pages sharing a batch "
+            "uid overwrite each other in storage",
+            run_uid,
+            len(shared),
+            shared[0],
+        )
+    return by_batch
+
+
+def _replay_target(records: Sequence[Record]) -> Record:
+    # Replays count against the original callback: replay it, not one of its replays.
+    originals = [r for r in records if r.parent_uid is None] or list(records)
+    return min(originals, key=lambda r: r.created_at)
