@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
@@ -49,18 +50,25 @@ def checked_event(event: Any) -> dict[str, Any]:
     return event
 
 
+def iso_time(epoch: float | None) -> str:
+    """An epoch time for a log line ("none" when unset)."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds") if epoch else "none"
+
+
 def execution_deadline(start_date: Any, execution_timeout: Any) -> float | None:
     """Wall-clock time (epoch seconds) by which the trigger must hand back to the worker.
 
     Airflow may fail a deferred task at ``start + execution_timeout`` without calling the
     operator again, which would leave the remote run spending credits. The waiter fires
-    a little earlier, so the operator stops the run itself.
+    a little earlier, so the operator stops the run itself. Without a start date (e.g.
+    ``dag.test()`` on Airflow 2), the clock starts now.
     """
-    if execution_timeout is None or start_date is None:
+    if execution_timeout is None:
         return None
+    start = start_date.timestamp() if start_date is not None else time.time()
     seconds = execution_timeout.total_seconds()
     margin = min(60.0, max(seconds * 0.1, 1.0))
-    return start_date.timestamp() + seconds - margin
+    return start + seconds - margin
 
 
 @dataclass

@@ -33,6 +33,7 @@ from airflow_provider_captaindata.waiting import (
     RunWaiter,
     checked_event,
     execution_deadline,
+    iso_time,
 )
 
 if TYPE_CHECKING:
@@ -203,6 +204,14 @@ class CaptainDataRunOperatorBase(BaseOperator):
         event = self._poll_once(waiter, run_uid)
         if event is None and self.deferrable:
             from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
+
+            self.log.info(
+                "Deferring: the triggerer polls run %s every %s s (wait deadline %s, hard deadline %s)",
+                run_uid,
+                self.poll_interval,
+                iso_time(waiter.timeout_at),
+                iso_time(waiter.execution_deadline_at),
+            )
 
             self.defer(
                 trigger=CaptainDataRunTrigger(
