@@ -33,13 +33,13 @@ from tests.benchmarks.harness import (
 from tests.benchmarks.workloads import launch_v3_runs, v3_access
 
 TRIGGERS = int(os.environ.get("BENCH_TRIGGERS", "1000"))
-POLL_INTERVAL = float(os.environ.get("BENCH_POLL_INTERVAL", "2.0"))
+POLL_INTERVAL = float(os.environ.get("BENCH_POLL_INTERVAL", "5.0"))
 # The measured phase starts LEAD seconds after the parent starts launching (time to launch
 # the runs and for the child to import Airflow); batch k of 10 finishes FIRST_FINISH +
 # k * STAGGER seconds after that start, on both sides.
 LEAD = float(os.environ.get("BENCH_TRIGGER_LEAD", "12.0"))
-FIRST_FINISH = 4.0
-STAGGER = 1.5
+FIRST_FINISH = 6.0
+STAGGER = 2.0
 BATCHES = 10
 
 

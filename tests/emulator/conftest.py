@@ -25,24 +25,36 @@ def emu(captaindata_emulator: EmulatorClient) -> EmulatorClient:
     return captaindata_emulator
 
 
-@pytest.fixture
-def v3(emu: EmulatorClient) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"x-api-key {emu.api_key}", "x-project-id": emu.project_uid}
-    with httpx.Client(base_url=emu.v3_url, headers=headers, timeout=10) as client:
-        yield client
+@pytest.fixture(scope="session")
+def _clients(captaindata_emulator_session: EmulatorClient) -> Iterator[dict[str, httpx.Client]]:
+    # One client each for the session: making an httpx client (and its SSL context) per test
+    # costs more than the tests themselves.
+    emu = captaindata_emulator_session
+    v3_headers = {"Authorization": f"x-api-key {emu.api_key}", "x-project-id": emu.project_uid}
+    clients = {
+        "v3": httpx.Client(base_url=emu.v3_url, headers=v3_headers, timeout=10),
+        "v4": httpx.Client(base_url=emu.v4_url, headers={"X-API-Key": emu.api_key}, timeout=10),
+        "raw": httpx.Client(base_url=emu.base_url, timeout=10),
+    }
+    yield clients
+    for client in clients.values():
+        client.close()
 
 
 @pytest.fixture
-def v4(emu: EmulatorClient) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emu.v4_url, headers={"X-API-Key": emu.api_key}, timeout=10) as client:
-        yield client
+def v3(emu: EmulatorClient, _clients: dict[str, httpx.Client]) -> httpx.Client:
+    return _clients["v3"]
 
 
 @pytest.fixture
-def raw(emu: EmulatorClient) -> Iterator[httpx.Client]:
+def v4(emu: EmulatorClient, _clients: dict[str, httpx.Client]) -> httpx.Client:
+    return _clients["v4"]
+
+
+@pytest.fixture
+def raw(emu: EmulatorClient, _clients: dict[str, httpx.Client]) -> httpx.Client:
     """No auth headers: for auth tests."""
-    with httpx.Client(base_url=emu.base_url, timeout=10) as client:
-        yield client
+    return _clients["raw"]
 
 
 def is_error_body(body: Any, status: int) -> bool:
@@ -76,7 +88,11 @@ class Receiver:
                 body = json.loads(self.rfile.read(length) or b"null")
                 with receiver.lock:
                     receiver.calls.append(
-                        {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                        {
+                            "path": self.path,
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                            "body": body,
+                        }
                     )
                 self.send_response(receiver.status_for(body))
                 self.send_header("Content-Length", "0")
@@ -85,9 +101,13 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # the default backlog of 5 makes concurrent callbacks wait 1 s
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/captaindata/callback"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def bodies(self) -> list[dict[str, Any]]:

@@ -11,7 +11,10 @@ from tests.emulator.conftest import is_error_body
 
 def test_v3_accepts_both_key_styles(raw: httpx.Client, emu: EmulatorClient) -> None:
     project = {"x-project-id": emu.project_uid}
-    assert raw.get("/v3/workspace", headers={"Authorization": f"x-api-key {emu.api_key}", **project}).status_code == 200
+    assert (
+        raw.get("/v3/workspace", headers={"Authorization": f"x-api-key {emu.api_key}", **project}).status_code
+        == 200
+    )
     assert raw.get("/v3/workspace", headers={"x-api-key": emu.api_key, **project}).status_code == 200
 
 
@@ -26,7 +29,9 @@ def test_v3_accepts_both_key_styles(raw: httpx.Client, emu: EmulatorClient) -> N
         ({"x-api-key": "{key}", "x-project-id": "00000000-0000-4000-8000-000000000000"}, "x-project-id"),
     ],
 )
-def test_v3_refusals_are_401(raw: httpx.Client, emu: EmulatorClient, headers: dict[str, str], hint: str) -> None:
+def test_v3_refusals_are_401(
+    raw: httpx.Client, emu: EmulatorClient, headers: dict[str, str], hint: str
+) -> None:
     headers = {k: v.format(key=emu.api_key) for k, v in headers.items()}
     if "x-project-id" not in headers and hint != "x-project-id":
         headers["x-project-id"] = emu.project_uid
@@ -40,7 +45,9 @@ def test_v3_refusals_are_401(raw: httpx.Client, emu: EmulatorClient, headers: di
 
 def test_v4_needs_x_api_key(raw: httpx.Client, emu: EmulatorClient) -> None:
     assert raw.get("/v4/workspaces", headers={"X-API-Key": emu.api_key}).status_code == 200
-    assert raw.get("/v4/workspaces", headers={"x-api-key": emu.api_key}).status_code == 200  # names are case-blind
+    assert (
+        raw.get("/v4/workspaces", headers={"x-api-key": emu.api_key}).status_code == 200
+    )  # names are case-blind
     for headers in ({}, {"X-API-Key": "wrong-key-123"}, {"Authorization": f"x-api-key {emu.api_key}"}):
         answer = raw.get("/v4/workspaces", headers=headers)
         assert answer.status_code == 401

@@ -31,7 +31,9 @@ def test_all_71_actions_with_their_modes() -> None:
         ("linkedin-extract-similar-companies", False, None, None),
     ],
 )
-def test_pagination_and_page_size(name: str, paginated: bool, page_size: int | None, pagination: str | None) -> None:
+def test_pagination_and_page_size(
+    name: str, paginated: bool, page_size: int | None, pagination: str | None
+) -> None:
     spec = catalog.get_action(name)
     assert spec is not None
     assert (spec.paginated, spec.page_size, spec.pagination) == (paginated, page_size, pagination)
@@ -70,13 +72,18 @@ def test_actions_without_input_and_with_one_of_inputs() -> None:
 
 def test_validate_input_messages_name_each_field() -> None:
     assert catalog.validate_input("linkedin-extract-people", {"linkedin_profile_url": "u"}) == []
-    assert catalog.validate_input("linkedin-extract-people", {"linkedin_profile_url": "u", "custom_data": {}}) == []
+    assert (
+        catalog.validate_input("linkedin-extract-people", {"linkedin_profile_url": "u", "custom_data": {}})
+        == []
+    )
     problems = catalog.validate_input("linkedin-extract-people", {"custom_data": {"id": 1}, "profile": "x"})
     assert any("linkedin_profile_url" in p and "required" in p for p in problems)
     assert any("unknown" in p and "'profile'" in p for p in problems)
     (wrong,) = catalog.validate_input("linkedin-extract-people", {"linkedin_profile_url": 42})
     assert "linkedin_profile_url" in wrong and "string" in wrong
-    (custom,) = catalog.validate_input("linkedin-extract-people", {"linkedin_profile_url": "u", "custom_data": 3})
+    (custom,) = catalog.validate_input(
+        "linkedin-extract-people", {"linkedin_profile_url": "u", "custom_data": 3}
+    )
     assert "custom_data" in custom
     (unknown,) = catalog.validate_input("linkedin-extract-peple", {})
     assert "linkedin-extract-people" in unknown
@@ -119,5 +126,7 @@ def test_importing_the_catalog_reads_nothing() -> None:
 @pytest.mark.skipif(not DOCUMENT.exists(), reason="the OpenAPI document is not beside the repository")
 def test_committed_catalog_is_what_the_document_gives() -> None:
     script = REPO / "scripts" / "derive_catalog.py"
-    result = subprocess.run([sys.executable, str(script), str(DOCUMENT), "--check"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(script), str(DOCUMENT), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr

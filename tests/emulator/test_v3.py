@@ -28,7 +28,11 @@ def workflow(v3: httpx.Client) -> dict[str, Any]:
 
 
 def launch(v3: httpx.Client, workflow: dict[str, Any], n: int = 2, **body: Any) -> str:
-    payload = {"job_name": "test-run", "inputs": profiles(n), "steps": [{"step_uid": workflow["steps"][0]["step_uid"]}]}
+    payload = {
+        "job_name": "test-run",
+        "inputs": profiles(n),
+        "steps": [{"step_uid": workflow["steps"][0]["step_uid"]}],
+    }
     answer = v3.post(f"/workflows/{workflow['uid']}/schedule", json={**payload, **body})
     assert answer.status_code == 200, answer.text
     return str(answer.json()["job_uid"])
@@ -82,11 +86,17 @@ def test_seeded_workflows_and_details(v3: httpx.Client, emu: EmulatorClient) -> 
     assert v3.get("/workflows/00000000-0000-4000-8000-000000000000/details").status_code == 404
 
 
-def test_run_moves_pending_running_finished(v3: httpx.Client, emu: EmulatorClient, workflow: dict[str, Any]) -> None:
+def test_run_moves_pending_running_finished(
+    v3: httpx.Client, emu: EmulatorClient, workflow: dict[str, Any]
+) -> None:
     emu.configure(v3_pending_seconds=0.3, v3_running_seconds=0.6)
     answer = v3.post(
         f"/workflows/{workflow['uid']}/schedule",
-        json={"job_name": "lifecycle", "inputs": profiles(3), "steps": [{"step_uid": workflow["steps"][0]["step_uid"]}]},
+        json={
+            "job_name": "lifecycle",
+            "inputs": profiles(3),
+            "steps": [{"step_uid": workflow["steps"][0]["step_uid"]}],
+        },
     ).json()
     assert set(answer) == {"workflow", "message", "job_uid"} and answer["workflow"]["uid"] == workflow["uid"]
     job_uid = answer["job_uid"]
@@ -98,11 +108,18 @@ def test_run_moves_pending_running_finished(v3: httpx.Client, emu: EmulatorClien
         time.sleep(0.05)
     assert seen == ["pending", "running", "finished"]
     assert set(job) == JOB_FIELDS
-    assert (job["name"], job["number_inputs"], job["row_count"], job["error_message"]) == ("lifecycle", 3, 6, None)
+    assert (job["name"], job["number_inputs"], job["row_count"], job["error_message"]) == (
+        "lifecycle",
+        3,
+        6,
+        None,
+    )
     assert job["start_time"] and job["finish_time"] and job["workflow_name"] == workflow["name"]
 
 
-def test_results_pages_hold_every_row_once(v3: httpx.Client, emu: EmulatorClient, workflow: dict[str, Any]) -> None:
+def test_results_pages_hold_every_row_once(
+    v3: httpx.Client, emu: EmulatorClient, workflow: dict[str, Any]
+) -> None:
     emu.configure(v3_pending_seconds=0, v3_running_seconds=0.05)
     job_uid = launch(v3, workflow, n=4)
     finished(v3, job_uid)
@@ -110,7 +127,9 @@ def test_results_pages_hold_every_row_once(v3: httpx.Client, emu: EmulatorClient
     assert sizes == [8]
     assert [r["row_index"] for r in rows] == list(range(8))
     assert [r["input_index"] for r in rows] == [0, 0, 1, 1, 2, 2, 3, 3]
-    assert all(r["linkedin_profile_url"] == f"https://www.linkedin.com/in/person-{r['input_index']}" for r in rows)
+    assert all(
+        r["linkedin_profile_url"] == f"https://www.linkedin.com/in/person-{r['input_index']}" for r in rows
+    )
     assert all(r["full_name"] == f"{r['first_name']} {r['last_name']}" for r in rows)
     assert rows == all_rows(v3, job_uid)[0]  # the same rows on every read
 
@@ -121,7 +140,9 @@ def test_2500_rows_in_pages_of_1000(v3: httpx.Client, emu: EmulatorClient, workf
     finished(v3, job_uid)
     first = v3.get(f"/jobs/{job_uid}/results").json()
     assert first["paging"]["previous"] is None and first["paging"]["have_next_page"] is True
-    assert first["paging"]["next"].startswith(emu.base_url + "/v3/jobs/") and "page=" in first["paging"]["next"]
+    assert (
+        first["paging"]["next"].startswith(emu.base_url + "/v3/jobs/") and "page=" in first["paging"]["next"]
+    )
     rows, sizes = all_rows(v3, job_uid)
     assert sizes == [1000, 1000, 500]
     assert sorted(r["row_index"] for r in rows) == list(range(2500))
@@ -171,12 +192,18 @@ def test_runs_of_a_workflow_newest_first_50_a_page(
         ({"inputs": [{"a": 1}], "job_name": 3}, "job_name"),
     ],
 )
-def test_launch_validation(v3: httpx.Client, workflow: dict[str, Any], body: dict[str, Any], field: str) -> None:
+def test_launch_validation(
+    v3: httpx.Client, workflow: dict[str, Any], body: dict[str, Any], field: str
+) -> None:
     answer = v3.post(f"/workflows/{workflow['uid']}/schedule", json=body)
     assert answer.status_code == 400
     error = answer.json()
     assert is_error_body(error, 400)
-    assert (error["error_label"], error["error_scope"], error["params"]["field"]) == ("INVALID_INPUT", "input", field)
+    assert (error["error_label"], error["error_scope"], error["params"]["field"]) == (
+        "INVALID_INPUT",
+        "input",
+        field,
+    )
     assert field in error["message"]
 
 
@@ -190,7 +217,13 @@ def test_launch_errors_without_a_500(v3: httpx.Client, workflow: dict[str, Any])
 
 def test_unknown_run_is_404_everywhere(v3: httpx.Client) -> None:
     uid = "00000000-0000-4000-8000-000000000000"
-    for method, path in [("GET", ""), ("GET", "/results"), ("GET", "/inputs"), ("POST", "/retry"), ("POST", "/cancel")]:
+    for method, path in [
+        ("GET", ""),
+        ("GET", "/results"),
+        ("GET", "/inputs"),
+        ("POST", "/retry"),
+        ("POST", "/cancel"),
+    ]:
         answer = v3.request(method, f"/jobs/{uid}{path}")
         assert answer.status_code == 404 and is_error_body(answer.json(), 404), path
 
@@ -201,7 +234,9 @@ def test_inputs_of_a_run(v3: httpx.Client, workflow: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("status", ["warning", "shutdown", "paused"])
-def test_forced_outcome_then_retry(v3: httpx.Client, emu: EmulatorClient, workflow: dict[str, Any], status: str) -> None:
+def test_forced_outcome_then_retry(
+    v3: httpx.Client, emu: EmulatorClient, workflow: dict[str, Any], status: str
+) -> None:
     emu.configure(v3_pending_seconds=0, v3_running_seconds=0.1)
     emu.force_outcome(workflow["uid"], status, error_message="LinkedIn cookie expired")
     job_uid = launch(v3, workflow)
@@ -231,13 +266,17 @@ def test_cancel_stops_a_run(v3: httpx.Client, emu: EmulatorClient, workflow: dic
 
 def test_delete_a_repeating_run_by_name(v3: httpx.Client, workflow: dict[str, Any]) -> None:
     job_uid = launch(v3, workflow, job_name="every-day", repeat_option={"type": "day", "value": 1})
-    assert v3.get(f"/jobs/{job_uid}").json()["configuration"] == {"repeat_option": {"type": "day", "value": 1}}
+    assert v3.get(f"/jobs/{job_uid}").json()["configuration"] == {
+        "repeat_option": {"type": "day", "value": 1}
+    }
     assert v3.delete("/jobs/every-day").status_code == 200
     assert v3.get(f"/jobs/{job_uid}").json()["configuration"] == {}
     assert v3.delete("/jobs/every-day").status_code == 404
 
 
-def test_parallel_inputs_limit_is_429(v3: httpx.Client, emu: EmulatorClient, workflow: dict[str, Any]) -> None:
+def test_parallel_inputs_limit_is_429(
+    v3: httpx.Client, emu: EmulatorClient, workflow: dict[str, Any]
+) -> None:
     emu.configure(v3_max_parallel_inputs=3, v3_running_seconds=30)
     launch(v3, workflow, n=2)
     answer = v3.post(

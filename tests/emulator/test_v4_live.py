@@ -49,7 +49,9 @@ def test_extract_answers_one_object_shaped_like_the_output(v4: httpx.Client) -> 
 def test_search_pages_follow_the_next_header_to_the_end(v4: httpx.Client, emu: EmulatorClient) -> None:
     body = {"input": {"linkedin_people_search_url": SEARCH, "custom_data": {"tag": "a"}}}
     first = live(v4, "linkedin-search-people", body)
-    assert first.headers["X-Pagination-Next"] == f"{emu.v4_url}/actions/linkedin-search-people/run/live?page=2"
+    assert (
+        first.headers["X-Pagination-Next"] == f"{emu.v4_url}/actions/linkedin-search-people/run/live?page=2"
+    )
     assert "X-Pagination-Previous" not in first.headers
     pages = read_pages(v4, "linkedin-search-people", body)
     assert [len(p) for p in pages] == [10, 10, 10, 5]
@@ -57,21 +59,32 @@ def test_search_pages_follow_the_next_header_to_the_end(v4: httpx.Client, emu: E
     assert len({r["linkedin_profile_url"] for r in rows}) == 35
     assert all(r["custom_data"] == {"tag": "a"} for r in rows)
     second = live(v4, "linkedin-search-people", body, first.headers["X-Pagination-Next"])
-    assert second.headers["X-Pagination-Previous"] == f"{emu.v4_url}/actions/linkedin-search-people/run/live?page=1"
+    assert (
+        second.headers["X-Pagination-Previous"]
+        == f"{emu.v4_url}/actions/linkedin-search-people/run/live?page=1"
+    )
     assert len(emu.requests(method="POST", path="/v4/actions/linkedin-search-people/run/live*")) == 6
 
 
 @pytest.mark.parametrize(("style", "header"), [("absent", None), ("empty", ""), ("null", "null")])
-def test_last_page_header_styles(v4: httpx.Client, emu: EmulatorClient, style: str, header: str | None) -> None:
+def test_last_page_header_styles(
+    v4: httpx.Client, emu: EmulatorClient, style: str, header: str | None
+) -> None:
     emu.configure(v4_search_total_results=12, v4_last_page_header=style)
     body = {"input": {"linkedin_people_search_url": SEARCH}}
-    last = live(v4, "linkedin-search-people", body, f"{emu.v4_url}/actions/linkedin-search-people/run/live?page=2")
+    last = live(
+        v4, "linkedin-search-people", body, f"{emu.v4_url}/actions/linkedin-search-people/run/live?page=2"
+    )
     assert len(last.json()) == 2
     assert last.headers.get("X-Pagination-Next") == header
 
 
 def test_sales_navigator_pages_of_25_and_a_total_of_0(v4: httpx.Client, emu: EmulatorClient) -> None:
-    body = {"input": {"sales_navigator_profile_search_url": "https://www.linkedin.com/sales/search/people?query=x"}}
+    body = {
+        "input": {
+            "sales_navigator_profile_search_url": "https://www.linkedin.com/sales/search/people?query=x"
+        }
+    }
     emu.configure(v4_search_total_results=60)
     assert [len(p) for p in read_pages(v4, "salesnavigator-search-people", body)] == [25, 25, 10]
     emu.configure(v4_search_total_results=0)
@@ -83,14 +96,22 @@ def test_token_cursor_actions(v4: httpx.Client, emu: EmulatorClient) -> None:
     first = live(v4, "linkedin-extract-conversations", {})
     assert "token=" in first.headers["X-Pagination-Next"] and "X-Pagination-Previous" not in first.headers
     assert [len(p) for p in read_pages(v4, "linkedin-extract-conversations", {})] == [10, 10, 3]
-    bad = live(v4, "linkedin-extract-conversations", {}, LIVE.format("linkedin-extract-conversations") + "?token=zz")
+    bad = live(
+        v4, "linkedin-extract-conversations", {}, LIVE.format("linkedin-extract-conversations") + "?token=zz"
+    )
     assert bad.status_code == 400 and bad.json()["params"] == {"field": "token"}
 
 
 def test_list_action_without_pagination_answers_everything(v4: httpx.Client, emu: EmulatorClient) -> None:
     emu.configure(v4_search_total_results=12)
-    answer = live(v4, "linkedin-extract-similar-companies", {"input": {"linkedin_company_url": "https://www.linkedin.com/company/acme"}})
-    assert answer.status_code == 200 and len(answer.json()) == 12 and "X-Pagination-Next" not in answer.headers
+    answer = live(
+        v4,
+        "linkedin-extract-similar-companies",
+        {"input": {"linkedin_company_url": "https://www.linkedin.com/company/acme"}},
+    )
+    assert (
+        answer.status_code == 200 and len(answer.json()) == 12 and "X-Pagination-Next" not in answer.headers
+    )
 
 
 @pytest.mark.parametrize(
@@ -119,7 +140,11 @@ def test_invalid_bodies_are_400_naming_the_field(
     assert answer.status_code == 400, answer.text
     error = answer.json()
     assert is_error_body(error, 400)
-    assert (error["error_label"], error["error_scope"], error["params"]["field"]) == ("INVALID_INPUT", "input", field)
+    assert (error["error_label"], error["error_scope"], error["params"]["field"]) == (
+        "INVALID_INPUT",
+        "input",
+        field,
+    )
     assert field.rsplit(".", 1)[-1] in error["message"] and words in error["message"]
 
 
@@ -157,12 +182,20 @@ def test_live_calls_are_runs_and_spend_credits(v4: httpx.Client) -> None:
     before = v4.get("/workspaces").json()
     live(v4, "linkedin-extract-people", {"input": {"linkedin_profile_url": PROFILE}})
     live(v4, "linkedin-search-people", {"input": {"linkedin_people_search_url": SEARCH}})
-    live(v4, "linkedin-extract-people", {"input": {"linkedin_profile_url": PROFILE}, "identity_mode": "managed"})
+    live(
+        v4,
+        "linkedin-extract-people",
+        {"input": {"linkedin_profile_url": PROFILE}, "identity_mode": "managed"},
+    )
     after = v4.get("/workspaces").json()
     assert after["credits_used"] - before["credits_used"] == 1 + 10 + 1.5
     assert after["credits_left"] == after["credits_max"] - 13
     runs = v4.get("/runs", params={"execution_mode": "LIVE", "limit": 100}).json()
-    assert [r["action_name"] for r in runs] == ["linkedin-extract-people", "linkedin-search-people", "linkedin-extract-people"]
+    assert [r["action_name"] for r in runs] == [
+        "linkedin-extract-people",
+        "linkedin-search-people",
+        "linkedin-extract-people",
+    ]
     assert all(r["status"] == "SUCCEEDED" and r["callback"] is None for r in runs)
 
 
@@ -171,7 +204,13 @@ def test_forced_failure_of_a_live_call_is_424(v4: httpx.Client, emu: EmulatorCli
     answer = live(v4, "linkedin-extract-people", {"input": {"linkedin_profile_url": PROFILE}})
     assert answer.status_code == 424
     error = answer.json()
-    assert is_error_body(error, 424) and error["message"] == "profile not found" and error["error_scope"] == "integ"
+    assert (
+        is_error_body(error, 424)
+        and error["message"] == "profile not found"
+        and error["error_scope"] == "integ"
+    )
     (run,) = v4.get("/runs", params={"status": "FAILED"}).json()
     assert run["last_error"] == {"label": "ACTION_FAILED", "message": "profile not found"}
-    assert live(v4, "linkedin-extract-people", {"input": {"linkedin_profile_url": PROFILE}}).status_code == 200
+    assert (
+        live(v4, "linkedin-extract-people", {"input": {"linkedin_profile_url": PROFILE}}).status_code == 200
+    )
