@@ -76,10 +76,14 @@ class EmulatorApp:
         record = _request_record(scope, body)
         self.state.log_request(record)
         started = False
+        answer_delay = 0.0
 
         async def send_logged(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
+                # A slow answer: the request was processed, only the answer is late.
+                if answer_delay:
+                    await asyncio.sleep(answer_delay)
                 started = True
                 record["status"] = message["status"]
             await send(message)
@@ -91,6 +95,7 @@ class EmulatorApp:
                 record["fault"] = fault.uid
                 if await self._apply_fault(fault, scope, replay, send, send_logged):
                     return
+                answer_delay = fault.delay or 0.0
             problem = self._check_auth(path, scope) or self._check_rate(method, path)
             if problem is not None:
                 await self._error_response(problem)(scope, replay, send_logged)
@@ -108,7 +113,10 @@ class EmulatorApp:
     async def _apply_fault(
         self, fault: Fault, scope: Scope, receive: Receive, raw_send: Send, send: Send
     ) -> bool:
-        """Answer as the fault says; False when the request should then be served normally."""
+        """Answer as the fault says (after its delay); False for a delay alone, which lets the
+        request be served and only holds its answer back."""
+        if not (fault.drop or fault.malformed or fault.status is not None):
+            return False
         if fault.delay:
             await asyncio.sleep(fault.delay)
         if fault.drop:
@@ -130,8 +138,7 @@ class EmulatorApp:
                 headers=headers,
             )
             await self._error_response(error)(scope, receive, send)
-            return True
-        return False
+        return True
 
     # -- auth and rate limit ----------------------------------------------------------------------
 

@@ -127,6 +127,6 @@ def test_importing_the_catalog_reads_nothing() -> None:
 def test_committed_catalog_is_what_the_document_gives() -> None:
     script = REPO / "scripts" / "derive_catalog.py"
     result = subprocess.run(
-        [sys.executable, str(script), str(DOCUMENT), "--check"], capture_output=True, text=True
+        [sys.executable, str(script), str(DOCUMENT), "--check"], check=False, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr

@@ -80,7 +80,7 @@ def test_cli_prints_its_url_first_and_stops_on_a_signal(entry: tuple[str, str], 
 def test_cli_refuses_a_bad_setting() -> None:
     args = ["-m", "airflow_provider_captaindata.emulator", "--port", "0", "--set", "nope=1"]
     result = subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=30, env=CLEAN_ENV
+        [sys.executable, *args], check=False, capture_output=True, text=True, timeout=30, env=CLEAN_ENV
     )
     assert result.returncode == 1 and "nope" in result.stderr
 
@@ -117,6 +117,7 @@ def test_fixture_works_from_a_test_in_another_package(tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", str(tmp_path)],
+        check=False,
         capture_output=True,
         text=True,
         timeout=120,
@@ -144,7 +145,7 @@ def test_the_emulator_never_imports_airflow() -> None:
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=CLEAN_ENV
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60, env=CLEAN_ENV
     )
     assert result.stdout.strip() == "ok", result.stderr
 

@@ -79,7 +79,8 @@ def test_seeded_workflows_and_details(v3: httpx.Client, emu: EmulatorClient) -> 
     details = v3.get(f"/workflows/{workflows[0]['uid']}/details").json()
     (step,) = details["steps"]
     assert set(step) == {
-        "step_uid", "step_name", "position", "input_schema", "output_schema", "parameters_schema", "integrations",
+        "step_uid", "step_name", "position", "input_schema", "output_schema", "parameters_schema",
+        "integrations",
     }  # fmt: skip
     assert step["input_schema"]["required"] == ["linkedin_profile_url"]
     assert v3.get("/workflows").json() == workflows  # same uids every time for a seed
@@ -100,7 +101,7 @@ def test_run_moves_pending_running_finished(
     ).json()
     assert set(answer) == {"workflow", "message", "job_uid"} and answer["workflow"]["uid"] == workflow["uid"]
     job_uid = answer["job_uid"]
-    seen = []
+    seen: list[str] = []
     while not seen or seen[-1] in ("pending", "running"):
         job = v3.get(f"/jobs/{job_uid}").json()
         if not seen or seen[-1] != job["status"]:

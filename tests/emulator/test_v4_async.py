@@ -75,8 +75,8 @@ def records(v4: httpx.Client, run_uid: str) -> list[dict[str, Any]]:
 def test_launch_answer_and_statuses(v4: httpx.Client, receiver: Receiver) -> None:
     answer = launch(v4, EXTRACT, profiles(2), receiver.url)
     assert set(answer) == {
-        "run_id", "run_uid", "workspace_uid", "user_uid", "action_name", "status", "postponed_until", "created_at",
-        "synced_at", "updated_at",
+        "run_id", "run_uid", "workspace_uid", "user_uid", "action_name", "status", "postponed_until",
+        "created_at", "synced_at", "updated_at",
     }  # fmt: skip
     assert (answer["status"], answer["action_name"]) == ("QUEUED", EXTRACT)
     seen = [answer["status"]]
@@ -174,13 +174,13 @@ def test_failing_receiver_is_recorded_failed(v4: httpx.Client, receiver: Receive
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"input": {"linkedin_profile_url": "https://www.linkedin.com/in/a"}, "callback": {"url": "http://x.test"}}, "input"),
+        ({"input": profiles(1)[0], "callback": {"url": "http://x.test"}}, "input"),
         ({"inputs": [], "callback": {"url": "http://x.test"}}, "inputs"),
         ({"inputs": profiles(1)}, "callback"),
         ({"inputs": profiles(1), "callback": {}}, "callback.url"),
         ({"inputs": profiles(1), "callback": {"url": "ftp://x.test"}}, "callback.url"),
-        ({"inputs": profiles(1), "callback": {"url": "http://x.test", "headers": {"a": 1}}}, "callback.headers"),
-        ({"inputs": [*profiles(1), {"custom_data": {}}], "callback": {"url": "http://x.test"}}, "inputs[1].linkedin_profile_url"),
+        ({"inputs": profiles(1), "callback": {"url": "http://x.t", "headers": {"a": 1}}}, "callback.headers"),
+        ({"inputs": [*profiles(1), {}], "callback": {"url": "http://x.t"}}, "inputs[1].linkedin_profile_url"),
     ],
 )  # fmt: skip
 def test_async_validation(v4: httpx.Client, body: dict[str, Any], field: str) -> None:
@@ -308,7 +308,12 @@ def test_cron_schedule_pause_resume_cancel(v4: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     ("extra", "field"),
-    [({}, "cron"), ({"cron": ""}, "cron"), ({"schedule_at": "tomorrow"}, "schedule_at"), ({"cron": "0 9 * * 1", "timezone": "Mars/Olympus"}, "timezone")],
+    [
+        ({}, "cron"),
+        ({"cron": ""}, "cron"),
+        ({"schedule_at": "tomorrow"}, "schedule_at"),
+        ({"cron": "0 9 * * 1", "timezone": "Mars/Olympus"}, "timezone"),
+    ],
 )  # fmt: skip
 def test_schedule_validation(v4: httpx.Client, extra: dict[str, Any], field: str) -> None:
     body = {"inputs": profiles(1), "callback": {"url": "http://127.0.0.1:9/cb"}, **extra}

@@ -14,6 +14,10 @@ from tests.emulator.conftest import is_error_body
 PROFILE = "https://www.linkedin.com/in/jane-doe"
 SEARCH = "https://www.linkedin.com/search/results/people/?keywords=data%20engineer"
 LIVE = "/actions/{}/run/live"
+PEOPLE = "linkedin-extract-people"
+REVIEWS = "tripadvisor-extract-reviews"
+URL_FIELD = "linkedin_profile_url"
+ONE = {"input": {URL_FIELD: PROFILE}}
 
 
 def live(v4: httpx.Client, action: str, body: dict[str, Any], url: str | None = None) -> httpx.Response:
@@ -117,20 +121,20 @@ def test_list_action_without_pagination_answers_everything(v4: httpx.Client, emu
 @pytest.mark.parametrize(
     ("action", "body", "field", "words"),
     [
-        ("linkedin-extract-people", {"inputs": [{"linkedin_profile_url": PROFILE}]}, "inputs", "live"),
-        ("linkedin-extract-people", {}, "input", "required"),
-        ("linkedin-extract-people", {"input": {"custom_data": {}}}, "input.linkedin_profile_url", "required"),
-        ("linkedin-extract-people", {"input": {"linkedin_profile_url": 3}}, "input.linkedin_profile_url", "string"),
-        ("linkedin-extract-people", {"input": {"linkedin_profile_url": "https://x.test/a"}}, "input.linkedin_profile_url", "invalid"),
-        ("linkedin-extract-people", {"input": {"linkedin_profile_url": PROFILE, "x": 1}}, "input.x", "unknown"),
-        ("linkedin-extract-people", {"input": {"linkedin_profile_url": PROFILE}, "foo": 1}, "foo", "unknown"),
-        ("linkedin-extract-people", {"input": {"linkedin_profile_url": PROFILE}, "parameters": {"nope": True}}, "parameters.nope", "unknown"),
-        ("linkedin-extract-people", {"input": {"linkedin_profile_url": PROFILE}, "parameters": {"skills": "yes"}}, "parameters.skills", "boolean"),
-        ("linkedin-extract-people", {"input": {"linkedin_profile_url": PROFILE}, "identity_mode": "pool"}, "identity_mode", "one of"),
-        ("linkedin-extract-people", {"input": {"linkedin_profile_url": PROFILE}, "identity_ids": "abc"}, "identity_ids", "list"),
-        ("linkedin-extract-people", {"input": "https://www.linkedin.com/in/x"}, "input", "object"),
+        (PEOPLE, {"inputs": [{"linkedin_profile_url": PROFILE}]}, "inputs", "live"),
+        (PEOPLE, {}, "input", "required"),
+        (PEOPLE, {"input": {"custom_data": {}}}, "input." + URL_FIELD, "required"),
+        (PEOPLE, {"input": {"linkedin_profile_url": 3}}, "input." + URL_FIELD, "string"),
+        (PEOPLE, {"input": {"linkedin_profile_url": "https://x.test/a"}}, "input." + URL_FIELD, "invalid"),
+        (PEOPLE, {"input": {**ONE["input"], "x": 1}}, "input.x", "unknown"),
+        (PEOPLE, {**ONE, "foo": 1}, "foo", "unknown"),
+        (PEOPLE, {**ONE, "parameters": {"nope": True}}, "parameters.nope", "unknown"),
+        (PEOPLE, {**ONE, "parameters": {"skills": "yes"}}, "parameters.skills", "boolean"),
+        (PEOPLE, {**ONE, "identity_mode": "pool"}, "identity_mode", "one of"),
+        (PEOPLE, {**ONE, "identity_ids": "abc"}, "identity_ids", "list"),
+        (PEOPLE, {"input": "https://www.linkedin.com/in/x"}, "input", "object"),
         ("linkedin-me", {"input": {}}, "input", "no input"),
-        ("tripadvisor-extract-reviews", {"input": {"tripadvisor_reviews_url": "https://www.tripadvisor.com/x"}}, "parameters", "required"),
+        (REVIEWS, {"input": {"tripadvisor_reviews_url": "u"}}, "parameters", "required"),
     ],
 )  # fmt: skip
 def test_invalid_bodies_are_400_naming_the_field(
