@@ -405,9 +405,13 @@ class CaptainDataHook(_HookBase):
         """``POST /v4/runs/{uid}/resume``: resume a stopped run."""
         return V4Run.model_validate(self._call(V4, "POST", f"/runs/{run_uid}/resume", idempotent=False).data)
 
-    def list_run_callbacks(self, run_uid: str) -> list[V4CallbackRecord]:
-        """``GET /v4/runs/callbacks?run_uid=``: delivery records of an async run's result pages."""
-        data = self._call(V4, "GET", "/runs/callbacks", params={"run_uid": run_uid}).data
+    def list_run_callbacks(
+        self, run_uid: str, *, limit: int = 20, offset: int = 0, sort: str = "created_at"
+    ) -> list[V4CallbackRecord]:
+        """``GET /v4/runs/callbacks?run_uid=``: one page (``limit`` up to 20) of the delivery
+        records of an async run's result pages."""
+        params = {"run_uid": run_uid, "limit": limit, "offset": offset, "sort": sort}
+        data = self._call(V4, "GET", "/runs/callbacks", params=params).data
         return [V4CallbackRecord.model_validate(r) for r in data or []]
 
     def replay_run_callback(self, callback_uid: str) -> dict[str, Any]:

@@ -58,8 +58,13 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
     :param on_input_error: ``"fail"`` (default): the task fails after the batch with a summary
         of failed inputs; ``"continue"``: it succeeds and the errors are part of the output
         (XCom key ``input_errors``, or ``errors_path`` next to ``output_path``).
-    :param callback_url: async mode: where Captain Data POSTs result pages.
+    :param callback_url: async mode: where Captain Data POSTs result pages, when you receive
+        them yourself (the task then returns the final run). Leave it unset to have the
+        provider's callback receiver take them (the connection's ``callback_base_url``,
+        ``callback_secret`` and ``callback_storage``): the task then returns every row.
     :param callback_headers: async mode: headers Captain Data sends with each callback.
+    :param on_missing_pages: async mode with the receiver: pages still missing after replays
+        ``"fail"`` the task (default) or only ``"warn"``.
     :param partial_success: async mode, a ``PARTIAL_SUCCEEDED`` run: ``"warn"`` (default,
         succeed with a warning) or ``"fail"``.
 
@@ -100,6 +105,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         callback_url: str | None = None,
         callback_headers: Mapping[str, str] | None = None,
         partial_success: str = "warn",
+        on_missing_pages: str = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -118,6 +124,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         self.callback_url = callback_url
         self.callback_headers = callback_headers
         self.partial_success = partial_success
+        self.on_missing_pages = on_missing_pages
         self._validate(rendered=False)
 
     # -- validation (before any HTTP call) -----------------------------------------------------
@@ -132,6 +139,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         choice("mode", self.mode, MODES)
         choice("on_input_error", self.on_input_error, ("fail", "continue"))
         choice("partial_success", self.partial_success, ("warn", "fail"))
+        choice("on_missing_pages", self.on_missing_pages, ("fail", "warn"))
         if (
             isinstance(self.max_concurrency, bool)
             or not isinstance(self.max_concurrency, int)
@@ -177,14 +185,37 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
             for index, item in enumerate(items):
                 validate_action_input(self.action, item, where=f"inputs[{index}]")
             self.inputs = items
-        if self.mode == "async" and not self.callback_url:
-            raise CaptainDataConfigError(
-                "callback_url: async runs POST their results to a callback URL; set callback_url "
-                "(or use mode='live')"
-            )
 
     def validate_rendered(self) -> None:
         self._validate(rendered=True)
+        if self.mode == "async" and not self.callback_url:
+            self.receiver_settings()  # no receiver configured: fail before the launch
+
+    def receiver_settings(self) -> tuple[str, str, str]:
+        """(callback_base_url, callback_secret, callback_storage) of the connection, all required
+        when the provider's receiver takes the results."""
+        settings = self.hook.settings
+        missing = [
+            name
+            for name, value in (
+                ("callback_base_url", settings.callback_base_url),
+                ("callback_secret", settings.callback_secret),
+                ("callback_storage", settings.callback_storage),
+            )
+            if not value
+        ]
+        if missing:
+            raise CaptainDataConfigError(
+                f"callback_url: async runs POST their results to a callback URL. Set callback_url, or "
+                f"configure the callback receiver on connection {self.captaindata_conn_id!r} "
+                f"(missing: {', '.join(missing)}); see the Callbacks page of the docs."
+            )
+        assert settings.callback_base_url and settings.callback_secret and settings.callback_storage
+        return (
+            settings.callback_base_url,
+            settings.callback_secret.get_secret_value(),
+            settings.callback_storage,
+        )
 
     def _body(self, **inputs: Any) -> dict[str, Any]:
         return action_body(
@@ -253,7 +284,14 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         raw = f"{ti.dag_id}|{ti.task_id}|{context['run_id']}|{getattr(ti, 'map_index', -1)}"
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
-    def tagged_callback_url(self, context: Any) -> str:
+    def callback_url_for_launch(self, context: Any) -> str:
+        """The receiver's signed URL for this launch, or the author's ``callback_url`` tagged with
+        the launch key; either way a retry can find the run by its callback URL."""
+        if not self.callback_url:
+            from airflow_provider_captaindata.callbacks.tokens import callback_url_for
+
+            base_url, secret, _ = self.receiver_settings()
+            return callback_url_for(base_url, secret, self.launch_key(context))
         parts = urlsplit(str(self.callback_url))
         query = [(k, v) for k, v in parse_qsl(parts.query) if k != LAUNCH_TAG_PARAM]
         query.append((LAUNCH_TAG_PARAM, self.launch_key(context)))
@@ -266,7 +304,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         if remembered:
             earlier = self.hook.get_run("v4", remembered)
         else:
-            run = self.hook.find_action_run_by_callback(self.action, f"{LAUNCH_TAG_PARAM}={key}")
+            run = self.hook.find_action_run_by_callback(self.action, key)
             earlier = V4.snapshot(run.model_dump()) if run else None
         if earlier is not None:
             if earlier.state is RunState.IN_PROGRESS or earlier.state.is_success:
@@ -279,7 +317,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         run = self.hook.run_action_async(
             self.action,
             list(self.inputs or []),
-            callback_url=self.tagged_callback_url(context),
+            callback_url=self.callback_url_for_launch(context),
             callback_headers=self.callback_headers,
             parameters=self.parameters,
             identity_ids=self.identity_ids,
@@ -298,9 +336,25 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
                 )
             self.log.warning("Run %s finished with some errors (%s)", event["run_uid"], event.get("message"))
 
-    def collect(self, run_uid: str) -> Any:
-        # Async results are pushed to the callback URL; the task returns the final run.
-        return self.hook.get_action_run(run_uid).model_dump(mode="json")
+    def collect(self, context: Any, run_uid: str) -> Any:
+        if self.callback_url:
+            # The author receives the pages at their own URL: the task returns the final run.
+            return self.hook.get_action_run(run_uid).model_dump(mode="json")
+        from airflow_provider_captaindata.callbacks.reconcile import reconcile_run
+
+        _, _, storage = self.receiver_settings()
+        report = reconcile_run(self.hook, run_uid, self.launch_key(context), storage, log=self.log)
+        report.check(self.on_missing_pages, log=self.log)
+        context["ti"].xcom_push(key="callback_summary", value=report.summary())
+        sink = open_sink(self.output_path, max_xcom_bytes=self.max_xcom_bytes)
+        try:
+            for page in report.iter_pages():
+                sink.add_page(page)
+        except BaseException:
+            sink.abort()
+            raise
+        self.log.info("Run %s: %s rows from %s stored pages", run_uid, sink.rows, report.received)
+        return sink.finish(**report.summary())
 
     def result_pages(self, run_uid: str) -> Iterable[list[dict[str, Any]]]:
         return iter(())

@@ -267,7 +267,9 @@ class CaptainDataRunOperatorBase(BaseOperator):
         run_uid, status = event["run_uid"], event["status"]
         if status == "success":
             self.check_success(event)
-            return self.collect(run_uid) if self.fetch_results else {"run_uid": run_uid, "rows": None}
+            return (
+                self.collect(context, run_uid) if self.fetch_results else {"run_uid": run_uid, "rows": None}
+            )
         if status == "timeout":
             if event.get("deadline") == DEADLINE_EXECUTION:
                 self._stop(run_uid, "the task's execution_timeout is reached")
@@ -291,7 +293,7 @@ class CaptainDataRunOperatorBase(BaseOperator):
     def check_success(self, event: dict[str, Any]) -> None:
         """Hook for partial successes (v4); v3 successes are plain."""
 
-    def collect(self, run_uid: str) -> Any:
+    def collect(self, context: Any, run_uid: str) -> Any:
         sink = open_sink(self.output_path, max_xcom_bytes=self.max_xcom_bytes)
         try:
             for pages, page in enumerate(self.result_pages(run_uid), start=1):
