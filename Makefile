@@ -25,7 +25,9 @@ env:
 env-2.11:
 	@scripts/ensure-env.sh $(VENV_211) $(LOCK_211)
 
-test: lint test-airflow3 test-airflow2
+# Both Airflow lines run side by side (2 cores); each log is shown whole afterwards.
+test: lint env env-2.11
+	scripts/test-both.sh $(PYTEST_ARGS)
 
 lint: env
 	$(VENV)/bin/ruff check .
