@@ -8,8 +8,9 @@ are never stored, and the same request gives the same rows.
 from __future__ import annotations
 
 import base64
+import functools
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,9 +69,12 @@ def row_random(*key: object) -> random.Random:
     return random.Random(":".join(map(str, key)))
 
 
+_ACCENTS = str.maketrans("éèêëàâäîïôöûüçñ", "eeeeaaaiioouucn")
+
+
+@functools.cache
 def slug(text: str) -> str:
-    table = str.maketrans("éèêëàâäîïôöûüçñ", "eeeeaaaiioouucn")
-    cleaned = "".join(c if c.isalnum() else "-" for c in text.lower().translate(table))
+    cleaned = "".join(c if c.isalnum() else "-" for c in text.lower().translate(_ACCENTS))
     return "-".join(part for part in cleaned.split("-") if part)
 
 
@@ -80,14 +84,13 @@ def persona(rng: random.Random) -> dict[str, Any]:
     company, industry, domain = rng.choice(COMPANIES)
     city, country = rng.choice(PLACES)
     title = rng.choice(TITLES)
-    tag = f"{rng.getrandbits(32):08x}"
     return {
         "first_name": first,
         "last_name": last,
         "full_name": f"{first} {last}",
-        "handle": f"{slug(first)}-{slug(last)}-{tag}",
+        "handle": f"{slug(first)}-{slug(last)}-{rng.getrandbits(32):08x}",
         "profile_id": rng.randrange(10**8, 10**9),
-        "sn_id": "ACwAA" + base64.b32encode(rng.randbytes(15)).decode().rstrip("="),
+        "sn_id": f"ACwAA{rng.getrandbits(100):025X}",
         "title": title,
         "headline": f"{title} at {company}",
         "company": company,
@@ -99,13 +102,17 @@ def persona(rng: random.Random) -> dict[str, Any]:
         "country": country,
         "school": rng.choice(SCHOOLS),
         "post_id": rng.randrange(7 * 10**18, 8 * 10**18),
-        "moment": EPOCH - timedelta(minutes=rng.randrange(0, 365 * 24 * 60)),
+        "minutes_ago": rng.randrange(0, 365 * 24 * 60),
     }
 
 
 def sentence(rng: random.Random, words: int = 8) -> str:
     text = " ".join(rng.choice(WORDS) for _ in range(words))
     return text[0].upper() + text[1:] + "."
+
+
+def _moment(p: Mapping[str, Any]) -> datetime:
+    return EPOCH - timedelta(minutes=p["minutes_ago"])
 
 
 _TEXT_FIELDS = {
@@ -140,98 +147,130 @@ _PERSON = {
     "linkedin_company_handle": "company_handle",
     "school_name": "school",
 }
+Maker = Callable[[Mapping[str, Any], random.Random], Any]
+LI = "https://www.linkedin.com"
 
 
-def _url(name: str, p: Mapping[str, Any], rng: random.Random) -> str:
-    li = "https://www.linkedin.com"
+def _url_maker(name: str) -> Maker:
+    """How to make a URL for field ``name``: decided once per field name (rows are many)."""
     if "image" in name or "picture" in name or name in ("logo_url", "author_img"):
-        return f"https://media.licdn.com/dms/image/{rng.getrandbits(64):016x}/profile-displayphoto-shrink_400_400"
+        return lambda p, rng: (
+            f"https://media.licdn.com/dms/image/{rng.getrandbits(64):016x}/profile-displayphoto-shrink_400_400"
+        )
     if name.endswith("search_url") and "sales_navigator" not in name:
         kind = "content" if "post" in name or "content" in name else "people"
-        return f"{li}/search/results/{kind}/?keywords={slug(p['title'])}"
+        return lambda p, rng: f"{LI}/search/results/{kind}/?keywords={slug(p['title'])}"
     if name in ("linkedin_profile_url", "linkedin_url") or name.endswith("profile_urls"):
-        return f"{li}/in/{p['handle']}"
+        return lambda p, rng: f"{LI}/in/{p['handle']}"
     if "sales_navigator" in name:
         if "company" in name:
-            return f"{li}/sales/company/{p['company_id']}"
+            return lambda p, rng: f"{LI}/sales/company/{p['company_id']}"
         if "search" in name or "list" in name:
-            return f"{li}/sales/search/people?savedSearchId={p['company_id']}"
-        return f"{li}/sales/lead/{p['sn_id']},NAME_SEARCH"
+            return lambda p, rng: f"{LI}/sales/search/people?savedSearchId={p['company_id']}"
+        return lambda p, rng: f"{LI}/sales/lead/{p['sn_id']},NAME_SEARCH"
     if "company" in name:
-        return f"{li}/company/{p['company_handle']}"
+        return lambda p, rng: f"{LI}/company/{p['company_handle']}"
     if "school" in name:
-        return f"{li}/school/{slug(p['school'])}"
+        return lambda p, rng: f"{LI}/school/{slug(p['school'])}"
     if "post" in name or "comment" in name or "reaction" in name:
-        return f"{li}/feed/update/urn:li:activity:{p['post_id']}"
+        return lambda p, rng: f"{LI}/feed/update/urn:li:activity:{p['post_id']}"
     if "job" in name:
-        return f"{li}/jobs/view/{p['profile_id'] // 100}"
+        return lambda p, rng: f"{LI}/jobs/view/{p['profile_id'] // 100}"
     if "event" in name and "external" not in name:
-        return f"{li}/events/{p['post_id'] // 1000}"
+        return lambda p, rng: f"{LI}/events/{p['post_id'] // 1000}"
     if "group" in name:
-        return f"{li}/groups/{p['company_id']}"
+        return lambda p, rng: f"{LI}/groups/{p['company_id']}"
     if "thread" in name:
-        return f"{li}/messaging/thread/2-{base64.b64encode(rng.randbytes(24)).decode()}"
+        return lambda p, rng: f"{LI}/messaging/thread/2-{base64.b64encode(rng.randbytes(24)).decode()}"
     if "google_maps" in name:
-        return f"https://www.google.com/maps/place/{slug(p['company'])}/@48.85,2.35,17z"
+        return lambda p, rng: f"https://www.google.com/maps/place/{slug(p['company'])}/@48.85,2.35,17z"
     if "tripadvisor" in name:
-        return f"https://www.tripadvisor.com/Hotel_Review-g187147-d{p['company_id']}-Reviews.html"
+        return lambda p, rng: (
+            f"https://www.tripadvisor.com/Hotel_Review-g187147-d{p['company_id']}-Reviews.html"
+        )
     if "crunchbase" in name:
-        return f"https://www.crunchbase.com/organization/{p['company_handle']}"
-    return f"https://www.{p['domain']}/{slug(name.removesuffix('_url'))}/{p['company_id']}"
+        return lambda p, rng: f"https://www.crunchbase.com/organization/{p['company_handle']}"
+    path = slug(name.removesuffix("_url"))
+    return lambda p, rng: f"https://www.{p['domain']}/{path}/{p['company_id']}"
+
+
+def _string_maker(name: str, fmt: str) -> Maker:
+    if name in _PERSON:
+        key = _PERSON[name]
+        return lambda p, rng: p[key]
+    if fmt in ("uri", "url") or name.endswith(("_url", "_link")) or name in ("website", "twitter"):
+        return _url_maker(name)
+    if fmt == "email" or name == "email":
+        return lambda p, rng: f"{slug(p['first_name'])}.{slug(p['last_name'])}@{p['domain']}"
+    if fmt == "date-time" or name.endswith(("_at", "_time", "_datetime")):
+        return lambda p, rng: _moment(p).isoformat().replace("+00:00", "Z")
+    if fmt == "date" or name.endswith("_date") or name == "date":
+        return lambda p, rng: _moment(p).date().isoformat()
+    if name in ("location", "job_location", "geographic_area", "headquarters", "address"):
+        return lambda p, rng: f"{p['city']}, {p['country']}"
+    if name == "phone" or name.endswith("_phone"):
+        return lambda p, rng: (
+            f"+33 6 {rng.randrange(10, 99)} {rng.randrange(10, 99)} {rng.randrange(10, 99)} 00"
+        )
+    if name == "sales_navigator_profile_id":
+        return lambda p, rng: p["sn_id"]
+    if name.endswith(("_id", "_urn")):
+        if "profile" in name:
+            return lambda p, rng: str(p["profile_id"])
+        return lambda p, rng: str(rng.randrange(10**6, 10**10))
+    if "degree" in name:
+        return lambda p, rng: rng.choice(("1st", "2nd", "3rd"))
+    if name in _TEXT_FIELDS:
+        return lambda p, rng: sentence(rng)
+    return lambda p, rng: sentence(rng, 3).rstrip(".")
+
+
+def _number_maker(name: str) -> Maker:
+    if name == "linkedin_profile_id":
+        return lambda p, rng: p["profile_id"]
+    if name.endswith("company_id"):
+        return lambda p, rng: p["company_id"]
+    if "degree" in name:
+        return lambda p, rng: rng.choice((1, 2, 3))
+    if name.endswith("_id"):
+        return lambda p, rng: rng.randrange(10**6, 10**10)
+    if name in ("rating", "grade", "stars", "review_rating", "ranking"):
+        return lambda p, rng: round(rng.uniform(3.0, 5.0), 1)
+    return lambda p, rng: rng.randrange(0, 500)
+
+
+def _array_maker(name: str) -> Maker:
+    if name.endswith("_urls"):
+        url = _url_maker(name)
+        return lambda p, rng: [url(persona(rng), rng) for _ in range(rng.randrange(0, 3))]
+    if name == "skills":
+        return lambda p, rng: [{"name": s} for s in rng.sample(SKILLS, 3)]
+    if name == "languages":
+        return lambda p, rng: rng.sample(["English", "French", "Spanish", "German"], 2)
+    return lambda p, rng: []
+
+
+@functools.cache
+def value_maker(name: str, kind: str) -> Maker:
+    """How to make a plausible value for output field ``name`` of type ``kind``
+    (``string:uri`` style): decided once per field, then called for every row."""
+    base, _, fmt = kind.partition(":")
+    if base == "string":
+        return _string_maker(name, fmt)
+    if base in {"integer", "number"}:
+        return _number_maker(name)
+    if base == "boolean":
+        return lambda p, rng: rng.random() < 0.3
+    if base == "array":
+        return _array_maker(name)
+    if base == "object":
+        return lambda p, rng: {}
+    return lambda p, rng: None
 
 
 def fake_value(name: str, kind: str, p: Mapping[str, Any], rng: random.Random) -> Any:
-    """A plausible value for output field ``name`` of type ``kind`` (``string:uri`` style)."""
-    base, _, fmt = kind.partition(":")
-    if name in _PERSON and base == "string":
-        return p[_PERSON[name]]
-    if base == "string":
-        if fmt in ("uri", "url") or name.endswith(("_url", "_link")) or name in ("website", "twitter"):
-            return _url(name, p, rng)
-        if fmt == "email" or name == "email":
-            return f"{slug(p['first_name'])}.{slug(p['last_name'])}@{p['domain']}"
-        if fmt == "date-time" or name.endswith(("_at", "_time", "_datetime")):
-            return p["moment"].isoformat().replace("+00:00", "Z")
-        if fmt == "date" or name.endswith("_date") or name == "date":
-            return p["moment"].date().isoformat()
-        if name in ("location", "job_location", "geographic_area", "headquarters", "address"):
-            return f"{p['city']}, {p['country']}"
-        if name == "phone" or name.endswith("_phone"):
-            return f"+33 6 {rng.randrange(10, 99)} {rng.randrange(10, 99)} {rng.randrange(10, 99)} 00"
-        if name == "sales_navigator_profile_id":
-            return p["sn_id"]
-        if name.endswith("_id") or name.endswith("_urn"):
-            return str(p["profile_id"] if "profile" in name else rng.randrange(10**6, 10**10))
-        if "degree" in name:
-            return rng.choice(("1st", "2nd", "3rd"))
-        if name in _TEXT_FIELDS:
-            return sentence(rng)
-        return sentence(rng, 3).rstrip(".")
-    if base in {"integer", "number"}:
-        if name == "linkedin_profile_id":
-            return p["profile_id"]
-        if name.endswith("company_id"):
-            return p["company_id"]
-        if "degree" in name:
-            return rng.choice((1, 2, 3))
-        if name.endswith("_id"):
-            return rng.randrange(10**6, 10**10)
-        if name in ("rating", "grade", "stars", "review_rating", "ranking"):
-            return round(rng.uniform(3.0, 5.0), 1)
-        return rng.randrange(0, 500)
-    if base == "boolean":
-        return rng.random() < 0.3
-    if base == "array":
-        if name.endswith("_urls"):
-            return [_url(name, persona(rng), rng) for _ in range(rng.randrange(0, 3))]
-        if name in ("skills",):
-            return [{"name": s} for s in rng.sample(SKILLS, 3)]
-        if name in ("languages",):
-            return rng.sample(["English", "French", "Spanish", "German"], 2)
-        return []
-    if base == "object":
-        return {}
-    return None
+    """A plausible value for output field ``name`` of type ``kind``."""
+    return value_maker(name, kind)(p, rng)
 
 
 def action_row(
@@ -247,7 +286,7 @@ def action_row(
     the input's value, so the result is about what was asked for."""
     rng = row_random(*key)
     p = persona(rng)
-    row = {name: fake_value(name, kind, p, rng) for name, kind in output_fields.items()}
+    row = {name: value_maker(name, kind)(p, rng) for name, kind in output_fields.items()}
     if input:
         if echo_input:
             for name in output_fields:
@@ -296,7 +335,7 @@ def v3_row(
     (``input_index``, ``row_index``: every row of a run has a distinct ``row_index``)."""
     rng = row_random(*key, row_index)
     p = persona(rng)
-    row: dict[str, Any] = {name: fake_value(name, kind, p, rng) for name, kind in fields.items()}
+    row: dict[str, Any] = {name: value_maker(name, kind)(p, rng) for name, kind in fields.items()}
     if "employees_range" in row:
         row["employees_range"] = rng.choice(("11-50", "51-200", "201-500", "501-1000", "1001-5000"))
     for name, value in input.items():
