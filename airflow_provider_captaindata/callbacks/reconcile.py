@@ -72,11 +72,13 @@ class Record:
     created_at: str
 
     @classmethod
-    def of(cls, obj: Any) -> Record:
-        data: Mapping[str, Any] = obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)
+    def of(cls, obj: Any, *, default_uid: str = "") -> Record:
+        data: Mapping[str, Any] = (
+            obj.model_dump() if hasattr(obj, "model_dump") else obj if isinstance(obj, Mapping) else {}
+        )
         batch = data.get("batch_uid")
         return cls(
-            uid=str(data["uid"]),
+            uid=str(data.get("uid") or default_uid),
             batch_uid=str(batch).lower() if is_uuid(batch) else None,
             status=str(data.get("status") or "").upper(),
             http_status=data.get("http_status"),
@@ -239,7 +241,7 @@ def reconcile_run(
                 continue
             target = _replay_target(by_batch[batch])
             try:
-                answer = Record.of(hook.replay_run_callback(target.uid))
+                answer = Record.of(hook.replay_run_callback(target.uid), default_uid=target.uid)
             except CaptainDataAPIError as exc:
                 if exc.status_code == 400:  # MAX_REPLAYS_REACHED or gone: no budget left
                     used[batch] = MAX_REPLAYS
@@ -256,10 +258,12 @@ def reconcile_run(
             replayed += 1
             used[batch] += 1
             by_batch[batch].append(answer)
-            if answer.status in IN_FLIGHT:
+            if answer.status not in ("SUCCESS", "FAILED"):
+                # Delivery still going (or an answer we cannot read): wait, and let the records
+                # say how it ended.
                 in_flight.add(batch)
             # SUCCESS: the page is stored (we answered 2xx); FAILED: try again if budget is left.
-            hope = hope or answer.status == "SUCCESS" or used[batch] < MAX_REPLAYS
+            hope = hope or batch in in_flight or answer.status == "SUCCESS" or used[batch] < MAX_REPLAYS
         missing = expected - set(store.batch_uids(launch_key, run_uid))
         if not missing or not hope or time.monotonic() >= deadline:
             break
@@ -268,9 +272,9 @@ def reconcile_run(
         in_flight &= missing
         if in_flight and time.monotonic() - listed_at >= relist_every:
             # Deliveries still in flight: their records tell whether they ended (then replay).
-            by_batch = _group(list_callback_records(hook, run_uid, log=log), run_uid, log) | {
-                b: by_batch[b] for b in expected if b not in by_batch
-            }
+            fresh = _group(list_callback_records(hook, run_uid, log=log), run_uid, log)
+            for b in expected:
+                by_batch[b] = fresh.get(b, by_batch[b])
             listed_at = time.monotonic()
             in_flight = {b for b in in_flight if any(r.status in IN_FLIGHT for r in by_batch[b])}
 

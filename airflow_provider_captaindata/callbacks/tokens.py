@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import re
 import time
+from typing import Any
 
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 
@@ -69,6 +70,29 @@ def callback_url_for(
     expires = int((time.time() if now is None else now) + ttl_seconds)
     token = _sign(secret, launch_key, expires)
     return f"{base_url.rstrip('/')}/{URL_VERSION}/{launch_key}/{expires}/{token}"
+
+
+def require_callback_settings(settings: Any) -> tuple[str, str, str]:
+    """``(callback_base_url, callback_secret, callback_storage)`` of a connection's settings.
+
+    Call it before launching an async run whose results are wanted: a missing field is a
+    ``CaptainDataConfigError`` naming every missing field, raised before anything is spent.
+    """
+    secret = settings.callback_secret
+    values = {
+        "callback_base_url": settings.callback_base_url,
+        "callback_secret": secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret,
+        "callback_storage": settings.callback_storage,
+    }
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise CaptainDataConfigError(
+            f"Connection {settings.conn_id!r} has no {', '.join(missing)}: async results are POSTed to "
+            "the callback receiver, which needs callback_base_url (its public URL), callback_secret "
+            "(signs the URL) and callback_storage (where pages are kept). Set them in the connection's "
+            "extra, see the Callbacks guide."
+        )
+    return values["callback_base_url"], values["callback_secret"], values["callback_storage"]
 
 
 def check(secret: str, launch_key: str, expires: str | int, token: str, now: float | None = None) -> str:

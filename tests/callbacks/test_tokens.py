@@ -105,3 +105,24 @@ def test_issuing_needs_a_secret_and_an_url() -> None:
         tokens.callback_url_for("airflow.example.com", SECRET, KEY)
     with pytest.raises(CaptainDataConfigError, match="ttl_seconds"):
         tokens.callback_url_for("http://h", SECRET, KEY, ttl_seconds=0)
+
+
+def test_callback_settings_are_required_before_a_launch() -> None:
+    from pydantic import SecretStr
+
+    from airflow_provider_captaindata.connection import ConnectionSettings
+
+    def settings(**extra: object) -> ConnectionSettings:
+        return ConnectionSettings(
+            conn_id="cd", api_key=SecretStr("k"), project_uid=None, v3_base_url="x", v4_base_url="y", **extra
+        )
+
+    full = settings(
+        callback_base_url="https://a.example/captaindata",
+        callback_secret=SecretStr(SECRET),
+        callback_storage="s3://b/c",
+    )
+    assert tokens.require_callback_settings(full) == ("https://a.example/captaindata", SECRET, "s3://b/c")
+    with pytest.raises(CaptainDataConfigError, match="callback_secret, callback_storage") as error:
+        tokens.require_callback_settings(settings(callback_base_url="https://a.example"))
+    assert "'cd'" in str(error.value)
