@@ -210,7 +210,6 @@ def test_v4_sensor(emulator: Any) -> None:
         ({"input": {"linkedin_profile_url": "u"}, "identity_mode": "direct"}, "identity_ids"),
         ({"input": {"linkedin_profile_url": "u"}, "max_concurrency": 0}, "max_concurrency"),
         ({"input": {"linkedin_profile_url": "u"}, "mode": "batch"}, "mode"),
-        ({"inputs": profiles(1), "mode": "async"}, "callback_url"),
         (
             {"action": "linkedin-extract-peple", "input": {"linkedin_profile_url": "u"}},
             "linkedin-extract-people",
