@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -112,7 +113,7 @@ def test_callback_settings_are_required_before_a_launch() -> None:
 
     from airflow_provider_captaindata.connection import ConnectionSettings
 
-    def settings(**extra: object) -> ConnectionSettings:
+    def settings(**extra: Any) -> ConnectionSettings:
         return ConnectionSettings(
             conn_id="cd", api_key=SecretStr("k"), project_uid=None, v3_base_url="x", v4_base_url="y", **extra
         )
