@@ -17,9 +17,6 @@ import uvicorn
 
 from airflow_provider_captaindata.callbacks.app import create_app
 from airflow_provider_captaindata.callbacks.tokens import callback_url_for
-from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
-from airflow_provider_captaindata.models import V4CallbackRecord
-from airflow_provider_captaindata.versions import V4
 
 SECRET = "test-callback-secret-0123456789abcdef"
 LAUNCH_KEY = "0123456789abcdef01234567"
@@ -130,22 +127,3 @@ def callback_body(
         "results_count": rows,
         "results": [{"full_name": f"Person {batch[:8]} {i}", "index": i} for i in range(rows)],
     }
-
-
-class PagingHook(CaptainDataHook):
-    """``CaptainDataHook`` whose ``list_run_callbacks`` passes ``limit``/``offset``/``sort`` on.
-
-    The API answers at most 20 records per call; the provider's hook does not page yet. This is
-    the change recommended for it (see reconcile.list_callback_records), over the real HTTP API.
-    """
-
-    def list_run_callbacks(  # type: ignore[override]
-        self, run_uid: str, *, limit: int | None = None, offset: int = 0, sort: str | None = None
-    ) -> list[V4CallbackRecord]:
-        params: dict[str, Any] = {"run_uid": run_uid, "offset": offset}
-        if limit is not None:
-            params["limit"] = limit
-        if sort is not None:
-            params["sort"] = sort
-        data = self._call(V4, "GET", "/runs/callbacks", params=params).data
-        return [V4CallbackRecord.model_validate(r) for r in data or []]

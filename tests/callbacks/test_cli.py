@@ -17,7 +17,8 @@ import pytest
 
 from airflow_provider_captaindata.callbacks.reconcile import reconcile_run
 from airflow_provider_captaindata.callbacks.tokens import callback_url_for
-from tests.callbacks.conftest import SECRET, PagingHook, callback_body
+from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+from tests.callbacks.conftest import SECRET, callback_body
 from tests.callbacks.test_reconcile import assert_exactly_once, run_to_the_end
 
 SCRIPT = str(Path(sys.executable).with_name("captaindata-callback-receiver"))
@@ -87,7 +88,7 @@ def test_emulator_run_through_the_cli_receiver(
     )
     _, base_url, folder = cli_receiver
     key = uuid.uuid4().hex[:24]
-    hook = PagingHook()
+    hook = CaptainDataHook()
     run_uid = run_to_the_end(hook, 60, callback_url_for(base_url, SECRET, key))
     report = reconcile_run(hook, run_uid, key, folder.as_uri(), poll_seconds=0.1)
     assert (report.expected, report.received, report.missing) == (60, 60, [])

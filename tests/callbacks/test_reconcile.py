@@ -24,7 +24,7 @@ from airflow_provider_captaindata.callbacks.reconcile import (
 )
 from airflow_provider_captaindata.callbacks.tokens import callback_url_for
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
-from tests.callbacks.conftest import SECRET, CountingApp, PagingHook, Receiver, ServerThread
+from tests.callbacks.conftest import SECRET, CountingApp, Receiver, ServerThread
 
 EXTRACT = "linkedin-extract-people"
 # Enough for every fault to hit many pages (~50 drops); the 1,000-input run is the clean one,
@@ -71,9 +71,9 @@ def test_thousand_inputs_every_row_exactly_once(
     caplog.set_level(logging.INFO, logger="airflow_provider_captaindata.callbacks")
     key = uuid.uuid4().hex[:24]
     started = time.monotonic()
-    run_uid = run_to_the_end(PagingHook(), 1000, receiver.url(key))
+    run_uid = run_to_the_end(CaptainDataHook(), 1000, receiver.url(key))
     elapsed = time.monotonic() - started
-    report = reconcile_run(PagingHook(), run_uid, key, receiver.storage, poll_seconds=0.2)
+    report = reconcile_run(CaptainDataHook(), run_uid, key, receiver.storage, poll_seconds=0.2)
     assert (report.expected, report.received, report.replayed, report.missing) == (1000, 1000, 0, [])
     rows = [row for page in report.iter_pages() for row in page]
     assert_exactly_once(rows, 1000)
@@ -92,7 +92,7 @@ def test_faults_are_reconciled_exactly(
         callback_drop_rate=0.1, callback_duplicate_rate=0.1, callback_fail_rate=0.1, callback_reorder=True
     )
     key = uuid.uuid4().hex[:24]
-    hook = PagingHook()
+    hook = CaptainDataHook()
     run_uid = run_to_the_end(hook, FAULT_INPUTS, receiver.url(key))
     records = list_callback_records(hook, run_uid)
     assert len(records) == FAULT_INPUTS  # one per page, all listed (25 calls of 20)
@@ -128,7 +128,7 @@ def test_receiver_down_during_the_run_then_replayed(emulator: Any, tmp_path: Pat
     base_url = server.base_url
     server.stop()
     key = uuid.uuid4().hex[:24]
-    hook = PagingHook()
+    hook = CaptainDataHook()
     run_uid = run_to_the_end(hook, 30, callback_url_for(base_url, SECRET, key))
     assert not (tmp_path / key).exists()
     server = ServerThread(counter, port=int(base_url.rsplit(":", 1)[1]))
@@ -145,7 +145,7 @@ def test_pages_that_never_arrive_fail_or_warn_by_name(
 ) -> None:
     emulator.configure(callback_drop_rate=1.0)  # every delivery, replays included, is lost
     key = uuid.uuid4().hex[:24]
-    hook = PagingHook()
+    hook = CaptainDataHook()
     run_uid = run_to_the_end(hook, 4, receiver.url(key))
     report = reconcile_run(hook, run_uid, key, receiver.storage, poll_seconds=0.05, replay_wait_seconds=5)
     assert report.expected == 4 and report.received == 0
@@ -166,14 +166,23 @@ def test_pages_that_never_arrive_fail_or_warn_by_name(
     assert again.replayed == 0 and len(again.missing) == 4
 
 
-def test_stock_hook_on_a_small_run(emulator: Any, receiver: Receiver) -> None:
-    # The provider's hook as it is: one records call (up to 10 records) is enough here.
+class OnePageHook(CaptainDataHook):
+    """A hook that cannot page: one call, the API's default page (10 newest records)."""
+
+    def list_run_callbacks(self, run_uid: str) -> list[Any]:  # type: ignore[override]
+        return super().list_run_callbacks(run_uid, limit=10, offset=0, sort="-created_at")
+
+
+def test_hook_without_paging_still_reads_every_stored_page(
+    emulator: Any, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     key = uuid.uuid4().hex[:24]
-    hook = CaptainDataHook()
-    run_uid = run_to_the_end(hook, 8, receiver.url(key))
-    report = reconcile_run(hook, run_uid, key, receiver.storage, poll_seconds=0.05)
-    assert (report.expected, report.received, report.missing) == (8, 8, [])
-    assert_exactly_once([row for page in report.iter_pages() for row in page], 8)
+    run_uid = run_to_the_end(CaptainDataHook(), 30, receiver.url(key))
+    report = reconcile_run(OnePageHook(), run_uid, key, receiver.storage, poll_seconds=0.05)
+    # Only 10 records seen: said in the log, and the 20 other stored pages are still read.
+    assert (report.expected, report.received, report.unlisted, report.missing) == (10, 10, 20, [])
+    assert "exactly one API page" in caplog.text
+    assert_exactly_once([row for page in report.iter_pages() for row in page], 30)
 
 
 def test_custom_data_added_to_rows_without_it(receiver: Receiver) -> None:
@@ -211,6 +220,6 @@ def test_custom_data_added_to_rows_without_it(receiver: Receiver) -> None:
 
 def test_invalid_ids_are_refused(receiver: Receiver) -> None:
     with pytest.raises(ValueError):
-        reconcile_run(PagingHook(), "../../etc", "0" * 24, receiver.storage)
+        reconcile_run(CaptainDataHook(), "../../etc", "0" * 24, receiver.storage)
     with pytest.raises(ValueError):
-        reconcile_run(PagingHook(), str(uuid.uuid4()), "not-a-key", receiver.storage)
+        reconcile_run(CaptainDataHook(), str(uuid.uuid4()), "not-a-key", receiver.storage)
