@@ -268,11 +268,6 @@ def value_maker(name: str, kind: str) -> Maker:
     return lambda p, rng: None
 
 
-def fake_value(name: str, kind: str, p: Mapping[str, Any], rng: random.Random) -> Any:
-    """A plausible value for output field ``name`` of type ``kind``."""
-    return value_maker(name, kind)(p, rng)
-
-
 def action_row(
     output_fields: Mapping[str, str],
     key: Sequence[object],

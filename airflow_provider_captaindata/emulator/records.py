@@ -14,7 +14,6 @@ from typing import Any
 
 V3_FORCED_STATUSES = ("warning", "shutdown", "stopped", "paused", "finished")
 V4_FORCED_STATUSES = ("FAILED", "PARTIAL_SUCCEEDED", "INVALID", "STOPPED", "BLOCKED", "SUCCEEDED")
-V4_FINAL_STATUSES = ("SUCCEEDED", "PARTIAL_SUCCEEDED", "FAILED", "INVALID", "STOPPED", "BLOCKED")
 
 
 def iso(timestamp: float | None) -> str | None:

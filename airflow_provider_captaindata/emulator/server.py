@@ -57,7 +57,6 @@ class CaptainDataEmulator(EmulatorClient):
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: BaseException | None = None
-        self._state: Any = None
 
     def __repr__(self) -> str:
         where = self._base_url or "not started"
@@ -80,7 +79,6 @@ class CaptainDataEmulator(EmulatorClient):
         )
         if self._initial_settings:
             state.configure(self._initial_settings)
-        self._state = state
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1,10 +1,10 @@
 """The emulator's whole state, seeded and resettable.
 
 Everything here is read and changed from the server's event loop only (the control API is
-HTTP too), so there are no locks. Uids come from two seeded generators: one for the fixed
-world (workflows, identities, workspace) that survives ``reset()``, one for what requests
-create (runs, callbacks, schedules) that restarts at ``reset()``: the same requests after a
-reset give the same uids.
+HTTP too), so there are no locks. The fixed world (workflows, identities, the key's user)
+has uids derived from the seed alone; what requests create (runs, callbacks, schedules,
+faults) takes uids from a seeded generator that restarts at ``reset()``: the same requests
+after a reset give the same uids.
 """
 
 from __future__ import annotations
@@ -47,18 +47,19 @@ def stable_uid(*parts: object) -> str:
 
 
 class TokenBucket:
-    """Capacity ``rate``, refilled at ``rate`` tokens a second: a client pacing itself at
-    exactly the rate is never refused, a burst above it is."""
+    """Capacity ``rate`` (at least one call), refilled at ``rate`` tokens a second: a client
+    pacing itself at exactly the rate is never refused, a burst above it is."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        self.tokens = rate
+        self.capacity = max(rate, 1.0)
+        self.tokens = self.capacity
         self.updated = time.monotonic()
 
     def take(self) -> float:
         """0 when a token was taken, else the seconds until one is available."""
         now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         if self.tokens >= 1:
             self.tokens -= 1
@@ -74,7 +75,6 @@ class EmulatorState:
         world = Ids(f"world:{seed}")
         self.workspace_uid = project_uid
         self.user_uid = world.uid()
-        self.world_ids = world
         self.started = time.time()
         self.tasks: set[asyncio.Task[Any]] = set()
         self._callback_client: Any = None
