@@ -21,7 +21,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from airflow_provider_captaindata.callbacks.storage import CallbackStore, is_uuid
@@ -44,19 +44,38 @@ class CallbackHook(Protocol):
 
 
 class MissingPagesError(CaptainDataError):
-    """Result pages of an async run never arrived, even after replays."""
+    """Result pages of an async run never arrived, even after replays, or cannot be told apart."""
 
-    def __init__(self, run_uid: str, missing: Sequence[str], expected: int, replayed: int) -> None:
+    def __init__(
+        self,
+        run_uid: str,
+        missing: Sequence[str],
+        expected: int,
+        replayed: int,
+        ambiguous: Sequence[str] = (),
+    ) -> None:
         self.run_uid = run_uid
         self.missing = list(missing)
-        named = ", ".join(self.missing[:MISSING_NAMED]) + (
-            " ..." if len(self.missing) > MISSING_NAMED else ""
-        )
-        super().__init__(
-            f"{len(self.missing)} of {expected} result pages of run {run_uid} never reached the callback "
-            f"receiver ({replayed} replays made): batch uids {named}. Check that the receiver is "
-            "reachable at the connection's callback_base_url and stores into the same callback_storage."
-        )
+        self.ambiguous = list(ambiguous)
+        problems = []
+        if self.missing:
+            problems.append(
+                f"{len(self.missing)} of {expected} result pages of run {run_uid} never reached the "
+                f"callback receiver ({replayed} replays made): batch uids {_named(self.missing)}. Check "
+                "that the receiver is reachable at the connection's callback_base_url and stores into "
+                "the same callback_storage."
+            )
+        if self.ambiguous:
+            problems.append(
+                f"Run {run_uid} sent several different pages under one batch uid for "
+                f"{len(self.ambiguous)} batch uids ({_named(self.ambiguous)}): stored one file per batch "
+                "uid, they overwrote each other, so rows of those pages may be lost."
+            )
+        super().__init__(" ".join(problems))
+
+
+def _named(uids: Sequence[str]) -> str:
+    return ", ".join(uids[:MISSING_NAMED]) + (" ..." if len(uids) > MISSING_NAMED else "")
 
 
 @dataclass(frozen=True)
@@ -100,6 +119,7 @@ class ReconcileReport:
     replayed: int  # replays this reconciliation asked for
     missing: list[str]  # batch uids never stored
     unlisted: int = 0  # stored pages that no record mentions (read too)
+    ambiguous: list[str] = field(default_factory=list)  # batch uids with several original pages
     batch_uids: list[str] = field(default_factory=list)  # the stored pages, read in this order
     rows: int = 0  # rows yielded by iter_pages so far
     pages_with_error: int = 0  # pages whose ``error`` is set (an input failed), seen by iter_pages
@@ -107,7 +127,7 @@ class ReconcileReport:
 
     @property
     def complete(self) -> bool:
-        return not self.missing
+        return not self.missing and not self.ambiguous
 
     def iter_pages(self) -> Iterator[list[dict[str, Any]]]:
         """Each stored page's result rows, sorted by batch uid, one page in memory at a time.
@@ -135,15 +155,17 @@ class ReconcileReport:
             "pages_replayed": self.replayed,
             "pages_missing": len(self.missing),
             "missing_batch_uids": self.missing,
+            "ambiguous_batch_uids": self.ambiguous,
         }
 
     def check(self, on_missing: str = "fail", log: Any = log) -> None:
-        """Raise ``MissingPagesError`` (``"fail"``) or log a warning (``"warn"``) if pages are missing."""
+        """Raise ``MissingPagesError`` (``"fail"``) or log a warning (``"warn"``) unless complete:
+        pages missing after replays, or pages that overwrote each other (``ambiguous``)."""
         if on_missing not in ("fail", "warn"):
             raise ValueError(f"on_missing must be 'fail' or 'warn', got {on_missing!r}")
-        if not self.missing:
+        if self.complete:
             return
-        error = MissingPagesError(self.run_uid, self.missing, self.expected, self.replayed)
+        error = MissingPagesError(self.run_uid, self.missing, self.expected, self.replayed, self.ambiguous)
         if on_missing == "fail":
             raise error
         log.warning("%s", error)
@@ -242,6 +264,8 @@ def reconcile_run(
             target = _replay_target(by_batch[batch])
             try:
                 answer = Record.of(hook.replay_run_callback(target.uid), default_uid=target.uid)
+                # A replay is never an original page, whatever the answer carries.
+                answer = replace(answer, parent_uid=answer.parent_uid or target.uid)
             except CaptainDataAPIError as exc:
                 if exc.status_code == 400:  # MAX_REPLAYS_REACHED or gone: no budget left
                     used[batch] = MAX_REPLAYS
@@ -289,6 +313,7 @@ def reconcile_run(
         replayed=replayed,
         missing=missing_list,
         unlisted=len(set(batch_uids) - expected),
+        ambiguous=_ambiguous(by_batch),
         batch_uids=batch_uids,
         _store=store,
     )
@@ -306,7 +331,15 @@ def reconcile_run(
             "Run %s: %s stored pages have no delivery record; they are read too", run_uid, report.unlisted
         )
     if report.missing:
-        log.warning("Run %s: pages never received: %s", run_uid, ", ".join(report.missing[:MISSING_NAMED]))
+        log.warning("Run %s: pages never received: %s", run_uid, _named(report.missing))
+    if report.ambiguous:
+        log.warning(
+            "Run %s: %s batch uids carry several different pages, which overwrote each other in "
+            "storage (e.g. %s)",
+            run_uid,
+            len(report.ambiguous),
+            report.ambiguous[0],
+        )
     return report
 
 
@@ -317,18 +350,14 @@ def _group(records: Sequence[Record], run_uid: str, log: Any) -> dict[str, list[
             log.warning("Run %s: callback record %s has no valid batch uid; ignored", run_uid, record.uid)
             continue
         by_batch.setdefault(record.batch_uid, []).append(record)
-    shared = [b for b, recs in by_batch.items() if sum(1 for r in recs if r.parent_uid is None) > 1]
-    if shared:
-        # One file per batch uid: if the API ever sends several distinct pages under one batch
-        # uid, they would overwrite each other. Say so loudly rather than lose rows silently.
-        log.warning(
-            "Run %s: %s batch uids have several original callbacks (e.g. %s); pages sharing a batch "
-            "uid overwrite each other in storage",
-            run_uid,
-            len(shared),
-            shared[0],
-        )
     return by_batch
+
+
+def _ambiguous(by_batch: Mapping[str, Sequence[Record]]) -> list[str]:
+    # Pages are stored one file per batch uid. If the API sends several distinct pages (several
+    # original callbacks, not replays) under one batch uid, they overwrite each other: say so,
+    # and let the report fail closed rather than return part of the rows as if complete.
+    return sorted(b for b, recs in by_batch.items() if sum(1 for r in recs if r.parent_uid is None) > 1)
 
 
 def _replay_target(records: Sequence[Record]) -> Record:
