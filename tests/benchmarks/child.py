@@ -1,4 +1,4 @@
-"""The measured side of each benchmark, run as ``python child.py MODE '{json params}'``.
+"""The measured side of each benchmark, run as ``python child.py MODE PARAMS.json``.
 
 One fresh process per case, so peak RSS belongs to that case alone. It prints one JSON line
 (the figures) as its last line of stdout. Baseline modes import only what they use (httpx,
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +26,23 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KB on Linux
+    """VmHWM, the peak RSS of this process image. Not ru_maxrss: Linux keeps that across
+    execve, so a child would report its parent's (pytest's) size."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS measurement (Linux 4.0+: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
 
 
 class Profile:
@@ -42,7 +57,9 @@ class Profile:
         if self.path is not None:
             import cProfile
 
-            self._profile = cProfile.Profile()
+            # CPU time, not wall time: waiting in epoll is not a cost, and coroutines resumed
+            # many times would otherwise carry their waits in their cumulative time.
+            self._profile = cProfile.Profile(time.process_time)
             self._profile.enable()
         return self
 
@@ -56,8 +73,8 @@ class Profile:
 class Ticker:
     """Event-loop lag: how late a coroutine that sleeps ``interval`` over and over wakes up.
 
-    It also samples RSS ten times a second, so the peak of the measured phase is known even
-    when an earlier phase (imports) set the process's high-water mark.
+    It also samples RSS ten times a second: the peak of the measured phase when the kernel's
+    high-water mark cannot be reset.
     """
 
     def __init__(self, interval: float = 0.01) -> None:
@@ -144,21 +161,28 @@ async def _triggers(params: dict[str, Any]) -> dict[str, Any]:
     late = time.time() - params["start_at"]
     await asyncio.sleep(max(0.5, -late))  # the ticker settles for at least 0.5 s
     ticker.lags.clear()
-    rss_before, peak_before = rss_bytes(), peak_rss_bytes()
+    reset = reset_peak_rss()
+    rss_before = rss_bytes()
     ticker.peak_rss = rss_before
     with Profile(f"triggers-{params['side']}"):
         cpu0, wall0 = time.process_time(), time.perf_counter()
         pollers, close = await make(params)
-        outcomes = await asyncio.gather(*pollers)
+        tasks = [asyncio.ensure_future(p) for p in pollers]
+        _, pending = await asyncio.wait(tasks, timeout=params.get("deadline_s", 300.0))
+        if pending:
+            for task in pending:
+                task.cancel()
+            raise RuntimeError(f"{len(pending)} of {len(tasks)} pollers still waiting at the deadline")
+        outcomes = [task.result() for task in tasks]
         cpu1, wall1 = time.process_time(), time.perf_counter()
     ticker.stop()
     await ticking
     closing = close()
     if closing is not None:
         await closing
-    peak_after = peak_rss_bytes()
-    # ru_maxrss only counts if this phase raised it; otherwise the ticker's samples hold the peak.
-    peak = max(ticker.peak_rss, peak_after if peak_after > peak_before else 0)
+    # The kernel's high-water mark when it could be reset, else the ticker's samples.
+    peak = peak_rss_bytes() if reset else ticker.peak_rss
+    setup = await _setup_cpu_per_trigger(params) if params["side"] == "provider" else 0.0
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome] = counts.get(outcome, 0) + 1
@@ -170,7 +194,20 @@ async def _triggers(params: dict[str, Any]) -> dict[str, Any]:
         "rss_before": rss_before,
         "peak_rss": peak,
         "outcomes": counts,
+        "setup_cpu_s_per_trigger": setup,
     }
+
+
+async def _setup_cpu_per_trigger(params: dict[str, Any], count: int = 200) -> float:
+    """CPU of what each trigger does once, outside the measured phase: build the trigger
+    from its kwargs and read the connection (its first ``get_settings``)."""
+    from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
+
+    started = time.process_time()
+    for uid in params["runs"][:count]:
+        trigger = CaptainDataRunTrigger(run_uid=uid, api_version="v3", poll_interval=params["poll_interval"])
+        await trigger._hook().get_settings()
+    return (time.process_time() - started) / min(count, len(params["runs"]))
 
 
 # -- 3. results throughput ------------------------------------------------------------------
@@ -186,7 +223,7 @@ def _results_provider(params: dict[str, Any]) -> int:
         inputs=[{"linkedin_profile_url": "https://www.linkedin.com/in/bench"}],
         output_path="file://" + params["out"],
     )
-    return int(operator.collect(params["run_uid"])["rows"])
+    return int(operator.collect({"ti": _TaskInstance(), "run_id": "bench"}, params["run_uid"])["rows"])
 
 
 def _results_baseline(params: dict[str, Any]) -> int:
@@ -218,6 +255,7 @@ def _results(params: dict[str, Any]) -> dict[str, Any]:
         import airflow_provider_captaindata.operators.workflows  # noqa: F401
     else:
         import requests  # noqa: F401
+    reset_peak_rss()
     rss_before = rss_bytes()
     with Profile(f"results-{params['side']}-{params['rows']}"):
         started = time.perf_counter()
@@ -279,7 +317,9 @@ def _fanout(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    mode, params = sys.argv[1], json.loads(sys.argv[2])
+    mode, params_file = sys.argv[1], Path(sys.argv[2])
+    params = json.loads(params_file.read_text())
+    params_file.unlink()
     if mode == "triggers":
         result = asyncio.run(_triggers(params))
     elif mode == "results":

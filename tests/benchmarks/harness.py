@@ -105,7 +105,11 @@ def run_child(
 
 
 def child_argv(mode: str, **params: Any) -> list[str]:
-    return [sys.executable, str(CHILD), mode, json.dumps(params)]
+    """The command line of a child; its parameters go through a file (run lists are long)."""
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    path = BENCH_DIR / f"params-{mode}-{os.getpid()}-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(params))
+    return [sys.executable, str(CHILD), mode, str(path)]
 
 
 def machine_info() -> dict[str, Any]:

@@ -40,15 +40,14 @@ STANDARD_MODULES = (
     "airflow.providers.standard.hooks.subprocess",
 )
 
-# The child: only the standard library before the measured imports. ru_maxrss is the peak
-# (KB on Linux); /proc/self/statm gives the resident pages now, which is what stays held.
+# The child: only the standard library before the measured imports. VmRSS is what stays held,
+# VmHWM the peak (not ru_maxrss, which Linux keeps across execve: it would be pytest's size).
 SNIPPET = """
-import os, resource, sys, time
+import sys, time
 def mark():
-    with open("/proc/self/statm") as statm:
-        rss_kb = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-    return (time.perf_counter(), time.process_time(),
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rss_kb)
+    with open("/proc/self/status") as status:
+        kb = {{line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith("Vm")}}
+    return time.perf_counter(), time.process_time(), kb["VmHWM"], kb["VmRSS"]
 t0 = mark()
 import {base}
 t1 = mark()
