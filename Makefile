@@ -44,7 +44,7 @@ demo: env
 	$(PY) scripts/demo.py $(if $(KEEP),--keep,)
 
 docs: env
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: env
 	$(PY) -m pytest tests/benchmarks -p no:randomly -s -q --timeout 900 -o testpaths=tests/benchmarks
