@@ -1,23 +1,24 @@
-"""Run a v4 action async on a batch of profiles, wait for it deferrably, then read its results.
+"""Run a v4 action async on a batch of profiles, wait for it deferrably, then use its rows.
 
 Async runs take up to 100,000 inputs. Captain Data does not return their results on request:
-it POSTs them, one page per request, to the callback URL given at launch. The provider's
+it POSTs them, one page per request, to a callback URL given at launch. The provider's
 callback receiver takes those POSTs and stores each page; in Airflow 3 it is served by the API
 server itself under ``/captaindata`` (plugin ``captaindata_callbacks``), elsewhere run
-``captaindata-callback-receiver``. The connection says where it is and where pages go:
+``captaindata-callback-receiver``. Three fields of the connection tell the operator where it is:
 
     extra = {"callback_base_url": "https://airflow.example.com/captaindata",
              "callback_secret": "<a long random string>",
              "callback_storage": "s3://aws_default@my-bucket/captaindata-callbacks"}
 
-The DAG: (1) make this launch's callback URL (signed, so the receiver accepts pages for this
-launch only), (2) launch and wait on the triggerer, (3) check every page arrived (replaying
-missing ones) and read the rows from storage.
+The operator gives Captain Data a URL signed for this launch only, waits for the run on the
+triggerer, checks every page arrived (replaying missing ones), and returns the rows like the
+live modes: to XCom, or to ``output_path`` with a summary. Counts are in the XCom
+``callback_summary``. Pass your own ``callback_url`` instead to receive the pages yourself
+(the task then returns the final run).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import datetime
 from typing import Any
@@ -28,11 +29,9 @@ except ImportError:  # Airflow 2.11
     from airflow.decorators import dag, task
     from airflow.models.param import Param
 
-from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
 
 POLL_SECONDS = float(os.environ.get("CAPTAINDATA_EXAMPLE_POLL_SECONDS", "30"))
-CONN_ID = "captaindata_default"
 
 
 @dag(
@@ -49,55 +48,29 @@ CONN_ID = "captaindata_default"
     },
 )
 def captaindata_action_async() -> None:
-    @task(multiple_outputs=True)
-    def callback_target(dag_run: Any = None) -> dict[str, str]:
-        from airflow_provider_captaindata.callbacks.tokens import callback_url_for
-
-        settings = CaptainDataHook(CONN_ID).settings
-        if not (settings.callback_base_url and settings.callback_secret and settings.callback_storage):
-            raise ValueError(
-                f"Connection {CONN_ID!r} needs callback_base_url, callback_secret and callback_storage "
-                "for async results (see this DAG's docstring)."
-            )
-        # One key per DAG run: the receiver files this launch's pages under it.
-        launch_key = hashlib.sha256(f"{dag_run.dag_id}|{dag_run.run_id}".encode()).hexdigest()[:24]
-        url = callback_url_for(
-            settings.callback_base_url, settings.callback_secret.get_secret_value(), launch_key
-        )
-        return {"url": url, "launch_key": launch_key, "storage": settings.callback_storage}
-
     @task
     def profiles(params: dict[str, Any] | None = None) -> list[dict[str, str]]:
         assert params is not None
         return [{"linkedin_profile_url": url} for url in params["profile_urls"]]
 
-    target = callback_target()
-    run = CaptainDataRunActionOperator(
+    rows = CaptainDataRunActionOperator(
         task_id="enrich_async",
+        captaindata_conn_id="captaindata_default",  # with the three callback_* fields above
         action="{{ params.action }}",
         mode="async",
         inputs=profiles(),
-        callback_url=target["url"],
         deferrable=True,  # the run takes minutes to hours: wait on the triggerer
         poll_interval=POLL_SECONDS,
         timeout=6 * 3600,
     )
 
     @task
-    def read_results(run: dict[str, Any], launch_key: str, storage: str) -> dict[str, Any]:
-        from airflow_provider_captaindata.callbacks.reconcile import reconcile_run
+    def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        names = [row.get("full_name") for row in rows]
+        print(f"{len(rows)} profiles enriched, e.g. {names[:3]}")
+        return {"rows": len(rows)}
 
-        # Pages can still be in flight when the run is final: wait for them (bounded), replay
-        # the ones that never arrived, then fail if any is still missing.
-        report = reconcile_run(
-            CaptainDataHook(CONN_ID), run["uid"], launch_key, storage, replay_wait_seconds=60
-        )
-        report.check(on_missing="fail")
-        names = [row.get("full_name") for page in report.iter_pages() for row in page]
-        print(f"run {run['uid']} ({run['status']}): {len(names)} rows, e.g. {names[:3]}")
-        return {"rows": report.rows, **report.summary()}
-
-    read_results(run.output, target["launch_key"], target["storage"])
+    summary(rows.output)
 
 
 captaindata_action_async()
