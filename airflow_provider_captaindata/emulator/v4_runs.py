@@ -150,7 +150,7 @@ def page_body(
         for k in range(page.count)
     ]
     return {
-        "run": {"run_uid": run.uid, "batch_uid": batch_uid(run, page.input_index), "status": status},
+        "run": {"run_uid": run.uid, "batch_uid": batch_uid(run, page), "status": status},
         "input": input,
         "custom_data": input.get("custom_data"),
         "error": page.error,
@@ -159,8 +159,10 @@ def page_body(
     }
 
 
-def batch_uid(run: V4Run, input_index: int) -> str:
-    return stable_uid(run.uid, "batch", input_index)
+def batch_uid(run: V4Run, page: Page) -> str:
+    # One batch per page: the page is the unit a callback, its record and a replay carry,
+    # and what a receiver stores once (a duplicate or replay overwrites, never doubles).
+    return stable_uid(run.uid, "batch", page.input_index, page.page_index)
 
 
 async def drive_run(state: EmulatorState, run: V4Run, action: ActionSpec, indices: list[int]) -> None:
@@ -233,7 +235,7 @@ async def deliver(
     record = CallbackRecord(
         uid=state.ids.uid(),
         run_uid=run.uid,
-        batch_uid=batch_uid(run, page.input_index),
+        batch_uid=batch_uid(run, page),
         workspace_uid=run.workspace_uid,
         callback_url=run.callback_url or "",
         created=time.time(),

@@ -166,10 +166,8 @@ def test_pages_that_never_arrive_fail_or_warn_by_name(
     assert again.replayed == 0 and len(again.missing) == 4
 
 
-def test_several_pages_under_one_batch_uid_fail_closed(emulator: Any, receiver: Receiver) -> None:
-    # The emulator sends a search action's pages (10 rows each) under one batch uid per input.
-    # Stored one file per batch uid, they overwrite each other: the report must not claim the
-    # rows are complete. (Whether the real API does this is not documented.)
+def test_paged_actions_every_page_stored_once(emulator: Any, receiver: Receiver) -> None:
+    # A search action sends several pages per input, each under its own batch uid.
     emulator.configure(v4_search_total_results=25)
     key = uuid.uuid4().hex[:24]
     hook = CaptainDataHook()
@@ -181,11 +179,9 @@ def test_several_pages_under_one_batch_uid_fail_closed(emulator: Any, receiver: 
     while hook.get_action_run(run.uid).status.upper() not in FINAL:
         time.sleep(0.1)
     report = reconcile_run(hook, run.uid, key, receiver.storage, poll_seconds=0.05)
-    assert report.missing == [] and len(report.ambiguous) == 2 and not report.complete
-    assert sum(len(rows) for rows in report.iter_pages()) < 2 * 25  # what survived the overwrites
-    with pytest.raises(MissingPagesError, match="several different pages under one batch uid"):
-        report.check("fail")
-    assert report.summary()["ambiguous_batch_uids"] == report.ambiguous
+    assert report.complete and report.ambiguous == [] and report.expected == 6  # 10 + 10 + 5, twice
+    assert sum(len(rows) for rows in report.iter_pages()) == 2 * 25
+    report.check("fail")
 
 
 class OnePageHook(CaptainDataHook):

@@ -114,7 +114,7 @@ def test_one_callback_per_page_per_input(v4: httpx.Client, receiver: Receiver) -
         "SUCCEEDED"
     ]  # the final one arrives last
     assert {b["run"]["run_uid"] for b in bodies} == {run["run_uid"]}
-    assert len({b["run"]["batch_uid"] for b in bodies}) == 3  # one batch per input
+    assert len({b["run"]["batch_uid"] for b in bodies}) == 12  # one batch per page
     found = records(v4, run["run_uid"])
     assert len(found) == 12 and all(set(r) == RECORD_FIELDS for r in found)
     assert {(r["status"], r["http_status"], r["callback_url"]) for r in found} == {
