@@ -12,6 +12,7 @@ Exit code: 0 when every DAG run succeeded, 1 when one did not, 2 when a step fai
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -184,18 +185,42 @@ def read_rows(api: AirflowApi, run: Tracked) -> Any:
     return total
 
 
+def task_log_errors(path: Path, limit: int = 3) -> str:
+    """The last errors and warnings of a task log (JSON lines), with their exceptions."""
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("level") not in ("error", "critical", "warning"):
+            continue
+        text = f"    {entry['level']}: {entry.get('event')}"
+        for error in entry.get("error_detail") or []:
+            text += f"\n      {error.get('exc_type')}: {error.get('exc_value')}"
+        found.append(text)
+    return "\n".join(found[-limit:]) or log_tail(path, 10)
+
+
 def explain_failures(api: AirflowApi, run: Tracked) -> None:
+    """Name each failed task and show why, from its log file."""
     tis = api.call("GET", f"/dags/{run.dag_id}/dagRuns/{run.run_id}/taskInstances")["task_instances"]
     for ti in tis:
-        if ti.get("state") in ("failed", "upstream_failed"):
-            print(f"  {run.dag_id}.{ti_key(ti)}: {ti['state']} (try {ti['try_number']})")
-            logs = sorted(
-                (AIRFLOW_HOME / "logs" / f"dag_id={run.dag_id}").glob(
-                    f"run_id=*/task_id={ti['task_id']}/**/*.log"
-                )
-            )
-            if logs and ti["state"] == "failed":
-                print(f"  last lines of {logs[-1].relative_to(ROOT)}:\n{log_tail(logs[-1], 15)}")
+        if ti.get("state") not in ("failed", "upstream_failed"):
+            continue
+        print(f"  {run.dag_id}.{ti_key(ti)}: {ti['state']}")
+        folder = (
+            AIRFLOW_HOME
+            / "logs"
+            / f"dag_id={run.dag_id}"
+            / f"run_id={run.run_id}"
+            / f"task_id={ti['task_id']}"
+        )
+        if ti.get("map_index", -1) >= 0:
+            folder /= f"map_index={ti['map_index']}"
+        log = folder / f"attempt={ti['try_number']}.log"
+        if ti["state"] == "failed" and log.exists():
+            print(f"  from {log.relative_to(ROOT)}:\n{task_log_errors(log)}")
 
 
 def print_table(runs: list[Tracked]) -> None:
