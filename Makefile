@@ -10,12 +10,13 @@ PYTEST_ARGS ?=
 export PYTHON
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help env env-2.11 test lint test-airflow3 test-airflow2 demo docs bench locks clean
+.PHONY: help env env-2.11 test lint test-airflow3 test-airflow2 demo docs ui-check bench locks clean
 
 help:
 	@echo "make demo   - set up and run the example DAGs on real Airflow services against the emulator"
 	@echo "make test   - lint, type-check and run the tests on Airflow 3.3 and 2.11"
 	@echo "make docs   - build the documentation (warnings are errors)"
+	@echo "make ui-check - check the connection form and extra link in the real UI (headless chromium)"
 	@echo "make bench  - run the benchmarks"
 	@echo "make locks  - recompile the lock files after changing dependencies"
 
@@ -45,6 +46,10 @@ demo: env
 
 docs: env
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# The connection form and the extra link in the real Airflow 3 UI (needs Debian's chromium).
+ui-check: env
+	$(PY) scripts/ui_check.py
 
 bench: env
 	$(PY) -m pytest tests/benchmarks -p no:randomly -s -q --timeout 900 -o testpaths=tests/benchmarks
