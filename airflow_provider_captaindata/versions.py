@@ -29,7 +29,7 @@ class ApiVersion:
 
     def auth_headers(self, api_key: str, project_uid: str | None) -> dict[str, str]:
         if self.name == "v3":
-            assert project_uid is not None  # checked by ConnectionSettings.for_version
+            assert project_uid is not None  # checked by ConnectionSettings.auth_headers
             return {"Authorization": f"x-api-key {api_key}", "x-project-id": project_uid}
         return {"X-API-Key": api_key}
 

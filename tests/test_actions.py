@@ -98,6 +98,21 @@ def test_fan_out_200_inputs_at_20_per_second(emulator: Any, monkeypatch: pytest.
     assert refused <= 10
 
 
+def test_fan_out_below_one_request_per_second(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = emulator.connection_json()
+    conn["extra"]["rate_limit_per_second"] = 2.5
+    monkeypatch.setenv("AIRFLOW_CONN_CAPTAINDATA_DEFAULT", json.dumps(conn))
+    assert task_states(run_dag(action_dag("v4_fanout_fast", action=EXTRACT, inputs=profiles(3)))) == {
+        "action": "success"
+    }
+    conn["extra"]["rate_limit_per_second"] = 0.5
+    monkeypatch.setenv("AIRFLOW_CONN_CAPTAINDATA_DEFAULT", json.dumps(conn))
+    dag_run = run_dag(action_dag("v4_fanout_slow", action=EXTRACT, inputs=profiles(2)))
+    assert task_states(dag_run) == {"action": "success"}
+    calls = live_calls(emulator)
+    assert len(calls) == 5 and calls[-1]["time"] - calls[-2]["time"] >= 1.5  # one call per 2 s
+
+
 @pytest.mark.parametrize("on_input_error", ["fail", "continue"])
 def test_per_input_errors(
     emulator: Any, on_input_error: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]

@@ -379,3 +379,24 @@ def test_key_never_in_reprs_errors_or_logs(
         caplog.text,
     ]
     assert all(key not in text for text in texts)
+
+
+def test_relaunch_lookup_ignores_an_earlier_failed_run_of_the_same_name(
+    hook: CaptainDataHook, captaindata_emulator: Any, workflow_uid: str
+) -> None:
+    captaindata_emulator.configure(v3_pending_seconds=0.0, v3_running_seconds=0.1)
+    captaindata_emulator.force_outcome(workflow_uid, "warning", error_message="bad input")
+    old = launch(hook, workflow_uid, job_name="again")
+    while hook.get_workflow_run(old).status != "warning":
+        time.sleep(0.05)
+    captaindata_emulator.add_fault("POST", "/v3/workflows/*/schedule", status=503, times=1)
+    steps = [{"step_uid": hook.get_workflow_details(workflow_uid).steps[0].step_uid}]
+    new = hook.launch_workflow_once(
+        workflow_uid,
+        job_name="again",
+        stale_run_uids=[old],
+        inputs=[{"linkedin_profile_url": "u"}],
+        steps=steps,
+    )
+    assert new != old
+    assert _runs_named(hook, workflow_uid, "again") == 2

@@ -243,9 +243,14 @@ class CaptainDataHook(_HookBase):
         data = self._call(V3, "POST", f"/workflows/{workflow_uid}/schedule", json=body, idempotent=False).data
         return V3LaunchAnswer.model_validate(data)
 
-    def launch_workflow_once(self, workflow_uid: str, *, job_name: str, **launch_kwargs: Any) -> str:
+    def launch_workflow_once(
+        self, workflow_uid: str, *, job_name: str, stale_run_uids: Sequence[str] = (), **launch_kwargs: Any
+    ) -> str:
         """Launch and return the run uid; after an ambiguous failure, look the run up by
-        ``job_name`` before trying again, so one call never makes two runs."""
+        ``job_name`` before trying again, so one call never makes two runs.
+
+        ``stale_run_uids``: earlier runs with the same name (a failed try) that the lookup must
+        not mistake for this launch."""
         last_error: CaptainDataError | None = None
         for attempt in range(1, self.retry_policy.attempts + 1):
             try:
@@ -260,7 +265,7 @@ class CaptainDataHook(_HookBase):
                 "Launch of %s ended ambiguously (%s); looking for run %r", workflow_uid, last_error, job_name
             )
             existing = self.find_workflow_run(workflow_uid, job_name)
-            if existing is not None:
+            if existing is not None and existing.uid not in stale_run_uids:
                 log.info("Run %s named %r exists: not launching again", existing.uid, job_name)
                 return existing.uid
             log.info("No run named %r: launching again (attempt %s)", job_name, attempt + 1)

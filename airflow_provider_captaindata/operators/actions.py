@@ -57,7 +57,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
     :param max_concurrency: live calls in flight at once (default 5).
     :param on_input_error: ``"fail"`` (default): the task fails after the batch with a summary
         of failed inputs; ``"continue"``: it succeeds and the errors are part of the output
-        (XCom key ``input_errors``, or ``errors_path`` next to ``output_path``).
+        (XCom key ``input_errors``; with ``output_path`` the summary counts them as ``failed``).
     :param callback_url: async mode: where Captain Data POSTs result pages, when you receive
         them yourself (the task then returns the final run). Leave it unset to have the
         provider's callback receiver take them (the connection's ``callback_base_url``,
@@ -239,7 +239,8 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         from airflow_provider_captaindata.operators.fanout import run_live_fanout
 
         if self.input is not None:
-            return self._live_single()
+            with fail_without_retry_on_bad_request():
+                return self._live_single()
         return run_live_fanout(self, list(self.inputs or []), context)
 
     def _live_single(self) -> Any:

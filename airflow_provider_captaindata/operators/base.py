@@ -272,9 +272,12 @@ class CaptainDataRunOperatorBase(BaseOperator):
             )
         if status == "timeout":
             if event.get("deadline") == DEADLINE_EXECUTION:
-                self._stop(run_uid, "the task's execution_timeout is reached")
+                stopped = self._stop(run_uid, "the task's execution_timeout is reached")
                 raise CaptainDataRunError(
-                    run_uid, "timed out", "execution_timeout reached; the run was stopped"
+                    run_uid,
+                    "timed out",
+                    "execution_timeout reached; "
+                    + ("the run was stopped" if stopped else "the run could not be stopped and keeps going"),
                 )
             raise CaptainDataRunError(
                 run_uid,
@@ -304,14 +307,16 @@ class CaptainDataRunOperatorBase(BaseOperator):
             raise
         return sink.finish(run_uid=run_uid)
 
-    def _stop(self, run_uid: str, why: str) -> None:
+    def _stop(self, run_uid: str, why: str) -> bool:
+        """Stop the run; False when it could not be (v4 has no stop endpoint, or the call failed)."""
         try:
             if self.hook.stop_run(self.api_version, run_uid):
                 self.log.warning("Stopped run %s: %s", run_uid, why)
-            else:
-                self.log.warning("Run %s keeps running (%s): its API cannot stop runs", run_uid, why)
+                return True
+            self.log.warning("Run %s keeps running (%s): its API cannot stop runs", run_uid, why)
         except CaptainDataError as exc:
             self.log.error("Could not stop run %s (%s): %s", run_uid, why, exc)
+        return False
 
     def on_kill(self) -> None:
         if self._run_uid:

@@ -51,13 +51,16 @@ class LiveFanOut:
         self._next_to_write = 0
         self._started = time.monotonic()
         self._last_progress = self._started
+        self.live_url = ""
 
     async def run(self) -> None:
         from aiolimiter import AsyncLimiter
 
         hook = CaptainDataAsyncHook(self.op.captaindata_conn_id)
         rate = (await hook.get_settings()).rate_limit_per_second
-        limiter = AsyncLimiter(rate, 1.0)
+        # aiolimiter needs max_rate >= 1: below one call a second, stretch the period instead.
+        limiter = AsyncLimiter(max(rate, 1.0), max(rate, 1.0) / rate)
+        self.live_url = f"{(await hook.get_settings()).v4_base_url}/actions/{self.op.action}/run/live"
         self.op.log.info(
             "%s: %s inputs, %s at a time, paced at %s requests/s (the connection's rate_limit_per_second)",
             self.op.action,
@@ -88,7 +91,8 @@ class LiveFanOut:
                 rows.extend(tag_rows(answer.data, index))
                 if self.op.max_results is not None and len(rows) >= self.op.max_results:
                     return rows[: self.op.max_results]
-                url = next_page_url(answer.headers, str(url or "")) if isinstance(answer.data, list) else None
+                current = url or self.live_url
+                url = next_page_url(answer.headers, current) if isinstance(answer.data, list) else None
                 if not url:
                     return rows
         except CaptainDataAPIError as exc:

@@ -150,7 +150,7 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
 
     def launch_or_resume(self, context: Any) -> str:
         job_name = self.job_name or self.default_job_name(context)
-        earlier = self._earlier_run(context, job_name)
+        earlier, stale = self._earlier_run(context, job_name)
         if earlier is not None:
             self.remember_run(context, earlier)
             return earlier
@@ -158,6 +158,7 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
         run_uid = self.hook.launch_workflow_once(
             self.workflow_uid,
             job_name=job_name,
+            stale_run_uids=[stale] if stale else [],
             inputs=self.inputs,
             steps=steps,
             repeat_option=self.repeat_option,
@@ -173,8 +174,9 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
         )
         return run_uid
 
-    def _earlier_run(self, context: Any, job_name: str) -> str | None:
-        """The run an earlier try launched, if it is still useful (running or finished)."""
+    def _earlier_run(self, context: Any, job_name: str) -> tuple[str | None, str | None]:
+        """(the run an earlier try launched if still useful (running or finished), the failed
+        one otherwise, which a relaunch must not mistake for its own)."""
         remembered = self.remembered_run(context)
         if remembered:
             snapshot = self.hook.get_run("v3", remembered)
@@ -183,14 +185,14 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
             job = self.hook.find_workflow_run(self.workflow_uid, job_name)
             if job is None:
                 self.log.info("No earlier run named %r: launching", job_name)
-                return None
+                return None, None
             snapshot = V3.snapshot(job.model_dump())
             how = f"found by job name {job_name!r}"
         if snapshot.state in (RunState.IN_PROGRESS, RunState.NEEDS_ATTENTION) or snapshot.state.is_success:
             self.log.info("Run %s (%s) is %s: not launching again", snapshot.uid, how, snapshot.status)
-            return snapshot.uid
+            return snapshot.uid, None
         self.log.info("Earlier run %s (%s) ended %s: launching anew", snapshot.uid, how, snapshot.status)
-        return None
+        return None, snapshot.uid
 
     def _default_steps(self) -> list[dict[str, Any]]:
         details = self.hook.get_workflow_details(self.workflow_uid)
