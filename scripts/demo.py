@@ -323,7 +323,7 @@ def run_demo(supervisor: Supervisor, keep: bool) -> int:
         print(f"demo: {deferred} task(s) waited on the real triggerer instead of holding a worker slot.")
     else:
         print("demo: no task was seen deferred (they may have been too quick); see .demo/logs/triggerer.log")
-    print(f"demo: UI at {api_url}/ (open a DAG, then a task: the 'Captain Data run' button is its link)")
+    print(f"demo: UI at {api_url}/ (a task's Details tab shows the 'Captain Data run' link)")
     print(f"demo: logs in {LOG_DIR.relative_to(ROOT)}/, task logs in {AIRFLOW_HOME.relative_to(ROOT)}/logs/")
     if not keep:
         print("demo: `make demo KEEP=1` keeps it running to look around.")
