@@ -14,6 +14,7 @@ from airflow_provider_captaindata.hooks.captaindata import (
     action_body,
     validate_action_input,
 )
+from airflow_provider_captaindata.links import RUN_URL_KEY
 from airflow_provider_captaindata.models import RunState
 from airflow_provider_captaindata.operators.base import (
     CaptainDataRunOperatorBase,
@@ -40,9 +41,10 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
       time, paced at the connection's ``rate_limit_per_second``. Every input gets one
       outcome; each row carries ``custom_data.airflow_input_index``. Rows are written in
       input order.
-    * ``mode="async"``: one async run on all ``inputs`` (up to 100,000); results are POSTed by
-      Captain Data to ``callback_url``. The task waits on the run (deferrable) and returns the
-      final run.
+    * ``mode="async"``: one async run on all ``inputs`` (up to 100,000); Captain Data POSTs the
+      result pages to a callback URL. The task waits on the run (deferrable), then returns
+      every row, received by the provider's callback receiver (or, when you set
+      ``callback_url`` and receive them yourself, the final run).
 
     :param action: the action name, e.g. ``linkedin-extract-people`` (templated).
     :param input: one input dict (templated). Exactly one of ``input`` and ``inputs``.
@@ -238,6 +240,8 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
             self.validate_rendered()
         from airflow_provider_captaindata.operators.fanout import run_live_fanout
 
+        # Live calls have no run to link to: the link opens the runs list, where they show too.
+        context["ti"].xcom_push(key=RUN_URL_KEY, value=V4.app_run_url.rsplit("/", 1)[0])
         if self.input is not None:
             with fail_without_retry_on_bad_request():
                 return self._live_single()
