@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import tenacity
-
 from airflow_provider_captaindata import __version__
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
@@ -39,6 +37,7 @@ from airflow_provider_captaindata.exceptions import (
 if TYPE_CHECKING:
     import httpx
     import requests
+    import tenacity
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +105,8 @@ class RetryPolicy:
 
     @property
     def _backoff(self) -> tenacity.wait.wait_base:
+        import tenacity
+
         # Exponential from backoff_initial, capped, plus up to one initial step of jitter.
         return tenacity.wait_exponential(
             multiplier=self.backoff_initial, max=self.backoff_max
@@ -118,6 +119,8 @@ class RetryPolicy:
         )
 
     def _retry_kwargs(self, request: ApiRequest) -> dict[str, Any]:
+        import tenacity  # imported on first call: DAG files that never call the API skip it
+
         def log_retry(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             log.warning(
@@ -137,9 +140,13 @@ class RetryPolicy:
         }
 
     def retrying(self, request: ApiRequest) -> tenacity.Retrying:
+        import tenacity
+
         return tenacity.Retrying(**self._retry_kwargs(request))
 
     def async_retrying(self, request: ApiRequest) -> tenacity.AsyncRetrying:
+        import tenacity
+
         return tenacity.AsyncRetrying(**self._retry_kwargs(request))
 
 

@@ -6,62 +6,17 @@ newer answer never breaks a DAG, and ``model_dump()`` hands them on untouched.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+# Re-exported: the statuses live in a module that DAG files can import cheaply.
+from airflow_provider_captaindata.statuses import RunSnapshot, RunState, V3JobStatus, V4RunStatus
+
 
 class _WireModel(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-
-class RunState(StrEnum):
-    """What a waiter makes of a run status, for both API versions."""
-
-    IN_PROGRESS = "in_progress"
-    SUCCEEDED = "succeeded"
-    PARTIAL = "partial"  # v4 PARTIAL_SUCCEEDED: finished with some errors
-    FAILED = "failed"
-    CANCELLED = "cancelled"  # stopped by a user
-    NEEDS_ATTENTION = "needs_attention"  # v3 paused: not final for the API, but nobody is working on it
-    UNKNOWN = "unknown"  # a status we do not know: waiters fail closed
-
-    @property
-    def is_final(self) -> bool:
-        return self not in (RunState.IN_PROGRESS, RunState.NEEDS_ATTENTION)
-
-    @property
-    def is_success(self) -> bool:
-        return self in (RunState.SUCCEEDED, RunState.PARTIAL)
-
-
-class V3JobStatus(StrEnum):
-    """Statuses of a v3 run ("job")."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    FINISHED = "finished"
-    COMPLETED = "completed"  # one page of the docs says completed: same as finished
-    WARNING = "warning"
-    SHUTDOWN = "shutdown"
-    STOPPED = "stopped"
-    PAUSED = "paused"
-
-
-class V4RunStatus(StrEnum):
-    """Statuses of a v4 run (the API is compared case-insensitively)."""
-
-    CREATED = "CREATED"
-    QUEUED = "QUEUED"
-    SCHEDULED = "SCHEDULED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    PARTIAL_SUCCEEDED = "PARTIAL_SUCCEEDED"
-    FAILED = "FAILED"
-    INVALID = "INVALID"
-    STOPPED = "STOPPED"
-    BLOCKED = "BLOCKED"
+    # defer_build: schemas are built on first use, not when a DAG file imports the provider.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
 
 # v3 ----------------------------------------------------------------------------------------
@@ -159,11 +114,20 @@ class V4CallbackRecord(_WireModel):
     retry_count: int = 0
 
 
-class RunSnapshot(BaseModel):
-    """A run as a waiter sees it, whatever the API version."""
-
-    uid: str
-    status: str
-    state: RunState
-    message: str | None = None
-    raw: dict[str, Any] = Field(default_factory=dict)
+__all__ = [
+    "RunSnapshot",
+    "RunState",
+    "V3Job",
+    "V3JobStatus",
+    "V3LaunchAnswer",
+    "V3Paging",
+    "V3ResultsPage",
+    "V3Workflow",
+    "V3WorkflowDetails",
+    "V3WorkflowStep",
+    "V4CallbackRecord",
+    "V4Error",
+    "V4LastError",
+    "V4Run",
+    "V4RunStatus",
+]

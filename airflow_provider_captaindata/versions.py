@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from airflow_provider_captaindata.models import RunSnapshot, RunState
+from airflow_provider_captaindata.statuses import RunSnapshot, RunState
 
 ApiVersionName = Literal["v3", "v4"]
 

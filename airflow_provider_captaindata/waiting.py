@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
-from airflow_provider_captaindata.models import RunSnapshot, RunState
+from airflow_provider_captaindata.statuses import RunSnapshot, RunState
 
 EventStatus = Literal["success", "error", "cancelled", "timeout"]
 EVENT_STATUSES: frozenset[str] = frozenset({"success", "error", "cancelled", "timeout"})

@@ -14,10 +14,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
-from urllib.parse import urljoin
 
 from airflow.providers.common.compat.sdk import BaseHook
 
+from airflow_provider_captaindata.action_inputs import (
+    MAX_ASYNC_INPUTS,
+    action_body,
+    next_page_url,
+    validate_action_input,
+)
 from airflow_provider_captaindata.connection import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
@@ -47,59 +52,6 @@ from airflow_provider_captaindata.models import (
 from airflow_provider_captaindata.versions import V3, V4, ApiVersion, get_version
 
 log = logging.getLogger(__name__)
-
-MAX_ASYNC_INPUTS = 100_000
-_NEXT_PAGE_HEADER = "X-Pagination-Next"
-
-
-def action_body(
-    input: Mapping[str, Any] | None,
-    parameters: Mapping[str, Any] | None,
-    identity_ids: Sequence[str] | None,
-    identity_mode: str | None,
-    integration_users: Sequence[str] | None,
-    *,
-    inputs: Sequence[Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
-    # Only what the author set: the API rejects unknown fields, and the legacy
-    # integration_users must not be sent beside identity_ids unless asked for.
-    body: dict[str, Any] = {}
-    if input is not None:
-        body["input"] = dict(input)
-    if inputs is not None:
-        body["inputs"] = [dict(i) for i in inputs]
-    if parameters:
-        body["parameters"] = dict(parameters)
-    if identity_ids is not None:
-        body["identity_ids"] = list(identity_ids)
-    if identity_mode is not None:
-        body["identity_mode"] = identity_mode
-    if integration_users is not None:
-        body["integration_users"] = list(integration_users)
-    return body
-
-
-def next_page_url(headers: Mapping[str, str], current_url: str) -> str | None:
-    """The ``X-Pagination-Next`` URL of a live answer; absent, empty or "null" ends the pages."""
-    value = (headers.get(_NEXT_PAGE_HEADER) or "").strip()
-    if not value or value.lower() == "null":
-        return None
-    return urljoin(current_url, value)
-
-
-def validate_action_input(action: str, input: Mapping[str, Any], *, where: str = "input") -> None:
-    """Check ``input`` against the action catalog (the emulator's too) before any HTTP call."""
-    from airflow_provider_captaindata import catalog
-
-    if catalog.get_action(action) is None:
-        close = catalog.closest_actions(action)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise CaptainDataConfigError(f"action: unknown Captain Data action {action!r}.{hint}")
-    if not isinstance(input, Mapping):
-        raise CaptainDataConfigError(f"{where} must be a dict of input fields, got {type(input).__name__}")
-    problems = catalog.validate_input(action, input)
-    if problems:
-        raise CaptainDataConfigError(f"{where} for action {action!r}: " + "; ".join(problems))
 
 
 class _HookBase(BaseHook):

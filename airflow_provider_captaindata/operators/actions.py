@@ -8,14 +8,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from airflow_provider_captaindata.exceptions import CaptainDataConfigError, CaptainDataRunError
-from airflow_provider_captaindata.hooks.captaindata import (
+from airflow_provider_captaindata.action_inputs import (
     MAX_ASYNC_INPUTS,
     action_body,
     validate_action_input,
 )
+from airflow_provider_captaindata.exceptions import CaptainDataConfigError, CaptainDataRunError
 from airflow_provider_captaindata.links import RUN_URL_KEY
-from airflow_provider_captaindata.models import RunState
 from airflow_provider_captaindata.operators.base import (
     CaptainDataRunOperatorBase,
     as_json_value,
@@ -24,6 +23,7 @@ from airflow_provider_captaindata.operators.base import (
 )
 from airflow_provider_captaindata.operators.workflows import check_inputs
 from airflow_provider_captaindata.results import object_storage_path, open_sink
+from airflow_provider_captaindata.statuses import RunState
 from airflow_provider_captaindata.versions import V4
 
 MODES = ("live", "async")

@@ -8,12 +8,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
-from airflow_provider_captaindata.models import RunState
 from airflow_provider_captaindata.operators.base import (
     CaptainDataRunOperatorBase,
     as_json_value,
     is_templated,
 )
+from airflow_provider_captaindata.statuses import RunState
 from airflow_provider_captaindata.versions import V3
 
 UID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")

@@ -1,0 +1,62 @@
+"""Request bodies and input checks of v4 actions: plain functions, cheap to import from DAG files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urljoin
+
+from airflow_provider_captaindata.exceptions import CaptainDataConfigError
+
+MAX_ASYNC_INPUTS = 100_000
+_NEXT_PAGE_HEADER = "X-Pagination-Next"
+
+
+def action_body(
+    input: Mapping[str, Any] | None,
+    parameters: Mapping[str, Any] | None,
+    identity_ids: Sequence[str] | None,
+    identity_mode: str | None,
+    integration_users: Sequence[str] | None,
+    *,
+    inputs: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    # Only what the author set: the API rejects unknown fields, and the legacy
+    # integration_users must not be sent beside identity_ids unless asked for.
+    body: dict[str, Any] = {}
+    if input is not None:
+        body["input"] = dict(input)
+    if inputs is not None:
+        body["inputs"] = [dict(i) for i in inputs]
+    if parameters:
+        body["parameters"] = dict(parameters)
+    if identity_ids is not None:
+        body["identity_ids"] = list(identity_ids)
+    if identity_mode is not None:
+        body["identity_mode"] = identity_mode
+    if integration_users is not None:
+        body["integration_users"] = list(integration_users)
+    return body
+
+
+def next_page_url(headers: Mapping[str, str], current_url: str) -> str | None:
+    """The ``X-Pagination-Next`` URL of a live answer; absent, empty or "null" ends the pages."""
+    value = (headers.get(_NEXT_PAGE_HEADER) or "").strip()
+    if not value or value.lower() == "null":
+        return None
+    return urljoin(current_url, value)
+
+
+def validate_action_input(action: str, input: Mapping[str, Any], *, where: str = "input") -> None:
+    """Check ``input`` against the action catalog (the emulator's too) before any HTTP call."""
+    from airflow_provider_captaindata import catalog
+
+    if catalog.get_action(action) is None:
+        close = catalog.closest_actions(action)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise CaptainDataConfigError(f"action: unknown Captain Data action {action!r}.{hint}")
+    if not isinstance(input, Mapping):
+        raise CaptainDataConfigError(f"{where} must be a dict of input fields, got {type(input).__name__}")
+    problems = catalog.validate_input(action, input)
+    if problems:
+        raise CaptainDataConfigError(f"{where} for action {action!r}: " + "; ".join(problems))
