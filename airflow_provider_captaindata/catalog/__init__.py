@@ -165,7 +165,7 @@ def _actions() -> dict[str, ActionSpec]:
 
 
 def catalog_metadata() -> dict[str, Any]:
-    """Where the catalog comes from (document title, version, sha256) and the body-wide facts
+    """Where the catalog comes from (document title, version, sha256 prefix) and the body-wide facts
     (``body_fields`` per mode, ``legacy_body_fields``, ``callback_url_pattern``)."""
     return {k: v for k, v in _raw_catalog().items() if k != "actions"}
 
