@@ -95,9 +95,9 @@ def run_child(
     )
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"child {' '.join(argv[1:3])} exited {proc.returncode}\n--- stderr ---\n{proc.stderr[-4000:]}"
-        )
+        err = proc.stderr
+        shown = err if len(err) <= 8000 else f"{err[:3000]}\n[...]\n{err[-5000:]}"
+        raise RuntimeError(f"child {' '.join(argv[1:3])} exited {proc.returncode}\n--- stderr ---\n{shown}")
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     if not lines:
         raise RuntimeError(f"child printed nothing\n--- stderr ---\n{proc.stderr[-4000:]}")
