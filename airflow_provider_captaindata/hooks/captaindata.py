@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseHook
 
@@ -39,17 +39,20 @@ from airflow_provider_captaindata.http import (
     SyncRateGate,
     SyncTransport,
 )
-from airflow_provider_captaindata.models import (
-    RunSnapshot,
-    V3Job,
-    V3LaunchAnswer,
-    V3ResultsPage,
-    V3Workflow,
-    V3WorkflowDetails,
-    V4CallbackRecord,
-    V4Run,
-)
+from airflow_provider_captaindata.statuses import RunSnapshot
 from airflow_provider_captaindata.versions import V3, V4, ApiVersion, get_version
+
+if TYPE_CHECKING:
+    # The wire models are pydantic classes (~10 ms to define): DAG files import this module,
+    # so each method imports the ones it parses with on first call.
+    from airflow_provider_captaindata.models import (
+        V3Job,
+        V3LaunchAnswer,
+        V3Workflow,
+        V3WorkflowDetails,
+        V4CallbackRecord,
+        V4Run,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +168,14 @@ class CaptainDataHook(_HookBase):
 
     def list_workflows(self) -> list[V3Workflow]:
         """``GET /v3/workflows``."""
+        from airflow_provider_captaindata.models import V3Workflow
+
         return [V3Workflow.model_validate(w) for w in self._call(V3, "GET", "/workflows").data]
 
     def get_workflow_details(self, workflow_uid: str) -> V3WorkflowDetails:
         """``GET /v3/workflows/{uid}/details``: steps with their input schemas."""
+        from airflow_provider_captaindata.models import V3WorkflowDetails
+
         return V3WorkflowDetails.model_validate(
             self._call(V3, "GET", f"/workflows/{workflow_uid}/details").data
         )
@@ -185,6 +192,8 @@ class CaptainDataHook(_HookBase):
     ) -> V3LaunchAnswer:
         """``POST /v3/workflows/{uid}/schedule``. Never re-sent after an ambiguous failure:
         use :meth:`launch_workflow_once` to launch safely."""
+        from airflow_provider_captaindata.models import V3LaunchAnswer
+
         body: dict[str, Any] = {"inputs": [dict(i) for i in inputs], "steps": [dict(s) for s in steps]}
         if job_name:
             body["job_name"] = job_name
@@ -226,6 +235,8 @@ class CaptainDataHook(_HookBase):
 
     def list_workflow_runs(self, workflow_uid: str, page: int = 0) -> list[V3Job]:
         """``GET /v3/workflows/{uid}/jobs?page=N``: one page of its runs, newest first."""
+        from airflow_provider_captaindata.models import V3Job
+
         data = self._call(V3, "GET", f"/workflows/{workflow_uid}/jobs", params={"page": page}).data
         return [V3Job.model_validate(j) for j in data or []]
 
@@ -242,10 +253,14 @@ class CaptainDataHook(_HookBase):
 
     def get_workflow_run(self, job_uid: str) -> V3Job:
         """``GET /v3/jobs/{uid}``."""
+        from airflow_provider_captaindata.models import V3Job
+
         return V3Job.model_validate(self._call(V3, "GET", f"/jobs/{job_uid}").data)
 
     def iter_workflow_results(self, job_uid: str) -> Iterator[list[dict[str, Any]]]:
         """``GET /v3/jobs/{uid}/results``, page by page, following ``paging.next``."""
+        from airflow_provider_captaindata.models import V3ResultsPage
+
         url: str | None = f"/jobs/{job_uid}/results"
         while url:
             page = V3ResultsPage.model_validate(self._call(V3, "GET", url).data)
@@ -309,6 +324,8 @@ class CaptainDataHook(_HookBase):
     ) -> V4Run:
         """``POST /v4/actions/{name}/run/async`` with 1 to 100,000 inputs. Not re-sent after an
         ambiguous failure (see :meth:`find_action_run_by_callback`)."""
+        from airflow_provider_captaindata.models import V4Run
+
         if not 1 <= len(inputs) <= MAX_ASYNC_INPUTS:
             raise CaptainDataConfigError(f"inputs: 1 to {MAX_ASYNC_INPUTS} inputs, got {len(inputs)}")
         for index, item in enumerate(inputs):
@@ -320,6 +337,8 @@ class CaptainDataHook(_HookBase):
 
     def get_action_run(self, run_uid: str) -> V4Run:
         """``GET /v4/runs/{uid}``."""
+        from airflow_provider_captaindata.models import V4Run
+
         return V4Run.model_validate(self._call(V4, "GET", f"/runs/{run_uid}").data)
 
     def list_action_runs(
@@ -333,6 +352,8 @@ class CaptainDataHook(_HookBase):
         sort: str = "-created_at",
     ) -> list[V4Run]:
         """``GET /v4/runs`` with its filters (``limit`` up to 100)."""
+        from airflow_provider_captaindata.models import V4Run
+
         params = {
             k: v
             for k, v in {
@@ -360,6 +381,8 @@ class CaptainDataHook(_HookBase):
 
     def resume_action_run(self, run_uid: str) -> V4Run:
         """``POST /v4/runs/{uid}/resume``: resume a stopped run."""
+        from airflow_provider_captaindata.models import V4Run
+
         return V4Run.model_validate(self._call(V4, "POST", f"/runs/{run_uid}/resume", idempotent=False).data)
 
     def list_run_callbacks(
@@ -367,6 +390,8 @@ class CaptainDataHook(_HookBase):
     ) -> list[V4CallbackRecord]:
         """``GET /v4/runs/callbacks?run_uid=``: one page (``limit`` up to 20) of the delivery
         records of an async run's result pages."""
+        from airflow_provider_captaindata.models import V4CallbackRecord
+
         params = {"run_uid": run_uid, "limit": limit, "offset": offset, "sort": sort}
         data = self._call(V4, "GET", "/runs/callbacks", params=params).data
         return [V4CallbackRecord.model_validate(r) for r in data or []]
