@@ -140,6 +140,12 @@ class RetryPolicy:
         }
 
     def retrying(self, request: ApiRequest) -> tenacity.Retrying:
+        """The retry loop, entered after the first try failed retryably.
+
+        Transports make the first try outside tenacity: building its loop costs about as much
+        CPU as a status GET, and nearly every poll succeeds at once. The loop's attempt 1
+        re-raises that first error, so waits, attempt counts and logs are tenacity's own.
+        """
         import tenacity
 
         return tenacity.Retrying(**self._retry_kwargs(request))
@@ -170,12 +176,12 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def api_error(
-    request: ApiRequest, status_code: int, headers: Mapping[str, str], text: str
+    request: ApiRequest, status_code: int, headers: Mapping[str, str], content: bytes
 ) -> CaptainDataAPIError:
     """Build the error for a failed answer from the documented v4 error body, else from its text."""
     body: Any = None
     try:
-        body = json.loads(text) if text else None
+        body = json.loads(content) if content else None
     except ValueError:
         body = None
     retry_after = parse_retry_after(headers.get("Retry-After")) if status_code in (429, 503) else None
@@ -191,21 +197,24 @@ def api_error(
             path=request.path,
             retry_after=retry_after,
         )
-    snippet = " ".join(text.split())[:_ERROR_TEXT_LIMIT] or "empty body"
+    snippet = " ".join(content.decode("utf-8", "replace").split())[:_ERROR_TEXT_LIMIT] or "empty body"
     return CaptainDataAPIError(
         status_code, snippet, method=request.method, path=request.path, retry_after=retry_after
     )
 
 
-def decode(request: ApiRequest, status_code: int, headers: Mapping[str, str], text: str) -> ApiResponse:
-    """Raise for an error status, else parse the JSON body (a truncated body counts as a dropped answer)."""
+def decode(request: ApiRequest, status_code: int, headers: Mapping[str, str], content: bytes) -> ApiResponse:
+    """Raise for an error status, else parse the JSON body (a truncated body counts as a dropped answer).
+
+    JSON is parsed from the bytes (UTF-8/16/32 detected as RFC 8259 says): decoding to text
+    first would cost a copy, or a charset guess when the answer names none."""
     if status_code >= 400:
-        raise api_error(request, status_code, headers, text)
+        raise api_error(request, status_code, headers, content)
     try:
-        data = json.loads(text) if text.strip() else None
+        data = json.loads(content) if content.strip() else None
     except ValueError:
         raise CaptainDataTransportError(
-            f"answer {status_code} is not valid JSON ({len(text)} bytes)",
+            f"answer {status_code} is not valid JSON ({len(content)} bytes)",
             sent=True,
             method=request.method,
             path=request.path,
@@ -225,12 +234,24 @@ class SyncTransport:
 
     def send(self, request: ApiRequest, gate: Callable[[], None] | None = None) -> ApiResponse:
         """Send with retries; ``gate`` (a rate limiter) is passed before every attempt."""
+        try:
+            return self._attempt(request, gate)
+        except CaptainDataError as exc:
+            if not self.policy.should_retry(exc, request.idempotent):
+                raise
+            failed: CaptainDataError | None = exc
         for attempt in self.policy.retrying(request):
             with attempt:
-                if gate is not None:
-                    gate()
-                return self._send_once(request)
+                first, failed = failed, None
+                if first is not None:
+                    raise first  # see RetryPolicy.retrying
+                return self._attempt(request, gate)
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _attempt(self, request: ApiRequest, gate: Callable[[], None] | None) -> ApiResponse:
+        if gate is not None:
+            gate()
+        return self._send_once(request)
 
     def _send_once(self, request: ApiRequest) -> ApiResponse:
         import requests
@@ -246,7 +267,7 @@ class SyncTransport:
             )
         except requests.RequestException as exc:
             raise _transport_error(request, exc, sent=not _never_sent_requests(exc)) from None
-        return decode(request, response.status_code, response.headers, response.text)
+        return decode(request, response.status_code, response.headers, response.content)
 
     def close(self) -> None:
         self._session.close()
@@ -291,6 +312,9 @@ class AsyncTransport:
         import httpx
 
         loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is not None and not client.is_closed:
+            return client
         with self._lock:
             client = self._clients.get(loop)
             if client is None or client.is_closed:
@@ -306,12 +330,24 @@ class AsyncTransport:
         self, request: ApiRequest, gate: Callable[[], Awaitable[Any]] | None = None
     ) -> ApiResponse:
         """Send with retries; ``gate`` (a rate limiter) is awaited before every attempt."""
+        try:
+            return await self._attempt(request, gate)
+        except CaptainDataError as exc:
+            if not self.policy.should_retry(exc, request.idempotent):
+                raise
+            failed: CaptainDataError | None = exc
         async for attempt in self.policy.async_retrying(request):
             with attempt:
-                if gate is not None:
-                    await gate()
-                return await self._send_once(request)
+                first, failed = failed, None
+                if first is not None:
+                    raise first  # see RetryPolicy.retrying
+                return await self._attempt(request, gate)
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _attempt(self, request: ApiRequest, gate: Callable[[], Awaitable[Any]] | None) -> ApiResponse:
+        if gate is not None:
+            await gate()
+        return await self._send_once(request)
 
     async def _send_once(self, request: ApiRequest) -> ApiResponse:
         import httpx
@@ -328,7 +364,7 @@ class AsyncTransport:
             raise _transport_error(request, exc, sent=False) from None
         except httpx.HTTPError as exc:
             raise _transport_error(request, exc, sent=True) from None
-        return decode(request, response.status_code, response.headers, response.text)
+        return decode(request, response.status_code, response.headers, response.content)
 
 
 class SyncRateGate:

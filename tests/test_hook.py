@@ -105,12 +105,29 @@ def test_each_retryable_status(hook: CaptainDataHook, captaindata_emulator: Any,
     assert [r["status"] for r in captaindata_emulator.requests(path="/v4/workspaces")] == [status, 200]
 
 
-def test_retries_give_up_after_the_policy_attempts(hook: CaptainDataHook, captaindata_emulator: Any) -> None:
+def test_retries_give_up_after_the_policy_attempts(
+    hook: CaptainDataHook, captaindata_emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     captaindata_emulator.add_fault("GET", "/v4/workspaces", status=503, times=None)
-    with pytest.raises(CaptainDataAPIError) as info:
-        hook.get_workspaces()
-    assert info.value.status_code == 503
-    assert len(captaindata_emulator.requests(path="/v4/workspaces")) == FAST.attempts
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_captaindata.http"):
+        with pytest.raises(CaptainDataAPIError) as info:
+            hook.get_workspaces()
+        assert info.value.status_code == 503
+        assert len(captaindata_emulator.requests(path="/v4/workspaces")) == FAST.attempts
+        # The first try runs outside tenacity's loop: numbering and count must not show it.
+        retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+        assert [m.split("; ")[-1].split(" in ")[0] for m in retries] == [
+            "retry 1 of 3",
+            "retry 2 of 3",
+            "retry 3 of 3",
+        ]
+
+        caplog.clear()
+        captaindata_emulator.add_fault("GET", "/v4/runs/*", status=503, times=None)
+        with pytest.raises(CaptainDataAPIError):
+            asyncio.run(CaptainDataAsyncHook(retry_policy=FAST).get_run("v4", "any-run"))
+        assert len(captaindata_emulator.requests(path="/v4/runs/*")) == FAST.attempts
+        assert len([r for r in caplog.records if "retry" in r.getMessage()]) == FAST.attempts - 1
 
 
 def test_429_honours_retry_after(hook: CaptainDataHook, captaindata_emulator: Any) -> None:

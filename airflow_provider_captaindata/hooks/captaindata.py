@@ -107,32 +107,16 @@ class CaptainDataHook(_HookBase):
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Extra fields of the connection form on Airflow < 3.2 (3.2+ reads provider info)."""
-        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import PasswordField, StringField
+        from airflow_provider_captaindata.connection_form import form_widgets
 
-        from airflow_provider_captaindata.get_provider_info import CONNECTION_FIELDS
-
-        widgets: dict[str, Any] = {}
-        for name, spec in CONNECTION_FIELDS.items():
-            secret = spec["schema"].get("format") == "password"
-            field_class = PasswordField if secret else StringField
-            widget = BS3PasswordFieldWidget() if secret else BS3TextFieldWidget()
-            widgets[name] = field_class(
-                lazy_gettext(spec["label"]), widget=widget, description=spec["description"]
-            )
-        return widgets
+        return form_widgets()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Relabelled and hidden standard fields on Airflow < 3.2."""
-        from airflow_provider_captaindata.get_provider_info import UI_FIELD_BEHAVIOUR
+        from airflow_provider_captaindata.connection_form import field_behaviour
 
-        return {
-            "hidden_fields": UI_FIELD_BEHAVIOUR["hidden-fields"],
-            "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
-            "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
-        }
+        return field_behaviour()
 
     @cached_property
     def settings(self) -> ConnectionSettings:
