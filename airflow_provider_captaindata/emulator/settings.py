@@ -50,6 +50,9 @@ class Settings:
     callback_reorder: bool = False  # pages shuffled; the final-status page is not the last to arrive
     callback_concurrency: int = 16
     callback_timeout_seconds: float = 5.0
+    # Each POST (replays too) goes this long after its record is made, the record RUNNING
+    # meanwhile: neither the run's final status nor a replay's answer waits for it.
+    callback_delay_seconds: float = 0.0
     request_log_limit: int = 100_000
 
     def to_dict(self) -> dict[str, Any]:

@@ -260,11 +260,19 @@ async def deliver(
         record.status, record.http_status = "FAILED", 0
         return record
     body = page_body(state, run, action, page, status)
-    http_status = await _post(state, run, body)
-    if duplicated:
-        await _post(state, run, body)
-    record.http_status = http_status
-    record.status = "SUCCESS" if 200 <= http_status < 300 and not failed else "FAILED"
+
+    async def send() -> None:
+        await asyncio.sleep(settings.callback_delay_seconds)
+        http_status = await _post(state, run, body)
+        if duplicated:
+            await _post(state, run, body)
+        record.http_status = http_status
+        record.status = "SUCCESS" if 200 <= http_status < 300 and not failed else "FAILED"
+
+    if settings.callback_delay_seconds > 0:
+        state.spawn(send())  # answered RUNNING; the record tells how it ended
+    else:
+        await send()
     return record
 
 

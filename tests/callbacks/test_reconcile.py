@@ -120,6 +120,38 @@ def test_faults_are_reconciled_exactly(
     assert not replayed_uids & {r.uid for r in records if r.batch_uid in failed_but_stored}
 
 
+def test_pages_still_in_flight_when_the_run_ends_are_awaited_not_replayed(
+    emulator: Any, receiver: Receiver
+) -> None:
+    emulator.configure(callback_delay_seconds=1.5)
+    key = uuid.uuid4().hex[:24]
+    hook = CaptainDataHook()
+    run_uid = run_to_the_end(hook, 20, receiver.url(key))
+    # The run is final while its deliveries are still going: records RUNNING, nothing stored.
+    assert {r.status for r in list_callback_records(hook, run_uid)} == {"RUNNING"}
+    assert not (receiver.folder / key).exists()
+    report = reconcile_run(hook, run_uid, key, receiver.storage, poll_seconds=0.1)
+    assert (report.expected, report.received, report.replayed, report.missing) == (20, 20, 0, [])
+    assert emulator.requests(method="POST", path="/v4/runs/callbacks/*/replay") == []
+    assert_exactly_once([row for page in report.iter_pages() for row in page], 20)
+
+
+def test_replays_answered_running_are_awaited_not_sent_again(emulator: Any, receiver: Receiver) -> None:
+    # Every first delivery is lost; each replay is answered RUNNING and lands 1 s later.
+    emulator.configure(callback_drop_rate=1.0, callback_delay_seconds=1.0)
+    key = uuid.uuid4().hex[:24]
+    hook = CaptainDataHook()
+    run_uid = run_to_the_end(hook, 20, receiver.url(key))
+    assert {r.status for r in list_callback_records(hook, run_uid)} == {"FAILED"}
+    emulator.configure(callback_drop_rate=0.0)
+    started = time.monotonic()
+    report = reconcile_run(hook, run_uid, key, receiver.storage, poll_seconds=0.1)
+    assert time.monotonic() - started >= 1.0  # it waited for the replays in flight
+    assert (report.expected, report.received, report.replayed, report.missing) == (20, 20, 20, [])
+    assert len(emulator.requests(method="POST", path="/v4/runs/callbacks/*/replay")) == 20
+    assert_exactly_once([row for page in report.iter_pages() for row in page], 20)
+
+
 def test_receiver_down_during_the_run_then_replayed(emulator: Any, tmp_path: Path) -> None:
     # The URL points at a port where nothing listens yet: every delivery fails (connection
     # refused). The receiver then comes up on that port and reconciliation replays every page.
