@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,45 @@ def test_sensor_fails_with_the_remote_message(
     dag_run = run_dag(dag)
     assert task_states(dag_run) == {"wait": "failed"}
     assert "LinkedIn cookie expired" in task_output(caplog, capsys)
+
+
+def _has_task_state_store() -> bool:
+    try:
+        from airflow.sdk.execution_time.context import TaskStateStoreAccessor  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_task_state_store(), reason="the task state store is Airflow 3.3+")
+def test_reschedule_sensor_counts_the_paused_grace_period_across_pokes(
+    emulator: Any, workflow_uid: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Each reschedule poke builds its waiter afresh (as a new process would): only the task
+    # state store can tell it since when the run has been paused.
+    emulator.force_outcome(workflow_uid, "paused", error_message="the LinkedIn integration needs attention")
+    hook = CaptainDataHook()
+    step = hook.get_workflow_details(workflow_uid).steps[0].step_uid
+    run_uid = hook.launch_workflow(
+        workflow_uid, inputs=PROFILES, steps=[{"step_uid": step}], job_name="paused-reschedule"
+    ).job_uid
+    with make_dag("v3_sensor_paused_reschedule") as dag:
+        CaptainDataRunSensor(
+            task_id="wait",
+            run_uid=run_uid,
+            mode="reschedule",
+            deferrable=False,
+            poke_interval=1,
+            paused_grace_period=2,
+            timeout=60,
+        )
+    started = time.monotonic()
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"wait": "failed"}
+    output = task_output(caplog, capsys)
+    assert "paused for" in output and "AirflowSensorTimeout" not in output
+    assert time.monotonic() - started < 45
+    assert len(emulator.requests(path=f"/v3/jobs/{run_uid}")) >= 3  # several pokes, not one
 
 
 # -- bad input: errors at construction, naming the parameter ------------------------------------

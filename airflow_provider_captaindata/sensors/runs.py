@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 
 
+# Where a reschedule-mode sensor keeps, between pokes, since when the run has been paused.
+PAUSED_SINCE_KEY = "captaindata_paused_since"
+
+
 class CaptainDataRunSensor(BaseSensorOperator):
     """Succeed when a Captain Data run succeeds; fail with the remote error when it fails.
 
@@ -33,7 +37,8 @@ class CaptainDataRunSensor(BaseSensorOperator):
     :param captaindata_conn_id: Airflow connection of type ``captaindata``.
     :param deferrable: wait on the triggerer (default from ``[operators] default_deferrable``);
         ``poke_interval`` is the poll interval in both modes, ``timeout`` the sensor's limit.
-    :param paused_grace_period: seconds a v3 run may stay ``paused`` before the sensor fails.
+    :param paused_grace_period: seconds a v3 run may stay ``paused`` before the sensor fails
+        (in ``mode="reschedule"``, counted across pokes on Airflow 3.3+ only).
 
     Returns ``{run_uid, run_status}``. A v4 ``PARTIAL_SUCCEEDED`` run counts as success.
     """
@@ -103,11 +108,21 @@ class CaptainDataRunSensor(BaseSensorOperator):
             timeout=None,
         )
 
-    def poke(self, context: Any) -> bool:
-        if self._waiter is None:
+    def _poke_waiter(self, context: Any) -> RunWaiter:
+        # In reschedule mode each poke is a new process, so nothing it knows survives in
+        # memory: since when the run has been paused lives in the task state store (3.3+).
+        if self._waiter is None or self.mode == "reschedule":
             self._waiter = RunWaiter(
                 self.run_uid, self.api_version, paused_grace_period=self.paused_grace_period
             )
+            store = context.get("task_state_store")
+            if self.mode == "reschedule" and store is not None:
+                self._waiter.paused_since = store.get(PAUSED_SINCE_KEY)
+        return self._waiter
+
+    def poke(self, context: Any) -> bool:
+        waiter = self._poke_waiter(context)
+        paused_since = waiter.paused_since
         try:
             snapshot = self.hook.get_run(self.api_version, self.run_uid)
         except (CaptainDataAPIError, CaptainDataTransportError) as exc:
@@ -115,9 +130,12 @@ class CaptainDataRunSensor(BaseSensorOperator):
                 raise
             self.log.warning("Run %s: status unavailable (%s); poking again", self.run_uid, exc)
             return False
-        if self._waiter.status_changed(snapshot):
+        if waiter.status_changed(snapshot):
             self.log.info("Run %s is %s", self.run_uid, snapshot.status)
-        event = self._waiter.on_snapshot(snapshot)
+        event = waiter.on_snapshot(snapshot)
+        store = context.get("task_state_store")
+        if self.mode == "reschedule" and store is not None and waiter.paused_since != paused_since:
+            store.set(PAUSED_SINCE_KEY, waiter.paused_since)
         if event is None:
             return False
         self._last_status = snapshot.status
