@@ -168,13 +168,18 @@ def test_dynamic_task_mapping_over_inputs(emulator: Any, workflow_uid: str) -> N
     assert len(names) == 2 and names[0] != names[1]
 
 
-@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "worker"])
-def test_sensor_waits_on_a_run_launched_elsewhere(emulator: Any, workflow_uid: str, deferrable: bool) -> None:
+def launch_elsewhere(workflow_uid: str, job_name: str) -> str:
+    """A run the sensor did not start: launched straight through the hook."""
     hook = CaptainDataHook()
     step = hook.get_workflow_details(workflow_uid).steps[0].step_uid
-    run_uid = hook.launch_workflow(
-        workflow_uid, inputs=PROFILES, steps=[{"step_uid": step}], job_name="ui"
+    return hook.launch_workflow(
+        workflow_uid, inputs=PROFILES, steps=[{"step_uid": step}], job_name=job_name
     ).job_uid
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "worker"])
+def test_sensor_waits_on_a_run_launched_elsewhere(emulator: Any, workflow_uid: str, deferrable: bool) -> None:
+    run_uid = launch_elsewhere(workflow_uid, "ui")
     with make_dag(f"v3_sensor_{deferrable}") as dag:
         CaptainDataRunSensor(task_id="wait", run_uid=run_uid, poke_interval=0.3, deferrable=deferrable)
     dag_run = run_dag(dag)
@@ -186,11 +191,7 @@ def test_sensor_fails_with_the_remote_message(
     emulator: Any, workflow_uid: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     emulator.force_outcome(workflow_uid, "shutdown", error_message="LinkedIn cookie expired")
-    hook = CaptainDataHook()
-    step = hook.get_workflow_details(workflow_uid).steps[0].step_uid
-    run_uid = hook.launch_workflow(
-        workflow_uid, inputs=PROFILES, steps=[{"step_uid": step}], job_name="ui2"
-    ).job_uid
+    run_uid = launch_elsewhere(workflow_uid, "ui2")
     with make_dag("v3_sensor_fail") as dag:
         CaptainDataRunSensor(task_id="wait", run_uid=run_uid, poke_interval=0.3, deferrable=True)
     dag_run = run_dag(dag)
@@ -213,11 +214,7 @@ def test_reschedule_sensor_counts_the_paused_grace_period_across_pokes(
     # Each reschedule poke builds its waiter afresh (as a new process would): only the task
     # state store can tell it since when the run has been paused.
     emulator.force_outcome(workflow_uid, "paused", error_message="the LinkedIn integration needs attention")
-    hook = CaptainDataHook()
-    step = hook.get_workflow_details(workflow_uid).steps[0].step_uid
-    run_uid = hook.launch_workflow(
-        workflow_uid, inputs=PROFILES, steps=[{"step_uid": step}], job_name="paused-reschedule"
-    ).job_uid
+    run_uid = launch_elsewhere(workflow_uid, "paused-reschedule")
     with make_dag("v3_sensor_paused_reschedule") as dag:
         CaptainDataRunSensor(
             task_id="wait",
