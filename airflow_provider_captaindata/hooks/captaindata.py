@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
-
-from airflow.providers.common.compat.sdk import BaseHook
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_captaindata.action_inputs import (
     MAX_ASYNC_INPUTS,
@@ -23,18 +21,19 @@ from airflow_provider_captaindata.action_inputs import (
     next_page_url,
     validate_action_input,
 )
-from airflow_provider_captaindata.connection import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings
+from airflow_provider_captaindata.connection import ConnectionSettings
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
     CaptainDataError,
     CaptainDataTransportError,
 )
+from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook
+
+# Re-exported: both hooks are public under this module path.
+from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
 from airflow_provider_captaindata.http import (
-    DEFAULT_POLICY,
-    ApiRequest,
     ApiResponse,
-    AsyncTransport,
     RetryPolicy,
     SyncRateGate,
     SyncTransport,
@@ -54,49 +53,17 @@ if TYPE_CHECKING:
         V4Run,
     )
 
+__all__ = [
+    "CaptainDataAsyncHook",
+    "CaptainDataHook",
+    "next_page_url",
+    "validate_action_input",
+]
+
 log = logging.getLogger(__name__)
 
 
-class _HookBase(BaseHook):
-    """Connection metadata shared by both hooks (Airflow reads these class attributes)."""
-
-    conn_name_attr = "captaindata_conn_id"
-    default_conn_name = DEFAULT_CONN_ID
-    conn_type = CONN_TYPE
-    hook_name = "Captain Data"
-
-    def __init__(
-        self,
-        captaindata_conn_id: str = DEFAULT_CONN_ID,
-        *,
-        retry_policy: RetryPolicy = DEFAULT_POLICY,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.captaindata_conn_id = captaindata_conn_id
-        self.retry_policy = retry_policy
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(captaindata_conn_id={self.captaindata_conn_id!r})"
-
-    def _request(
-        self,
-        settings: ConnectionSettings,
-        version: ApiVersion,
-        method: str,
-        path_or_url: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        idempotent: bool = True,
-    ) -> ApiRequest:
-        url = path_or_url if "://" in path_or_url else settings.base_url(version) + path_or_url
-        return ApiRequest(
-            method, url, settings.auth_headers(version), json=json, params=params, idempotent=idempotent
-        )
-
-
-class CaptainDataHook(_HookBase):
+class CaptainDataHook(CaptainDataBaseHook):
     """Blocking client of both Captain Data APIs, for code running on a worker.
 
     :param captaindata_conn_id: Airflow connection of type ``captaindata`` (API key in the
@@ -454,69 +421,3 @@ def _workspace_name(data: Any) -> str:
     if isinstance(data, list):
         data = data[0] if data else {}
     return str((data or {}).get("name") or "workspace")
-
-
-class CaptainDataAsyncHook(_HookBase):
-    """Non-blocking client for triggers and live fan-out: the endpoints that run on an event
-    loop. Reads the connection with the async lookup and shares one HTTP pool per loop."""
-
-    _settings: ConnectionSettings | None = None
-    _transports: ClassVar[dict[RetryPolicy, AsyncTransport]] = {}
-
-    async def get_settings(self) -> ConnectionSettings:
-        if self._settings is None:
-            from airflow.providers.common.compat.connection import (
-                get_async_connection,
-                get_async_extra_dejson,
-            )
-
-            conn = await get_async_connection(self.captaindata_conn_id)
-            self._settings = ConnectionSettings.from_connection(conn, await get_async_extra_dejson(conn))
-        return self._settings
-
-    @property
-    def _transport(self) -> AsyncTransport:
-        transport = self._transports.get(self.retry_policy)
-        if transport is None:
-            transport = self._transports.setdefault(self.retry_policy, AsyncTransport(self.retry_policy))
-        return transport
-
-    async def _acall(
-        self,
-        version: ApiVersion,
-        method: str,
-        path_or_url: str,
-        gate: Callable[[], Awaitable[Any]] | None = None,
-        **kwargs: Any,
-    ) -> ApiResponse:
-        request = self._request(await self.get_settings(), version, method, path_or_url, **kwargs)
-        return await self._transport.send(request, gate)
-
-    async def get_run(self, api_version: str, run_uid: str) -> RunSnapshot:
-        """A run of either version (see :meth:`CaptainDataHook.get_run`)."""
-        version = get_version(api_version)
-        answer = await self._acall(version, "GET", version.run_path.format(run_uid=run_uid))
-        return version.snapshot(answer.data)
-
-    async def stop_run(self, api_version: str, run_uid: str) -> bool:
-        """Stop a run; False when the API version cannot stop runs (v4)."""
-        version = get_version(api_version)
-        if version.stop_path is None:
-            return False
-        await self._acall(version, "POST", version.stop_path.format(run_uid=run_uid))
-        return True
-
-    async def run_action_live(
-        self,
-        action: str,
-        body: Mapping[str, Any],
-        *,
-        url: str | None = None,
-        gate: Callable[[], Awaitable[Any]] | None = None,
-    ) -> ApiResponse:
-        """``POST /v4/actions/{name}/run/live`` (or a page URL from ``X-Pagination-Next``).
-
-        ``body`` is the request body, validated by the caller; ``gate`` is the caller's rate
-        limiter, awaited before each attempt (retries included)."""
-        target = url or f"/actions/{action}/run/live"
-        return await self._acall(V4, "POST", target, json=dict(body), gate=gate)

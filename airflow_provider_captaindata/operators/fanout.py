@@ -12,12 +12,13 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_captaindata.action_inputs import next_page_url
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataInputErrors,
     CaptainDataTransportError,
 )
-from airflow_provider_captaindata.hooks.captaindata import CaptainDataAsyncHook, next_page_url
+from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
 from airflow_provider_captaindata.results import open_sink
 
 if TYPE_CHECKING:

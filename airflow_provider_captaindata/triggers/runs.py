@@ -99,7 +99,7 @@ class CaptainDataRunTrigger(BaseTrigger):
         )
 
     def _hook(self) -> Any:
-        from airflow_provider_captaindata.hooks.captaindata import CaptainDataAsyncHook
+        from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
 
         return CaptainDataAsyncHook(self.captaindata_conn_id)
 

@@ -1,0 +1,52 @@
+"""What both Captain Data hooks share: the connection metadata Airflow reads and how a call
+is addressed and authenticated."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.providers.common.compat.sdk import BaseHook
+
+from airflow_provider_captaindata.connection import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings
+from airflow_provider_captaindata.http import DEFAULT_POLICY, ApiRequest, RetryPolicy
+from airflow_provider_captaindata.versions import ApiVersion
+
+
+class CaptainDataBaseHook(BaseHook):
+    """Connection metadata shared by both hooks (Airflow reads these class attributes)."""
+
+    conn_name_attr = "captaindata_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
+    hook_name = "Captain Data"
+
+    def __init__(
+        self,
+        captaindata_conn_id: str = DEFAULT_CONN_ID,
+        *,
+        retry_policy: RetryPolicy = DEFAULT_POLICY,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.captaindata_conn_id = captaindata_conn_id
+        self.retry_policy = retry_policy
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(captaindata_conn_id={self.captaindata_conn_id!r})"
+
+    def _request(
+        self,
+        settings: ConnectionSettings,
+        version: ApiVersion,
+        method: str,
+        path_or_url: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        idempotent: bool = True,
+    ) -> ApiRequest:
+        url = path_or_url if "://" in path_or_url else settings.base_url(version) + path_or_url
+        return ApiRequest(
+            method, url, settings.auth_headers(version), json=json, params=params, idempotent=idempotent
+        )

@@ -1,0 +1,83 @@
+"""``CaptainDataAsyncHook``: the endpoints that run on an event loop (triggers, live fan-out).
+
+Same connection, retry policy and errors as the blocking
+:class:`~airflow_provider_captaindata.hooks.captaindata.CaptainDataHook`; importable from
+``airflow_provider_captaindata.hooks.captaindata`` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar
+
+from airflow_provider_captaindata.connection import ConnectionSettings
+from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook
+from airflow_provider_captaindata.http import ApiResponse, AsyncTransport, RetryPolicy
+from airflow_provider_captaindata.statuses import RunSnapshot
+from airflow_provider_captaindata.versions import V4, ApiVersion, get_version
+
+
+class CaptainDataAsyncHook(CaptainDataBaseHook):
+    """Non-blocking client for triggers and live fan-out: the endpoints that run on an event
+    loop. Reads the connection with the async lookup and shares one HTTP pool per loop."""
+
+    _settings: ConnectionSettings | None = None
+    _transports: ClassVar[dict[RetryPolicy, AsyncTransport]] = {}
+
+    async def get_settings(self) -> ConnectionSettings:
+        if self._settings is None:
+            from airflow.providers.common.compat.connection import (
+                get_async_connection,
+                get_async_extra_dejson,
+            )
+
+            conn = await get_async_connection(self.captaindata_conn_id)
+            self._settings = ConnectionSettings.from_connection(conn, await get_async_extra_dejson(conn))
+        return self._settings
+
+    @property
+    def _transport(self) -> AsyncTransport:
+        transport = self._transports.get(self.retry_policy)
+        if transport is None:
+            transport = self._transports.setdefault(self.retry_policy, AsyncTransport(self.retry_policy))
+        return transport
+
+    async def _acall(
+        self,
+        version: ApiVersion,
+        method: str,
+        path_or_url: str,
+        gate: Callable[[], Awaitable[Any]] | None = None,
+        **kwargs: Any,
+    ) -> ApiResponse:
+        request = self._request(await self.get_settings(), version, method, path_or_url, **kwargs)
+        return await self._transport.send(request, gate)
+
+    async def get_run(self, api_version: str, run_uid: str) -> RunSnapshot:
+        """A run of either version (see :meth:`CaptainDataHook.get_run`)."""
+        version = get_version(api_version)
+        answer = await self._acall(version, "GET", version.run_path.format(run_uid=run_uid))
+        return version.snapshot(answer.data)
+
+    async def stop_run(self, api_version: str, run_uid: str) -> bool:
+        """Stop a run; False when the API version cannot stop runs (v4)."""
+        version = get_version(api_version)
+        if version.stop_path is None:
+            return False
+        await self._acall(version, "POST", version.stop_path.format(run_uid=run_uid))
+        return True
+
+    async def run_action_live(
+        self,
+        action: str,
+        body: Mapping[str, Any],
+        *,
+        url: str | None = None,
+        gate: Callable[[], Awaitable[Any]] | None = None,
+    ) -> ApiResponse:
+        """``POST /v4/actions/{name}/run/live`` (or a page URL from ``X-Pagination-Next``).
+
+        ``body`` is the request body, validated by the caller; ``gate`` is the caller's rate
+        limiter, awaited before each attempt (retries included)."""
+        target = url or f"/actions/{action}/run/live"
+        return await self._acall(V4, "POST", target, json=dict(body), gate=gate)
