@@ -201,6 +201,25 @@ def test_task_retry_after_async_launch_does_not_launch_again(emulator: Any) -> N
     assert len(emulator.requests(method="POST", path=f"/v4/actions/{EXTRACT}/run/async")) == 1
 
 
+def test_async_launch_answered_5xx_is_looked_up_then_sent_again_in_the_same_try(emulator: Any) -> None:
+    launch_path = f"/v4/actions/{EXTRACT}/run/async"
+    emulator.add_fault("POST", launch_path, status=503, times=1)
+    dag = action_dag(
+        "v4_async_5xx",
+        action=EXTRACT,
+        inputs=profiles(3),
+        mode="async",
+        callback_url="http://127.0.0.1:9/cb",
+        deferrable=True,
+    )
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"action": "success"}
+    paths = [(r["method"], r["path"]) for r in emulator.requests()]
+    first, second = (i for i, p in enumerate(paths) if p == ("POST", launch_path))
+    assert ("GET", "/v4/runs") in paths[first:second]  # looked up before sending again
+    assert xcom(dag_run, "action", "run_uid") == xcom(dag_run, "action")["uid"]
+
+
 def test_v4_sensor(emulator: Any) -> None:
     from airflow_provider_captaindata.sensors.runs import CaptainDataRunSensor
 

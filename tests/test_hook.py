@@ -253,6 +253,62 @@ def test_launch_4xx_fails_at_once(
     assert len(captaindata_emulator.requests(method="POST")) == 1
 
 
+V4_ASYNC_LAUNCH = "/v4/actions/linkedin-extract-people/run/async"
+
+
+def _async_once(hook: CaptainDataHook, tag: str, **kwargs: Any) -> str:
+    return hook.run_action_async_once(
+        "linkedin-extract-people",
+        [{"linkedin_profile_url": "https://www.linkedin.com/in/a"}],
+        callback_url=f"http://127.0.0.1:9/cb?airflow_launch={tag}",
+        launch_tag=tag,
+        **kwargs,
+    )
+
+
+def _async_runs_tagged(hook: CaptainDataHook, tag: str) -> list[str]:
+    runs = hook.list_action_runs(action_name="linkedin-extract-people", limit=100)
+    return [r.uid for r in runs if tag in str((r.callback or {}).get("url"))]
+
+
+def test_async_launch_after_5xx_looks_up_before_relaunching(
+    hook: CaptainDataHook, captaindata_emulator: Any
+) -> None:
+    captaindata_emulator.add_fault("POST", V4_ASYNC_LAUNCH, status=502, times=1)
+    run_uid = _async_once(hook, "a5" * 12)
+    assert _async_runs_tagged(hook, "a5" * 12) == [run_uid]
+    paths = [(r["method"], r["path"]) for r in captaindata_emulator.requests()]
+    first, second = (i for i, p in enumerate(paths) if p == ("POST", V4_ASYNC_LAUNCH))
+    assert ("GET", "/v4/runs") in paths[first:second]
+
+
+def test_async_launch_that_timed_out_but_was_processed_is_not_sent_again(
+    captaindata_emulator: Any,
+) -> None:
+    hook = CaptainDataHook(
+        retry_policy=RetryPolicy(attempts=3, backoff_initial=0.6, backoff_max=0.6, read_timeout=0.3)
+    )
+    earlier = _async_once(CaptainDataHook(retry_policy=FAST), "b6" * 12)  # a failed try's run
+    captaindata_emulator.add_fault("POST", V4_ASYNC_LAUNCH, delay=0.5, times=1)
+    run_uid = _async_once(hook, "b6" * 12, stale_run_uids=[earlier])
+    assert run_uid != earlier
+    assert sorted(_async_runs_tagged(hook, "b6" * 12)) == sorted([earlier, run_uid])
+    assert len(captaindata_emulator.requests(method="POST", path=V4_ASYNC_LAUNCH)) == 2
+
+
+def test_async_launch_tag_must_be_in_the_callback_url(
+    hook: CaptainDataHook, captaindata_emulator: Any
+) -> None:
+    with pytest.raises(CaptainDataConfigError, match="launch_tag"):
+        hook.run_action_async_once(
+            "linkedin-extract-people",
+            [{"linkedin_profile_url": "u"}],
+            callback_url="http://127.0.0.1:9/cb",
+            launch_tag="c7" * 12,
+        )
+    assert captaindata_emulator.requests(method="POST") == []
+
+
 # -- pagination -----------------------------------------------------------------------------
 
 

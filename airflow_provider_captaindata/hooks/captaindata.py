@@ -163,24 +163,36 @@ class CaptainDataHook(CaptainDataBaseHook):
 
         ``stale_run_uids``: earlier runs with the same name (a failed try) that the lookup must
         not mistake for this launch."""
+
+        def launched() -> str | None:
+            run = self.find_workflow_run(workflow_uid, job_name)
+            return run.uid if run is not None and run.uid not in stale_run_uids else None
+
+        return self._launch_once(
+            f"workflow {workflow_uid} named {job_name!r}",
+            lambda: self.launch_workflow(workflow_uid, job_name=job_name, **launch_kwargs).job_uid,
+            launched,
+        )
+
+    def _launch_once(self, what: str, launch: Callable[[], str], launched: Callable[[], str | None]) -> str:
+        """Call ``launch`` until it answers; after each ambiguous failure ask ``launched`` for
+        the run it may have created anyway, and return that run instead of launching again."""
         last_error: CaptainDataError | None = None
         for attempt in range(1, self.retry_policy.attempts + 1):
             try:
-                return self.launch_workflow(workflow_uid, job_name=job_name, **launch_kwargs).job_uid
+                return launch()
             except (CaptainDataAPIError, CaptainDataTransportError) as exc:
                 if isinstance(exc, CaptainDataAPIError) and not exc.is_retryable:
                     raise
                 last_error = exc
             # The API may still be creating the run that timed out: give it a moment first.
             time.sleep(self.retry_policy.backoff_seconds(attempt))
-            log.warning(
-                "Launch of %s ended ambiguously (%s); looking for run %r", workflow_uid, last_error, job_name
-            )
-            existing = self.find_workflow_run(workflow_uid, job_name)
-            if existing is not None and existing.uid not in stale_run_uids:
-                log.info("Run %s named %r exists: not launching again", existing.uid, job_name)
-                return existing.uid
-            log.info("No run named %r: launching again (attempt %s)", job_name, attempt + 1)
+            log.warning("Launch of %s ended ambiguously (%s); looking it up", what, last_error)
+            existing = launched()
+            if existing is not None:
+                log.info("Run %s of %s exists: not launching again", existing, what)
+                return existing
+            log.info("No run of %s: launching again (attempt %s)", what, attempt + 1)
         assert last_error is not None
         raise last_error
 
@@ -273,8 +285,8 @@ class CaptainDataHook(CaptainDataBaseHook):
         identity_mode: str | None = None,
         integration_users: Sequence[str] | None = None,
     ) -> V4Run:
-        """``POST /v4/actions/{name}/run/async`` with 1 to 100,000 inputs. Not re-sent after an
-        ambiguous failure (see :meth:`find_action_run_by_callback`)."""
+        """``POST /v4/actions/{name}/run/async`` with 1 to 100,000 inputs. Never re-sent after an
+        ambiguous failure: use :meth:`run_action_async_once` to launch safely."""
         from airflow_provider_captaindata.models import V4Run
 
         if not 1 <= len(inputs) <= MAX_ASYNC_INPUTS:
@@ -285,6 +297,37 @@ class CaptainDataHook(CaptainDataBaseHook):
         body["callback"] = {"url": callback_url, "headers": dict(callback_headers or {})}
         data = self._call(V4, "POST", f"/actions/{action}/run/async", json=body, idempotent=False).data
         return V4Run.model_validate(data)
+
+    def run_action_async_once(
+        self,
+        action: str,
+        inputs: Sequence[Mapping[str, Any]],
+        *,
+        callback_url: str,
+        launch_tag: str,
+        stale_run_uids: Sequence[str] = (),
+        **launch_kwargs: Any,
+    ) -> str:
+        """Launch async and return the run uid; after an ambiguous failure, look the run up by
+        ``launch_tag`` (a string unique to this launch, part of ``callback_url``) before trying
+        again, so one call never makes two runs.
+
+        ``stale_run_uids``: earlier runs with the same tag (a failed try) that the lookup must
+        not mistake for this launch."""
+        if launch_tag not in callback_url:
+            raise CaptainDataConfigError(
+                "launch_tag: must be part of callback_url, or no lookup can find the run"
+            )
+
+        def launched() -> str | None:
+            run = self.find_action_run_by_callback(action, launch_tag)
+            return run.uid if run is not None and run.uid not in stale_run_uids else None
+
+        return self._launch_once(
+            f"{action} async tagged {launch_tag}",
+            lambda: self.run_action_async(action, inputs, callback_url=callback_url, **launch_kwargs).uid,
+            launched,
+        )
 
     def get_action_run(self, run_uid: str) -> V4Run:
         """``GET /v4/runs/{uid}``."""

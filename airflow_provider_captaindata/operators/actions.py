@@ -319,19 +319,21 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
                 self.remember_run(context, earlier.uid)
                 return earlier.uid
             self.log.info("Run %s from an earlier try ended %s: launching anew", earlier.uid, earlier.status)
-        run = self.hook.run_action_async(
+        run_uid = self.hook.run_action_async_once(
             self.action,
             list(self.inputs or []),
             callback_url=self.callback_url_for_launch(context),
+            launch_tag=key,
+            stale_run_uids=[earlier.uid] if earlier is not None else [],
             callback_headers=self.callback_headers,
             parameters=self.parameters,
             identity_ids=self.identity_ids,
             identity_mode=self.identity_mode,
             integration_users=self.integration_users,
         )
-        self.remember_run(context, run.uid)
-        self.log.info("Launched %s async on %s inputs: run %s", self.action, len(self.inputs or []), run.uid)
-        return run.uid
+        self.remember_run(context, run_uid)
+        self.log.info("Launched %s async on %s inputs: run %s", self.action, len(self.inputs or []), run_uid)
+        return run_uid
 
     def check_success(self, event: dict[str, Any]) -> None:
         if V4.state_of(event.get("run_status")) is RunState.PARTIAL:
