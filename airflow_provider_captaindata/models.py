@@ -64,7 +64,7 @@ class V3Job(_WireModel):
 class V3Paging(_WireModel):
     previous: str | None = None
     next: str | None = None
-    have_next_page: bool = False
+    have_next_page: bool | None = None
 
 
 class V3ResultsPage(_WireModel):
@@ -73,7 +73,9 @@ class V3ResultsPage(_WireModel):
 
     @property
     def next_url(self) -> str | None:
-        return self.paging.next if self.paging.have_next_page and self.paging.next else None
+        """Documented end: ``next`` null or ``have_next_page`` false; a missing flag does not
+        end the paging (stopping there would drop every later page)."""
+        return self.paging.next if self.paging.next and self.paging.have_next_page is not False else None
 
 
 # v4 ----------------------------------------------------------------------------------------

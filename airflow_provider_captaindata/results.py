@@ -1,13 +1,16 @@
 """Where result rows go: XCom (bounded, never truncated) or a JSON Lines file in object storage.
 
 Rows arrive page by page and are written page by page, so memory stays flat however many
-rows a run has. A file is rewritten whole by a new try, so a retried task never doubles rows.
+rows a run has. A file is written beside its final path and moved there once complete, so the
+path never holds part of a run, a retried task never doubles rows, and two overlapping tries
+(a zombie and its successor) never write into one file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any, Protocol
 
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError, CaptainDataError
@@ -86,13 +89,15 @@ class JsonLinesFile:
 
     def __init__(self, output_path: str) -> None:
         self.path = object_storage_path(output_path)
+        # Hidden and unique: a glob for the outputs skips it, and no other try shares it.
+        self.partial_path = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex[:12]}.partial"
         self.rows = 0
         self._file: Any = None
 
     def add_page(self, rows: list[dict[str, Any]]) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("w", encoding="utf-8")
+            self._file = self.partial_path.open("w", encoding="utf-8")
         if rows:
             self._file.write("".join(_encode_line(r) + "\n" for r in rows))
             self.rows += len(rows)
@@ -102,6 +107,7 @@ class JsonLinesFile:
             self.add_page([])
         self._file.close()
         self._file = None
+        self.partial_path.rename(self.path)
         log.info("Wrote %s rows to %s", self.rows, self.path)
         return {"path": str(self.path), "rows": self.rows, **summary}
 
@@ -109,6 +115,10 @@ class JsonLinesFile:
         if self._file is not None:
             self._file.close()
             self._file = None
+            try:
+                self.partial_path.unlink(missing_ok=True)
+            except OSError as exc:  # the task's own error matters more: keep it, say this
+                log.warning("Could not remove the partial file %s: %s", self.partial_path, exc)
 
 
 def open_sink(output_path: str | None, *, max_xcom_bytes: int = DEFAULT_MAX_XCOM_BYTES) -> ResultSink:

@@ -60,3 +60,13 @@ def task_output(caplog: Any, capsys: Any) -> str:
     """Everything a task logged: Airflow 3 task logs go to stdout (structlog), 2.11's to logging."""
     captured = capsys.readouterr()
     return caplog.text + captured.out + captured.err
+
+
+def current_context(context: dict[str, Any]) -> Any:
+    """Airflow's own "current task context" (what ``get_current_context()`` returns), as the
+    task runner sets it around ``execute`` and ``on_kill``."""
+    if AIRFLOW_3:
+        from airflow.sdk.execution_time.context import set_current_context
+    else:
+        from airflow.models.taskinstance import set_current_context
+    return set_current_context(context)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from airflow_provider_captaindata.operators.base import (
 )
 from airflow_provider_captaindata.operators.workflows import check_inputs
 from airflow_provider_captaindata.results import object_storage_path, open_sink
-from airflow_provider_captaindata.statuses import RunState
+from airflow_provider_captaindata.statuses import RunSnapshot, RunState
 from airflow_provider_captaindata.versions import V4
 
 MODES = ("live", "async")
@@ -302,36 +302,24 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         query.append((LAUNCH_TAG_PARAM, self.launch_key(context)))
         return urlunsplit(parts._replace(query=urlencode(query)))
 
-    def launch_or_resume(self, context: Any) -> str:
+    def find_earlier_run(self, context: Any) -> tuple[RunSnapshot | None, str]:
         key = self.launch_key(context)
-        remembered = self.remembered_run(context)
-        earlier = None
-        if remembered:
-            earlier = self.hook.get_run("v4", remembered)
-        else:
-            run = self.hook.find_action_run_by_callback(self.action, key)
-            earlier = V4.snapshot(run.model_dump()) if run else None
-        if earlier is not None:
-            if earlier.state is RunState.IN_PROGRESS or earlier.state.is_success:
-                self.log.info(
-                    "Run %s from an earlier try is %s: not launching again", earlier.uid, earlier.status
-                )
-                self.remember_run(context, earlier.uid)
-                return earlier.uid
-            self.log.info("Run %s from an earlier try ended %s: launching anew", earlier.uid, earlier.status)
+        run = self.hook.find_action_run_by_callback(self.action, key)
+        return (V4.snapshot(run.model_dump()) if run else None), f"found by launch key {key}"
+
+    def launch(self, context: Any, stale_run_uids: list[str]) -> str:
         run_uid = self.hook.run_action_async_once(
             self.action,
             list(self.inputs or []),
             callback_url=self.callback_url_for_launch(context),
-            launch_tag=key,
-            stale_run_uids=[earlier.uid] if earlier is not None else [],
+            launch_tag=self.launch_key(context),
+            stale_run_uids=stale_run_uids,
             callback_headers=self.callback_headers,
             parameters=self.parameters,
             identity_ids=self.identity_ids,
             identity_mode=self.identity_mode,
             integration_users=self.integration_users,
         )
-        self.remember_run(context, run_uid)
         self.log.info("Launched %s async on %s inputs: run %s", self.action, len(self.inputs or []), run_uid)
         return run_uid
 

@@ -38,6 +38,7 @@ from airflow_provider_captaindata.waiting import (
 
 if TYPE_CHECKING:
     from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+    from airflow_provider_captaindata.statuses import RunSnapshot
 
 STATE_STORE_KEY = "captaindata_run_uid"
 
@@ -146,14 +147,23 @@ class CaptainDataRunOperatorBase(BaseOperator):
             raise CaptainDataConfigError(f"max_xcom_bytes must be a positive int, got {max_xcom_bytes!r}")
         self.max_xcom_bytes = max_xcom_bytes
         self._run_uid: str | None = None
+        # Set while a launch is in flight: the earlier runs its lookup must skip. A kill in
+        # that window finds the run by name or tag (see on_kill).
+        self._launching_past: list[str] | None = None
 
     # -- to implement -------------------------------------------------------------------------
 
     def validate_rendered(self) -> None:
         """Check the rendered parameters; raise CaptainDataConfigError naming the parameter."""
 
-    def launch_or_resume(self, context: Any) -> str:
-        """Return the uid of the run to wait on, launching it only when no earlier try did."""
+    def launch(self, context: Any, stale_run_uids: list[str]) -> str:
+        """Launch the run and return its uid. ``stale_run_uids``: earlier runs of this task
+        instance that ended badly, which the lookup after an ambiguous failure must skip."""
+        raise NotImplementedError
+
+    def find_earlier_run(self, context: Any) -> tuple[RunSnapshot | None, str]:
+        """The newest run an earlier try of this task instance launched, found by its launch
+        name or tag, and how it was found (for the log)."""
         raise NotImplementedError
 
     def result_pages(self, run_uid: str) -> Iterable[list[dict[str, Any]]]:
@@ -186,6 +196,45 @@ class CaptainDataRunOperatorBase(BaseOperator):
         """The run uid an earlier try stored (Airflow 3.3+ task_state_store), if any."""
         store = context.get("task_state_store")
         return store.get(STATE_STORE_KEY) if store is not None else None
+
+    def launch_or_resume(self, context: Any) -> str:
+        """Return the uid of the run to wait on, launching it only when no earlier try did."""
+        run_uid, stale = self.earlier_run(context)
+        if run_uid is None:
+            self._launching_past = stale
+            run_uid = self.launch(context, stale)
+        self.remember_run(context, run_uid)
+        self._launching_past = None
+        return run_uid
+
+    def earlier_run(self, context: Any) -> tuple[str | None, list[str]]:
+        """(the run an earlier try launched, if still worth waiting on or collecting; the
+        earlier runs that ended badly, which a relaunch must not take for its own).
+
+        The state store only saves a lookup: when the run it names ended badly, a later try
+        may still have launched one it could not record (a lost answer, a killed worker), so
+        the lookup by name or tag runs too."""
+        stale: list[str] = []
+        remembered = self.remembered_run(context)
+        if remembered:
+            snapshot = self.hook.get_run(self.api_version, remembered)
+            if self._worth_resuming(snapshot, "remembered in task_state_store"):
+                return snapshot.uid, stale
+            stale.append(snapshot.uid)
+        found, how = self.find_earlier_run(context)
+        if found is not None and found.uid not in stale:
+            if self._worth_resuming(found, how):
+                return found.uid, stale
+            stale.append(found.uid)
+        self.log.info("No earlier run to wait on: launching")
+        return None, stale
+
+    def _worth_resuming(self, snapshot: RunSnapshot, how: str) -> bool:
+        if snapshot.state.is_success or not snapshot.state.is_final:
+            self.log.info("Run %s (%s) is %s: not launching again", snapshot.uid, how, snapshot.status)
+            return True
+        self.log.info("Earlier run %s (%s) ended %s", snapshot.uid, how, snapshot.status)
+        return False
 
     def remember_run(self, context: Any, run_uid: str) -> None:
         """Record the run before anything else can fail, then show it in XCom and the link."""
@@ -319,5 +368,27 @@ class CaptainDataRunOperatorBase(BaseOperator):
         return False
 
     def on_kill(self) -> None:
-        if self._run_uid:
-            self._stop(self._run_uid, "the task was killed")
+        run_uid = self._run_uid or self._run_of_this_try()
+        if run_uid:
+            self._stop(run_uid, "the task was killed")
+
+    def _run_of_this_try(self) -> str | None:
+        """The run this try launched when this instance does not hold it: killed while the
+        launch was in flight, or a new instance resumed from a deferral (Airflow 2 kills it
+        before ``execute_complete`` when ``execution_timeout`` passed while deferred)."""
+        from airflow.providers.common.compat.sdk import get_current_context
+
+        try:
+            context = get_current_context()
+            ti = context["ti"]
+            run_uid = ti.xcom_pull(task_ids=ti.task_id, key=RUN_UID_KEY, map_indexes=ti.map_index)
+            if run_uid or self._launching_past is None:
+                return run_uid or None
+            found, how = self.find_earlier_run(context)
+        except Exception as exc:  # on_kill must not raise: say why nothing could be stopped
+            self.log.warning("Killed before the run was known; could not look it up: %s", exc)
+            return None
+        if found is None or found.uid in self._launching_past or found.state.is_final:
+            return None
+        self.log.warning("Killed while launching: run %s (%s) was created", found.uid, how)
+        return found.uid

@@ -13,7 +13,7 @@ from airflow_provider_captaindata.operators.base import (
     as_json_value,
     is_templated,
 )
-from airflow_provider_captaindata.statuses import RunState
+from airflow_provider_captaindata.statuses import RunSnapshot
 from airflow_provider_captaindata.versions import V3
 
 UID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -148,23 +148,18 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
         map_index = getattr(ti, "map_index", -1)
         return f"{name}__{map_index}" if map_index is not None and map_index >= 0 else name
 
-    def launch_or_resume(self, context: Any) -> str:
+    def launch(self, context: Any, stale_run_uids: list[str]) -> str:
         job_name = self.job_name or self.default_job_name(context)
-        earlier, stale = self._earlier_run(context, job_name)
-        if earlier is not None:
-            self.remember_run(context, earlier)
-            return earlier
         steps = list(self.steps) if self.steps else self._default_steps()
         run_uid = self.hook.launch_workflow_once(
             self.workflow_uid,
             job_name=job_name,
-            stale_run_uids=[stale] if stale else [],
+            stale_run_uids=stale_run_uids,
             inputs=self.inputs,
             steps=steps,
             repeat_option=self.repeat_option,
             unstructure_meta=self.unstructure_meta,
         )
-        self.remember_run(context, run_uid)
         self.log.info(
             "Launched workflow %s: run %s (%r, %s inputs)",
             self.workflow_uid,
@@ -174,25 +169,10 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
         )
         return run_uid
 
-    def _earlier_run(self, context: Any, job_name: str) -> tuple[str | None, str | None]:
-        """(the run an earlier try launched if still useful (running or finished), the failed
-        one otherwise, which a relaunch must not mistake for its own)."""
-        remembered = self.remembered_run(context)
-        if remembered:
-            snapshot = self.hook.get_run("v3", remembered)
-            how = "remembered in task_state_store"
-        else:
-            job = self.hook.find_workflow_run(self.workflow_uid, job_name)
-            if job is None:
-                self.log.info("No earlier run named %r: launching", job_name)
-                return None, None
-            snapshot = V3.snapshot(job.model_dump())
-            how = f"found by job name {job_name!r}"
-        if snapshot.state in (RunState.IN_PROGRESS, RunState.NEEDS_ATTENTION) or snapshot.state.is_success:
-            self.log.info("Run %s (%s) is %s: not launching again", snapshot.uid, how, snapshot.status)
-            return snapshot.uid, None
-        self.log.info("Earlier run %s (%s) ended %s: launching anew", snapshot.uid, how, snapshot.status)
-        return None, snapshot.uid
+    def find_earlier_run(self, context: Any) -> tuple[RunSnapshot | None, str]:
+        job_name = self.job_name or self.default_job_name(context)
+        job = self.hook.find_workflow_run(self.workflow_uid, job_name)
+        return (V3.snapshot(job.model_dump()) if job else None), f"found by job name {job_name!r}"
 
     def _default_steps(self) -> list[dict[str, Any]]:
         details = self.hook.get_workflow_details(self.workflow_uid)
