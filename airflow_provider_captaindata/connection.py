@@ -58,6 +58,14 @@ class ConnectionSettings:
             raise CaptainDataConfigError(
                 f"Connection {conn_id!r} has no API key: set its password field (labelled 'API key')."
             )
+        if not all("!" <= char <= "~" for char in api_key):
+            # Checked here, before any call: the HTTP clients fail on such a header with a raw
+            # UnicodeEncodeError whose text and attributes hold part or all of the key.
+            raise CaptainDataConfigError(
+                f"Connection {conn_id!r}: the password field (labelled 'API key') has a character "
+                "outside printable ASCII (for example a pasted curly quote or a space); paste the key "
+                "again as plain text."
+            )
         origin = _origin_from_host(conn_id, conn.host, conn.port, conn.schema)
         v3 = extra.get("v3_base_url") or (f"{origin}/v3" if origin else V3.default_base_url)
         v4 = extra.get("v4_base_url") or (f"{origin}/v4" if origin else V4.default_base_url)

@@ -1,7 +1,9 @@
 """Named errors raised by the provider.
 
 Every error text is built from API answers and parameter names only: the API key is never
-part of a message, a repr or a chained exception (see ``CaptainDataTransportError``).
+part of a message, a repr or a chained exception (see ``CaptainDataTransportError``). Texts
+taken from an answer are scrubbed of the key first, since an answer may echo the request
+(see ``http.api_error``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ class CaptainDataConfigError(CaptainDataError, ValueError):
 
 
 class CaptainDataAPIError(CaptainDataError):
-    """The API answered with an error status.
+    """The API answered with an error status, or with a redirect (never followed).
 
     The documented v4 error body ``{error_label, error_scope, error_ref, message, status_code,
     params}`` is parsed when present; otherwise ``message`` holds the start of the body text.

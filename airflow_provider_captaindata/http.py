@@ -6,7 +6,8 @@ same rules on both paths:
 
 * 429, 500, 502, 503, 504, timeouts and dropped connections are retried with capped
   exponential backoff and jitter; ``Retry-After`` (seconds or an HTTP date) wins when given;
-* any other 4xx is raised at once;
+* any other 4xx is raised at once, and so is a 3xx: redirects are never followed, since they
+  would carry the API key to wherever they point;
 * a non-idempotent request (a launch) is only retried when it surely was not processed:
   429 (refused before any work) or a connection that never opened. Anything ambiguous is
   raised so the caller can look the run up before launching again.
@@ -25,7 +26,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from airflow_provider_captaindata import __version__
 from airflow_provider_captaindata.exceptions import (
@@ -43,11 +44,17 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = f"airflow-provider-captaindata/{__version__}"
 _ERROR_TEXT_LIMIT = 300
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_SCRUBBED = "***"
 
 
 @dataclass(frozen=True)
 class ApiRequest:
-    """One call: full URL, headers (auth included), optional JSON body and query."""
+    """One call: full URL, headers (auth included), optional JSON body and query.
+
+    ``secrets`` are the values (the API key) that an error text must never show: an error body
+    may echo the request, so :func:`api_error` replaces them with ``***``.
+    """
 
     method: str
     url: str
@@ -55,6 +62,7 @@ class ApiRequest:
     json: Any = field(default=None, repr=False)
     params: Mapping[str, Any] | None = None
     idempotent: bool = True
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def path(self) -> str:
@@ -159,6 +167,44 @@ class RetryPolicy:
 DEFAULT_POLICY = RetryPolicy()
 
 
+def origin_key(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of a URL, the port defaulted by scheme; ValueError on a bad port."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or ""), parts.port or _DEFAULT_PORTS.get(scheme)
+
+
+def describe_origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, for error texts.
+
+    Never the userinfo, path or query: those are where URLs carry tokens."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    scheme = parts.scheme.lower()
+    shown_port = f":{port}" if port is not None and port != _DEFAULT_PORTS.get(scheme) else ""
+    return f"{scheme}://{host}{shown_port}"
+
+
+def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` with every secret replaced by ``***``, in strings nested in dicts and lists too."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret:  # an empty "secret" would insert *** between every character
+                value = value.replace(secret, _SCRUBBED)
+        return value
+    if isinstance(value, dict):
+        return {_scrub(k, secrets): _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v, secrets) for v in value]
+    return value
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
     if not value:
@@ -178,7 +224,12 @@ def parse_retry_after(value: str | None) -> float | None:
 def api_error(
     request: ApiRequest, status_code: int, headers: Mapping[str, str], content: bytes
 ) -> CaptainDataAPIError:
-    """Build the error for a failed answer from the documented v4 error body, else from its text."""
+    """Build the error for a failed answer from the documented v4 error body, else from its text.
+
+    Every text taken from the answer is scrubbed of ``request.secrets``: gateways, WAF pages and
+    debug proxies may echo the request's headers, and this text reaches logs, XCom
+    (``input_errors``), trigger events and the Test button."""
+    secrets = request.secrets
     body: Any = None
     try:
         body = json.loads(content) if content else None
@@ -188,18 +239,38 @@ def api_error(
     if isinstance(body, dict) and ("error_label" in body or "message" in body):
         return CaptainDataAPIError(
             status_code,
-            str(body.get("message") or "").strip() or "no message",
-            error_label=body.get("error_label"),
-            error_scope=body.get("error_scope"),
-            error_ref=body.get("error_ref"),
-            params=body.get("params"),
+            _scrub(str(body.get("message") or "").strip(), secrets) or "no message",
+            error_label=_scrub(body.get("error_label"), secrets),
+            error_scope=_scrub(body.get("error_scope"), secrets),
+            error_ref=_scrub(body.get("error_ref"), secrets),
+            params=_scrub(body.get("params"), secrets),
             method=request.method,
             path=request.path,
             retry_after=retry_after,
         )
-    snippet = " ".join(content.decode("utf-8", "replace").split())[:_ERROR_TEXT_LIMIT] or "empty body"
+    # Scrubbed before the cut, so a key straddling the limit cannot leave a prefix behind.
+    text = _scrub(content.decode("utf-8", "replace"), secrets)
+    snippet = " ".join(text.split())[:_ERROR_TEXT_LIMIT] or "empty body"
     return CaptainDataAPIError(
         status_code, snippet, method=request.method, path=request.path, retry_after=retry_after
+    )
+
+
+def redirect_error(request: ApiRequest, status_code: int, headers: Mapping[str, str]) -> CaptainDataAPIError:
+    """A 3xx is an error: following it would send the auth headers to wherever it points.
+
+    Only the target's origin is named; its path or query may hold a token."""
+    location = headers.get("Location")
+    try:
+        where = f"to {describe_origin(urljoin(request.url, location))}" if location else "without a Location"
+    except ValueError:  # e.g. a malformed IPv6 host
+        where = "to an unparsable URL"
+    return CaptainDataAPIError(
+        status_code,
+        f"redirected {where} (redirects are not followed: they would carry the API key elsewhere; "
+        "check the connection's base URL)",
+        method=request.method,
+        path=request.path,
     )
 
 
@@ -210,6 +281,8 @@ def decode(request: ApiRequest, status_code: int, headers: Mapping[str, str], co
     first would cost a copy, or a charset guess when the answer names none."""
     if status_code >= 400:
         raise api_error(request, status_code, headers, content)
+    if 300 <= status_code < 400:
+        raise redirect_error(request, status_code, headers)
     try:
         data = json.loads(content) if content.strip() else None
     except ValueError:
@@ -264,6 +337,9 @@ class SyncTransport:
                 json=request.json,
                 params=request.params,
                 timeout=(self.policy.connect_timeout, self.policy.read_timeout),
+                # requests would resend X-API-Key to the new host (it strips only Authorization);
+                # decode() turns the 3xx into an error. httpx does not follow redirects either.
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise _transport_error(request, exc, sent=not _never_sent_requests(exc)) from None

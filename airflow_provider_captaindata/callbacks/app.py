@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -50,7 +50,9 @@ class BadCallback(ValueError):
 
 @dataclass(frozen=True)
 class ReceiverSettings:
-    secret: str
+    # Not in the repr: this object sits in the receiver's locals, which error reporters and
+    # rich tracebacks may record, in the API server where Airflow's log masking does not run.
+    secret: str = field(repr=False)
     store: CallbackStore
 
 
@@ -91,11 +93,11 @@ def read_connection_settings(conn_id: str) -> tuple[str | None, str | None]:
     extra = conn.extra_dejson or {}
     prefix = f"extra__{CONN_TYPE}__"  # how Airflow 2 forms may save extra fields
 
-    def field(name: str) -> str | None:
+    def extra_field(name: str) -> str | None:
         value = extra.get(name) or extra.get(prefix + name)
         return (str(value).strip() or None) if value else None
 
-    return field("callback_secret"), field("callback_storage")
+    return extra_field("callback_secret"), extra_field("callback_storage")
 
 
 class CallbackReceiver:

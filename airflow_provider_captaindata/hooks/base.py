@@ -9,7 +9,14 @@ from typing import Any
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_captaindata.connection import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings
-from airflow_provider_captaindata.http import DEFAULT_POLICY, ApiRequest, RetryPolicy
+from airflow_provider_captaindata.exceptions import CaptainDataError
+from airflow_provider_captaindata.http import (
+    DEFAULT_POLICY,
+    ApiRequest,
+    RetryPolicy,
+    describe_origin,
+    origin_key,
+)
 from airflow_provider_captaindata.versions import ApiVersion
 
 
@@ -46,7 +53,35 @@ class CaptainDataBaseHook(BaseHook):
         params: Mapping[str, Any] | None = None,
         idempotent: bool = True,
     ) -> ApiRequest:
-        url = path_or_url if "://" in path_or_url else settings.base_url(version) + path_or_url
+        base = settings.base_url(version)
+        if "://" in path_or_url:
+            # An absolute URL comes from an answer (v3 ``paging.next``, v4 ``X-Pagination-Next``):
+            # it gets the auth headers, so it must stay on the API's origin. Compared as
+            # (scheme, host, port): an http URL under an https API would send the key in clear.
+            _check_same_origin(path_or_url, base)
+            url = path_or_url
+        else:
+            url = base + path_or_url
         return ApiRequest(
-            method, url, settings.auth_headers(version), json=json, params=params, idempotent=idempotent
+            method,
+            url,
+            settings.auth_headers(version),
+            json=json,
+            params=params,
+            idempotent=idempotent,
+            secrets=(settings.api_key.get_secret_value(),),
+        )
+
+
+def _check_same_origin(url: str, base_url: str) -> None:
+    try:
+        same = origin_key(url) == origin_key(base_url)
+        foreign = describe_origin(url)
+    except ValueError:  # a malformed host or port: not the API's origin
+        same, foreign = False, "an unparsable URL"
+    if not same:
+        raise CaptainDataError(
+            f"A page URL from the API points to another origin, {foreign}; it was not called "
+            "because the request would carry the API key there. Check the connection's base URL "
+            "and any proxy in front of the API."
         )
