@@ -149,7 +149,7 @@ class CaptainDataRunOperatorBase(BaseOperator):
         self._run_uid: str | None = None
         # Set while a launch is in flight: the earlier runs its lookup must skip. A kill in
         # that window finds the run by name or tag (see on_kill).
-        self._launching_past: list[str] | None = None
+        self._skip_while_launching: list[str] | None = None
 
     # -- to implement -------------------------------------------------------------------------
 
@@ -201,10 +201,10 @@ class CaptainDataRunOperatorBase(BaseOperator):
         """Return the uid of the run to wait on, launching it only when no earlier try did."""
         run_uid, stale = self.earlier_run(context)
         if run_uid is None:
-            self._launching_past = stale
+            self._skip_while_launching = stale
             run_uid = self.launch(context, stale)
         self.remember_run(context, run_uid)
-        self._launching_past = None
+        self._skip_while_launching = None
         return run_uid
 
     def earlier_run(self, context: Any) -> tuple[str | None, list[str]]:
@@ -382,13 +382,15 @@ class CaptainDataRunOperatorBase(BaseOperator):
             context = get_current_context()
             ti = context["ti"]
             run_uid = ti.xcom_pull(task_ids=ti.task_id, key=RUN_UID_KEY, map_indexes=ti.map_index)
-            if run_uid or self._launching_past is None:
-                return run_uid or None
+            if run_uid:
+                return run_uid
+            if self._skip_while_launching is None:  # no launch in flight: nothing was created
+                return None
             found, how = self.find_earlier_run(context)
         except Exception as exc:  # on_kill must not raise: say why nothing could be stopped
             self.log.warning("Killed before the run was known; could not look it up: %s", exc)
             return None
-        if found is None or found.uid in self._launching_past or found.state.is_final:
+        if found is None or found.uid in self._skip_while_launching or found.state.is_final:
             return None
         self.log.warning("Killed while launching: run %s (%s) was created", found.uid, how)
         return found.uid
