@@ -99,12 +99,20 @@ class CaptainDataInputErrors(CaptainDataError):
     def __init__(self, failures: list[dict[str, Any]], total: int) -> None:
         self.failures = failures
         self.total = total
-        shown = "; ".join(
-            f"input {f.get('input_index')}: {f.get('error_label') or f.get('status_code')} {f.get('message')}"
-            for f in failures[:5]
-        )
+        shown = "; ".join(f"input {f.get('input_index')}: {_failure_text(f)}" for f in failures[:5])
         more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
         super().__init__(f"{len(failures)} of {total} inputs failed: {shown}{more}")
+
+
+def _failure_text(failure: dict[str, Any]) -> str:
+    """One failed input as the API described it: label, message, then HTTP status, scope, ref."""
+    details = ", ".join(
+        f"{name}{failure[key]}"
+        for name, key in (("HTTP ", "status_code"), ("scope=", "error_scope"), ("ref=", "error_ref"))
+        if failure.get(key)
+    )
+    text = " ".join(str(p) for p in (failure.get("error_label"), failure.get("message")) if p)
+    return text + (f" ({details})" if details else "")
 
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})

@@ -134,7 +134,8 @@ def test_per_input_errors(
     if on_input_error == "fail":
         assert task_states(dag_run) == {"action": "failed"}
         out = task_output(caplog, capsys)
-        assert "1 of 6 inputs failed" in out and "NO_RESULTS" in out
+        assert "1 of 6 inputs failed" in out and "NO_RESULTS profile not found (HTTP 424, scope=" in out
+        assert "ref=" in out
         return
     assert task_states(dag_run) == {"action": "success"}
     rows = xcom(dag_run, "action")
@@ -248,8 +249,54 @@ def test_v4_sensor(emulator: Any) -> None:
             {"action": "linkedin-extract-peple", "input": {"linkedin_profile_url": "u"}},
             "linkedin-extract-people",
         ),
+        ({"input": {"linkedin_profile_url": "u"}, "parameters": ["skills"]}, "parameters"),
+        ({"input": {"linkedin_profile_url": "u"}, "identity_ids": "identity-1"}, "identity_ids"),
+        ({"input": {"linkedin_profile_url": "u"}, "integration_users": [1]}, "integration_users"),
+        ({"inputs": profiles(1), "mode": "async", "callback_url": "ftp://host/cb"}, "callback_url"),
+        ({"inputs": profiles(1), "mode": "async", "callback_url": "/cb"}, "callback_url"),
+        (
+            {
+                "inputs": profiles(1),
+                "mode": "async",
+                "callback_url": "https://h/cb",
+                "callback_headers": {"a": 1},
+            },
+            "callback_headers",
+        ),
     ],
 )
 def test_bad_parameters_fail_at_construction(kwargs: dict[str, Any], name: str) -> None:
     with pytest.raises(CaptainDataConfigError, match=name):
         CaptainDataRunActionOperator(task_id="t", **{"action": EXTRACT, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("field", "rendered"),
+    [
+        ("callback_url", "ftp://host/cb"),
+        ("callback_headers", '{"X-Token": 1}'),
+        ("identity_ids", '"identity-1"'),
+        ("parameters", "[1]"),
+    ],
+)
+def test_bad_rendered_values_fail_before_any_call(emulator: Any, field: str, rendered: str) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    op = CaptainDataRunActionOperator(
+        task_id="t",
+        action=EXTRACT,
+        inputs=profiles(1),
+        mode="async",
+        **{"callback_url": "https://hooks.example.com/cb", field: "{{ params.value }}"},
+    )
+    setattr(op, field, rendered)  # as Airflow's rendering leaves it
+    emulator.clear_requests()
+
+    class TI:
+        dag_id, task_id, map_index = "d", "t", -1
+
+        def xcom_push(self, key: str, value: Any) -> None: ...
+
+    with pytest.raises(AirflowFailException, match=field):
+        op.execute({"ti": TI(), "run_id": "r"})
+    assert emulator.requests() == []

@@ -249,6 +249,15 @@ def test_reschedule_sensor_counts_the_paused_grace_period_across_pokes(
         ({"repeat_option": {"type": "year", "value": 1}}, "repeat_option"),
         ({"retry_on_failure": -1}, "retry_on_failure"),
         ({"max_xcom_bytes": 0}, "max_xcom_bytes"),
+        ({"max_xcom_bytes": True}, "max_xcom_bytes"),
+        ({"job_name": 5}, "job_name"),
+        ({"steps": [{"step_uid": "s", "accounts": "acc-1"}]}, "steps[0].accounts"),
+        ({"steps": [{"step_uid": "s", "parameters": ["x"]}]}, "steps[0].parameters"),
+        ({"repeat_option": {"type": "day", "value": True}}, "repeat_option"),
+        ({"unstructure_meta": "yes"}, "unstructure_meta"),
+        ({"wait_for_completion": "no"}, "wait_for_completion"),
+        ({"fetch_results": "no"}, "fetch_results"),
+        ({"deferrable": "yes"}, "deferrable"),
     ],
 )
 def test_bad_parameters_fail_at_construction(kwargs: dict[str, Any], name: str) -> None:
@@ -260,6 +269,22 @@ def test_bad_parameters_fail_at_construction(kwargs: dict[str, Any], name: str) 
     }
     with pytest.raises(CaptainDataConfigError, match=name.replace("[", r"\[")):
         CaptainDataLaunchWorkflowOperator(**params)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"run_uid": ""}, "run_uid"),
+        ({"run_uid": 5}, "run_uid"),
+        ({"api_version": "v5"}, "api_version"),
+        ({"deferrable": "yes"}, "deferrable"),
+        ({"deferrable": True, "poke_interval": 0}, "poke_interval"),
+        ({"paused_grace_period": 0}, "paused_grace_period"),
+    ],
+)
+def test_sensor_bad_parameters_fail_at_construction(kwargs: dict[str, Any], name: str) -> None:
+    with pytest.raises(CaptainDataConfigError, match=name):
+        CaptainDataRunSensor(**{"task_id": "wait", "run_uid": "r1", **kwargs})
 
 
 def test_unavailable_output_scheme_fails_before_any_call(emulator: Any, workflow_uid: str) -> None:

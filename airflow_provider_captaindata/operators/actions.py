@@ -161,6 +161,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
             )
         if self.mode == "async" and self.inputs is None:
             raise CaptainDataConfigError("inputs: async mode runs on a list of inputs; pass inputs=[...]")
+        self._validate_request_fields(rendered=rendered)
         ready = rendered or not any(
             is_templated(v)
             for v in (self.action, self.input, self.inputs, self.identity_mode, self.identity_ids)
@@ -187,6 +188,45 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
             for index, item in enumerate(items):
                 validate_action_input(self.action, item, where=f"inputs[{index}]")
             self.inputs = items
+
+    def _validate_request_fields(self, *, rendered: bool) -> None:
+        """Types of the request fields other than the inputs: each checked once it is rendered."""
+
+        def value(name: str) -> Any:
+            current = getattr(self, name)
+            if current is None or not (rendered or not is_templated(current)):
+                return None
+            if rendered and name != "callback_url":
+                current = as_json_value(name, current)
+                setattr(self, name, current)
+            return current
+
+        parameters = value("parameters")
+        if parameters is not None and not isinstance(parameters, Mapping):
+            raise CaptainDataConfigError(f"parameters must be a dict, got {parameters!r:.80}")
+        for name in ("identity_ids", "integration_users"):
+            ids = value(name)
+            if ids is not None and (
+                isinstance(ids, str | bytes)
+                or not isinstance(ids, Sequence)
+                or not all(isinstance(i, str) and i for i in ids)
+            ):
+                raise CaptainDataConfigError(
+                    f"{name} must be a list of identity uids (strings), got {ids!r:.80}"
+                )
+        url = value("callback_url")
+        if url is not None:
+            parts = urlsplit(url) if isinstance(url, str) else None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+                raise CaptainDataConfigError(f"callback_url must be an http(s) URL, got {url!r:.80}")
+        headers = value("callback_headers")
+        if headers is not None and not (
+            isinstance(headers, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise CaptainDataConfigError(
+                f"callback_headers must be a dict of header names to string values, got {headers!r:.80}"
+            )
 
     def validate_rendered(self) -> None:
         self._validate(rendered=True)

@@ -135,6 +135,13 @@ class CaptainDataRunOperatorBase(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        for name, flag in (
+            ("wait_for_completion", wait_for_completion),
+            ("deferrable", False if deferrable is None else deferrable),
+            ("fetch_results", fetch_results),
+        ):
+            if not isinstance(flag, bool):
+                raise CaptainDataConfigError(f"{name} must be True or False, got {flag!r}")
         self.captaindata_conn_id = captaindata_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = default_deferrable() if deferrable is None else deferrable
@@ -143,7 +150,7 @@ class CaptainDataRunOperatorBase(BaseOperator):
         self.paused_grace_period = positive_seconds("paused_grace_period", paused_grace_period)
         self.fetch_results = fetch_results
         self.output_path = output_path
-        if not isinstance(max_xcom_bytes, int) or max_xcom_bytes <= 0:
+        if isinstance(max_xcom_bytes, bool) or not isinstance(max_xcom_bytes, int) or max_xcom_bytes <= 0:
             raise CaptainDataConfigError(f"max_xcom_bytes must be a positive int, got {max_xcom_bytes!r}")
         self.max_xcom_bytes = max_xcom_bytes
         self._run_uid: str | None = None

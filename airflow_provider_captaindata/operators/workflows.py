@@ -91,6 +91,10 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
         self.steps = steps
         self.job_name = job_name
         self.repeat_option = repeat_option
+        if unstructure_meta is not None and not isinstance(unstructure_meta, bool):
+            raise CaptainDataConfigError(
+                f"unstructure_meta must be None, True or False, got {unstructure_meta!r}"
+            )
         self.unstructure_meta = unstructure_meta
         if (
             isinstance(retry_on_failure, bool)
@@ -118,12 +122,33 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
             self.inputs = check_inputs(
                 "inputs", as_json_value("inputs", self.inputs) if rendered else self.inputs
             )
+        if self.job_name is not None and ready(self.job_name) and not isinstance(self.job_name, str):
+            raise CaptainDataConfigError(f"job_name must be a string, got {self.job_name!r:.80}")
         if self.steps is not None and ready(self.steps):
             steps = as_json_value("steps", self.steps) if rendered else self.steps
-            if not isinstance(steps, Sequence) or not all(
-                isinstance(s, Mapping) and s.get("step_uid") for s in steps
+            if (
+                not isinstance(steps, Sequence)
+                or isinstance(steps, str | bytes)
+                or not all(
+                    isinstance(s, Mapping) and isinstance(s.get("step_uid"), str) and s["step_uid"]
+                    for s in steps
+                )
             ):
-                raise CaptainDataConfigError("steps must be a list of dicts, each with a step_uid")
+                raise CaptainDataConfigError(
+                    f"steps must be a list of dicts, each with a step_uid, got {steps!r:.80}"
+                )
+            for index, step in enumerate(steps):
+                accounts, parameters = step.get("accounts"), step.get("parameters")
+                if accounts is not None and (
+                    not isinstance(accounts, Sequence) or isinstance(accounts, str | bytes)
+                ):
+                    raise CaptainDataConfigError(
+                        f"steps[{index}].accounts must be a list, got {type(accounts).__name__}"
+                    )
+                if parameters is not None and not isinstance(parameters, Mapping):
+                    raise CaptainDataConfigError(
+                        f"steps[{index}].parameters must be a dict, got {type(parameters).__name__}"
+                    )
             self.steps = steps
         if self.repeat_option is not None and ready(self.repeat_option):
             option = as_json_value("repeat_option", self.repeat_option) if rendered else self.repeat_option
@@ -131,6 +156,7 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
                 isinstance(option, Mapping)
                 and option.get("type") in REPEAT_TYPES
                 and isinstance(option.get("value"), int)
+                and not isinstance(option["value"], bool)
                 and option["value"] > 0
             ):
                 raise CaptainDataConfigError(

@@ -17,7 +17,12 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataTransportError,
 )
 from airflow_provider_captaindata.links import RUN_UID_KEY, RUN_URL_KEY, CaptainDataRunLink
-from airflow_provider_captaindata.operators.base import default_deferrable, positive_seconds, to_seconds
+from airflow_provider_captaindata.operators.base import (
+    default_deferrable,
+    is_templated,
+    positive_seconds,
+    to_seconds,
+)
 from airflow_provider_captaindata.versions import get_version
 from airflow_provider_captaindata.waiting import RunWaiter, checked_event
 
@@ -61,11 +66,18 @@ class CaptainDataRunSensor(BaseSensorOperator):
         get_version(api_version)
         if not isinstance(captaindata_conn_id, str):
             raise CaptainDataConfigError("captaindata_conn_id must be a connection id (a string)")
+        if deferrable is not None and not isinstance(deferrable, bool):
+            raise CaptainDataConfigError(f"deferrable must be True or False, got {deferrable!r}")
         self.run_uid = run_uid
         self.api_version = api_version
         self.captaindata_conn_id = captaindata_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.paused_grace_period = positive_seconds("paused_grace_period", paused_grace_period)
+        if not is_templated(run_uid):
+            self._check_run_uid()
+        if self.deferrable:  # the trigger needs a positive poll interval and timeout
+            positive_seconds("poke_interval", self.poke_interval)
+            to_seconds("timeout", self.timeout)
         self._waiter: RunWaiter | None = None
         self._last_status: str | None = None
 
