@@ -86,6 +86,10 @@ class RetryPolicy:
     :param retry_after_max: cap on how long a ``Retry-After`` header may make us wait.
     :param connect_timeout: seconds to open a connection.
     :param read_timeout: seconds to wait for an answer.
+    :param launch_lookup_delay: after a launch failed ambiguously, the least time to wait before
+        looking the run up: an API behind a gateway may go on creating a run it answered 502
+        for, and list it only then. Too short a wait means a second run; too long only delays
+        an already failed launch.
     """
 
     attempts: int = 5
@@ -94,6 +98,7 @@ class RetryPolicy:
     retry_after_max: float = 300.0
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    launch_lookup_delay: float = 5.0
 
     def should_retry(self, exc: BaseException, idempotent: bool) -> bool:
         if isinstance(exc, CaptainDataAPIError):

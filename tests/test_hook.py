@@ -18,7 +18,9 @@ from airflow_provider_captaindata.exceptions import (
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataAsyncHook, CaptainDataHook
 from airflow_provider_captaindata.http import RetryPolicy
 
-FAST = RetryPolicy(attempts=4, backoff_initial=0.05, backoff_max=0.2, read_timeout=5.0)
+FAST = RetryPolicy(
+    attempts=4, backoff_initial=0.05, backoff_max=0.2, read_timeout=5.0, launch_lookup_delay=0.3
+)
 
 
 def header(record: dict[str, Any], name: str) -> str | None:
@@ -209,17 +211,18 @@ def test_launch_after_5xx_looks_up_before_relaunching(
     )
     assert job_uid
     assert _runs_named(hook, workflow_uid, "once-5xx") == 1
-    # The lookup ran between the two POSTs.
-    paths = [(r["method"], r["path"]) for r in captaindata_emulator.requests()]
-    first, second = (i for i, p in enumerate(paths) if p[0] == "POST")
-    assert any(p == ("GET", f"/v3/workflows/{workflow_uid}/jobs") for p in paths[first:second])
+    # The lookup ran between the two POSTs, launch_lookup_delay after the failed one.
+    log = captaindata_emulator.requests()
+    first, second = (i for i, r in enumerate(log) if r["method"] == "POST")
+    lookups = [r for r in log[first:second] if r["path"] == f"/v3/workflows/{workflow_uid}/jobs"]
+    assert lookups and lookups[0]["time"] - log[first]["time"] >= FAST.launch_lookup_delay
 
 
 def test_launch_that_timed_out_but_was_processed_is_not_sent_again(
     captaindata_emulator: Any, workflow_uid: str
 ) -> None:
     hook = CaptainDataHook(
-        retry_policy=RetryPolicy(attempts=3, backoff_initial=0.6, backoff_max=0.6, read_timeout=0.3)
+        retry_policy=RetryPolicy(attempts=3, backoff_initial=0.05, read_timeout=0.3, launch_lookup_delay=0.6)
     )
     captaindata_emulator.add_fault("POST", "/v3/workflows/*/schedule", delay=0.5, times=1)
     steps = [
@@ -286,7 +289,7 @@ def test_async_launch_that_timed_out_but_was_processed_is_not_sent_again(
     captaindata_emulator: Any,
 ) -> None:
     hook = CaptainDataHook(
-        retry_policy=RetryPolicy(attempts=3, backoff_initial=0.6, backoff_max=0.6, read_timeout=0.3)
+        retry_policy=RetryPolicy(attempts=3, backoff_initial=0.05, read_timeout=0.3, launch_lookup_delay=0.6)
     )
     earlier = _async_once(CaptainDataHook(retry_policy=FAST), "b6" * 12)  # a failed try's run
     captaindata_emulator.add_fault("POST", V4_ASYNC_LAUNCH, delay=0.5, times=1)

@@ -185,8 +185,9 @@ class CaptainDataHook(CaptainDataBaseHook):
                 if isinstance(exc, CaptainDataAPIError) and not exc.is_retryable:
                     raise
                 last_error = exc
-            # The API may still be creating the run that timed out: give it a moment first.
-            time.sleep(self.retry_policy.backoff_seconds(attempt))
+            # The API may still be creating the run: give it time to be listed first.
+            policy = self.retry_policy
+            time.sleep(max(policy.backoff_seconds(attempt), policy.launch_lookup_delay))
             log.warning("Launch of %s ended ambiguously (%s); looking it up", what, last_error)
             existing = launched()
             if existing is not None:
