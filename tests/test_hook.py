@@ -247,6 +247,18 @@ def test_launch_that_timed_out_but_was_processed_is_not_sent_again(
     assert len(captaindata_emulator.requests(method="POST", path="/v3/workflows/*/schedule")) == 2
 
 
+def test_launch_refused_with_429_is_not_looked_up_nor_sent_past_the_policy(
+    hook: CaptainDataHook, captaindata_emulator: Any, workflow_uid: str
+) -> None:
+    captaindata_emulator.add_fault("POST", "/v3/workflows/*/schedule", status=429, retry_after=0, times=None)
+    with pytest.raises(CaptainDataAPIError) as info:
+        hook.launch_workflow_once(workflow_uid, job_name="refused", inputs=[], steps=[])
+    assert info.value.status_code == 429
+    # A 429 is refused before any work: the transport's own retries, then no lookup.
+    assert len(captaindata_emulator.requests(method="POST")) == FAST.attempts
+    assert captaindata_emulator.requests(method="GET", path=f"/v3/workflows/{workflow_uid}/jobs") == []
+
+
 def test_launch_4xx_fails_at_once(
     hook: CaptainDataHook, captaindata_emulator: Any, workflow_uid: str
 ) -> None:

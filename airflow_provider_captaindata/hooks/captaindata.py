@@ -182,7 +182,7 @@ class CaptainDataHook(CaptainDataBaseHook):
             try:
                 return launch()
             except (CaptainDataAPIError, CaptainDataTransportError) as exc:
-                if isinstance(exc, CaptainDataAPIError) and not exc.is_retryable:
+                if not _may_have_launched(exc):
                     raise
                 last_error = exc
             # The API may still be creating the run: give it time to be listed first.
@@ -459,6 +459,14 @@ class CaptainDataHook(CaptainDataBaseHook):
         if self.settings.project_uid:
             parts.append(f"v3 OK ({_workspace_name(self.get_workspace())})")
         return True, "; ".join(parts)
+
+
+def _may_have_launched(exc: CaptainDataAPIError | CaptainDataTransportError) -> bool:
+    """Whether a failed launch may have created a run anyway (a 5xx, a lost answer), as opposed
+    to a refusal (a 4xx, or a 429 the transport already retried) or a request never sent."""
+    if isinstance(exc, CaptainDataAPIError):
+        return exc.is_retryable and exc.status_code != 429
+    return exc.sent
 
 
 def _workspace_name(data: Any) -> str:

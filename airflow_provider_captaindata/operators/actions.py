@@ -48,7 +48,8 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
 
     :param action: the action name, e.g. ``linkedin-extract-people`` (templated).
     :param input: one input dict (templated). Exactly one of ``input`` and ``inputs``.
-    :param inputs: a list of input dicts (templated; a JSON string is accepted).
+    :param inputs: a list of input dicts (templated; a template or XComArg that renders to a
+        JSON string of that list is accepted).
     :param mode: ``"live"`` (default) or ``"async"``.
     :param parameters: the action's parameters.
     :param identity_ids: identities (connected accounts) that run the action.

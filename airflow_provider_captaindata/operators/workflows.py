@@ -45,7 +45,7 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
 
     :param workflow_uid: uid of the workflow (templated).
     :param inputs: list of input dicts, e.g. ``[{"linkedin_profile_url": "..."}]`` (templated;
-        a JSON string is accepted).
+        a template or XComArg that renders to a JSON string of that list is accepted).
     :param steps: launch steps ``[{"step_uid": ..., "accounts": [...], "parameters": {...}}]``;
         default: the workflow's only step, read from its details.
     :param job_name: the run's name; default ``airflow__{dag_id}__{task_id}__{run_id}``
