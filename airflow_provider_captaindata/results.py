@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError, CaptainDataError
@@ -119,6 +121,16 @@ class JsonLinesFile:
                 self.partial_path.unlink(missing_ok=True)
             except OSError as exc:  # the task's own error matters more: keep it, say this
                 log.warning("Could not remove the partial file %s: %s", self.partial_path, exc)
+
+
+@contextmanager
+def aborted_on_error(sink: ResultSink) -> Iterator[ResultSink]:
+    """The sink, aborted if the block raises: a failed try leaves no partial file behind."""
+    try:
+        yield sink
+    except BaseException:
+        sink.abort()
+        raise
 
 
 def open_sink(output_path: str | None, *, max_xcom_bytes: int = DEFAULT_MAX_XCOM_BYTES) -> ResultSink:

@@ -248,3 +248,24 @@ def test_v3_paging_ends_only_where_documented(paging: dict[str, Any], next_url: 
 
     url = V3ResultsPage.model_validate({"results": [], "paging": paging}).next_url
     assert (url and url[url.index("?") :]) == next_url
+
+
+def test_live_search_to_a_file_leaves_nothing_when_a_page_fails(
+    captaindata_emulator: Any, tmp_path: Path
+) -> None:
+    class DiesOnPage2(CaptainDataHook):
+        def iter_live_pages(self, action: str, input: Any, **kwargs: Any) -> Any:
+            pages = super().iter_live_pages(action, input, **kwargs)
+            yield next(pages)
+            raise CaptainDataTransportError("connection dropped", sent=True)
+
+    op = CaptainDataRunActionOperator(
+        task_id=TaskInstance.task_id,
+        action="linkedin-search-people",
+        input={"linkedin_people_search_url": "https://www.linkedin.com/search/results/people/?keywords=x"},
+        output_path=f"file://{tmp_path}/rows.jsonl",
+    )
+    op.__dict__["hook"] = DiesOnPage2(retry_policy=FAST)
+    with pytest.raises(CaptainDataTransportError):
+        op.execute(new_context(None))
+    assert list(tmp_path.iterdir()) == []  # page 1 was written, then removed with its file

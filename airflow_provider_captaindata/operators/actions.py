@@ -22,7 +22,7 @@ from airflow_provider_captaindata.operators.base import (
     is_templated,
 )
 from airflow_provider_captaindata.operators.workflows import check_inputs
-from airflow_provider_captaindata.results import object_storage_path, open_sink
+from airflow_provider_captaindata.results import aborted_on_error, object_storage_path, open_sink
 from airflow_provider_captaindata.statuses import RunSnapshot, RunState
 from airflow_provider_captaindata.versions import V4
 
@@ -301,27 +301,27 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         first = next(pages)
         if not isinstance(first, list):
             # A single-object action: the object itself is the result.
-            if self.output_path:
-                sink = open_sink(self.output_path)
+            if not self.output_path:
+                return first
+            with aborted_on_error(open_sink(self.output_path)) as sink:
                 sink.add_page([first])
                 return sink.finish(action=self.action)
-            return first
-        sink = open_sink(self.output_path, max_xcom_bytes=self.max_xcom_bytes)
-        page: list[dict[str, Any]] | None = first
-        count = 0
-        while page is not None:
-            if self.max_results is not None:
-                page = page[: self.max_results - sink.rows]
-            sink.add_page(page)
-            count += 1
-            self.log.info("%s: page %s, %s rows so far", self.action, count, sink.rows)
-            if self.max_results is not None and sink.rows >= self.max_results:
-                self.log.info(
-                    "%s: max_results=%s reached, not fetching more pages", self.action, self.max_results
-                )
-                break
-            page = next(pages, None)
-        return sink.finish(action=self.action)
+        with aborted_on_error(open_sink(self.output_path, max_xcom_bytes=self.max_xcom_bytes)) as sink:
+            page: list[dict[str, Any]] | None = first
+            count = 0
+            while page is not None:
+                if self.max_results is not None:
+                    page = page[: self.max_results - sink.rows]
+                sink.add_page(page)
+                count += 1
+                self.log.info("%s: page %s, %s rows so far", self.action, count, sink.rows)
+                if self.max_results is not None and sink.rows >= self.max_results:
+                    self.log.info(
+                        "%s: max_results=%s reached, not fetching more pages", self.action, self.max_results
+                    )
+                    break
+                page = next(pages, None)
+            return sink.finish(action=self.action)
 
     # -- async -------------------------------------------------------------------------------
 
@@ -382,15 +382,11 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         report = reconcile_run(self.hook, run_uid, self.launch_key(context), storage, log=self.log)
         report.check(self.on_missing_pages, log=self.log)
         context["ti"].xcom_push(key="callback_summary", value=report.summary())
-        sink = open_sink(self.output_path, max_xcom_bytes=self.max_xcom_bytes)
-        try:
+        with aborted_on_error(open_sink(self.output_path, max_xcom_bytes=self.max_xcom_bytes)) as sink:
             for page in report.iter_pages():
                 sink.add_page(page)
-        except BaseException:
-            sink.abort()
-            raise
-        self.log.info("Run %s: %s rows from %s stored pages", run_uid, sink.rows, report.received)
-        return sink.finish(**report.summary())
+            self.log.info("Run %s: %s rows from %s stored pages", run_uid, sink.rows, report.received)
+            return sink.finish(**report.summary())
 
     def result_pages(self, run_uid: str) -> Iterable[list[dict[str, Any]]]:
         return iter(())
