@@ -145,6 +145,25 @@ def test_per_input_errors(
     assert len(live_calls(emulator)) == 6  # a 424 is an answer, not retried
 
 
+def test_fan_out_with_a_bad_connection_fails_without_task_retries(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    conn = emulator.connection_json()
+    conn["extra"]["rate_limit_per_second"] = "fast"
+    monkeypatch.setenv("AIRFLOW_CONN_CAPTAINDATA_DEFAULT", json.dumps(conn))
+    op = CaptainDataRunActionOperator(task_id="fan_out", action=EXTRACT, inputs=profiles(3))
+    with pytest.raises(AirflowFailException, match="rate_limit_per_second"):
+        op.execute({"ti": _XComSink(), "run_id": "r"})
+    assert live_calls(emulator) == []
+
+
+class _XComSink:
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
+
+
 def test_async_run_of_1000_inputs_waits_deferrably(emulator: Any) -> None:
     dag_run = run_dag(
         action_dag(

@@ -283,10 +283,12 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
 
         # Live calls have no run to link to: the link opens the runs list, where they show too.
         context["ti"].xcom_push(key=RUN_URL_KEY, value=V4.app_run_url.rsplit("/", 1)[0])
-        if self.input is not None:
-            with fail_without_retry_on_bad_request():
+        with fail_without_retry_on_bad_request():
+            if self.input is not None:
                 return self._live_single()
-        return run_live_fanout(self, list(self.inputs or []), context)
+            # Per-input API errors are recorded, not raised: only the connection's own
+            # problems (a missing key, a bad rate limit) reach this, and a retry cannot mend them.
+            return run_live_fanout(self, list(self.inputs or []), context)
 
     def _live_single(self) -> Any:
         assert isinstance(self.input, Mapping)
