@@ -92,7 +92,7 @@ class RunWaiter:
     last_status: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("timeout_at", "execution_deadline_at", "paused_grace_period"):
+        for name in ("timeout_at", "execution_deadline_at", "paused_grace_period", "paused_since"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, int | float):
                 raise CaptainDataConfigError(f"{name} must be a number of seconds, got {value!r}")
@@ -162,3 +162,9 @@ class RunWaiter:
         now = time.time() if now is None else now
         deadlines = [d for d in (self.timeout_at, self.execution_deadline_at) if d is not None]
         return max(0.0, min([poll_interval, *(d - now for d in deadlines)]))
+
+    def time_left(self, now: float | None = None) -> float | None:
+        """Seconds until the nearest deadline (0 once passed), None without one."""
+        now = time.time() if now is None else now
+        deadlines = [d for d in (self.timeout_at, self.execution_deadline_at) if d is not None]
+        return max(0.0, min(deadlines) - now) if deadlines else None

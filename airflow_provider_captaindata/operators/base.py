@@ -278,6 +278,7 @@ class CaptainDataRunOperatorBase(BaseOperator):
                     timeout_at=waiter.timeout_at,
                     execution_deadline_at=waiter.execution_deadline_at,
                     paused_grace_period=self.paused_grace_period,
+                    paused_since=waiter.paused_since,
                 ),
                 method_name="execute_complete",
                 kwargs={"retries_done": retries_done},

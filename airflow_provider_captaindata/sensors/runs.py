@@ -114,6 +114,7 @@ class CaptainDataRunSensor(BaseSensorOperator):
                 poll_interval=positive_seconds("poke_interval", self.poke_interval),
                 timeout_at=time.time() + timeout if timeout else None,
                 paused_grace_period=self.paused_grace_period,
+                paused_since=self._waiter.paused_since if self._waiter else None,
                 stop_on_kill=False,  # the sensor did not start this run: never stop it
             ),
             method_name="execute_complete",

@@ -48,6 +48,8 @@ class CaptainDataRunTrigger(BaseTrigger):
         needs the worker back to stop the run.
     :param paused_grace_period: seconds a v3 run may stay ``paused`` before the wait fails.
     :param stop_on_kill: stop the run when a user kills the deferred task (Airflow 3.3+).
+    :param paused_since: epoch seconds since when the run is known to be ``paused`` (seen by
+        the worker before deferring): the grace period counts from there, not from the start.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class CaptainDataRunTrigger(BaseTrigger):
         execution_deadline_at: float | None = None,
         paused_grace_period: float = 600.0,
         stop_on_kill: bool = True,
+        paused_since: float | None = None,
     ) -> None:
         super().__init__()
         # Checked here, not at defer time: Airflow 3.2+ rejects non-primitive kwargs only after
@@ -74,6 +77,9 @@ class CaptainDataRunTrigger(BaseTrigger):
         _check_seconds("timeout_at", timeout_at)
         _check_seconds("execution_deadline_at", execution_deadline_at)
         _check_seconds("paused_grace_period", paused_grace_period, allow_none=False)
+        _check_seconds("paused_since", paused_since)
+        if not isinstance(stop_on_kill, bool):
+            raise CaptainDataConfigError(f"stop_on_kill must be True or False, got {stop_on_kill!r}")
         self.run_uid = run_uid
         self.api_version = api_version
         self.captaindata_conn_id = captaindata_conn_id
@@ -81,7 +87,8 @@ class CaptainDataRunTrigger(BaseTrigger):
         self.timeout_at = timeout_at
         self.execution_deadline_at = execution_deadline_at
         self.paused_grace_period = float(paused_grace_period)
-        self.stop_on_kill = bool(stop_on_kill)
+        self.stop_on_kill = stop_on_kill
+        self.paused_since = paused_since
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -95,6 +102,7 @@ class CaptainDataRunTrigger(BaseTrigger):
                 "execution_deadline_at": self.execution_deadline_at,
                 "paused_grace_period": self.paused_grace_period,
                 "stop_on_kill": self.stop_on_kill,
+                "paused_since": self.paused_since,
             },
         )
 
@@ -111,11 +119,18 @@ class CaptainDataRunTrigger(BaseTrigger):
             timeout_at=self.timeout_at,
             execution_deadline_at=self.execution_deadline_at,
             paused_grace_period=self.paused_grace_period,
+            paused_since=self.paused_since,
         )
         while True:
             event = None
             try:
-                snapshot = await hook.get_run(self.api_version, self.run_uid)
+                # A read may take minutes (timeouts, retries, Retry-After): it must not carry
+                # the wait past a deadline, so it gets only the time left (none once passed).
+                snapshot = await asyncio.wait_for(
+                    hook.get_run(self.api_version, self.run_uid), waiter.time_left()
+                )
+            except TimeoutError:
+                log.warning("Run %s: no status before the deadline", self.run_uid)
             except CaptainDataAPIError as exc:
                 if not exc.is_retryable:
                     # 401/403/404: polling again cannot help.
@@ -131,6 +146,7 @@ class CaptainDataRunTrigger(BaseTrigger):
                 if waiter.status_changed(snapshot):
                     log.info("Run %s is %s", self.run_uid, snapshot.status)
                 event = waiter.on_snapshot(snapshot)
+                self.paused_since = waiter.paused_since  # serialized: a re-created trigger goes on
             event = event or waiter.on_clock()
             if event is not None:
                 yield TriggerEvent(event)
