@@ -159,9 +159,8 @@ class RunWaiter:
 
     def sleep_for(self, poll_interval: float, now: float | None = None) -> float:
         """Seconds until the next poll, never sleeping past a deadline."""
-        now = time.time() if now is None else now
-        deadlines = [d for d in (self.timeout_at, self.execution_deadline_at) if d is not None]
-        return max(0.0, min([poll_interval, *(d - now for d in deadlines)]))
+        left = self.time_left(now)
+        return max(0.0, poll_interval if left is None else min(poll_interval, left))
 
     def time_left(self, now: float | None = None) -> float | None:
         """Seconds until the nearest deadline (0 once passed), None without one."""

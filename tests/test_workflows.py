@@ -287,6 +287,21 @@ def test_sensor_bad_parameters_fail_at_construction(kwargs: dict[str, Any], name
         CaptainDataRunSensor(**{"task_id": "wait", "run_uid": "r1", **kwargs})
 
 
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_sensor_on_an_unknown_run_fails_without_task_retries(emulator: Any, deferrable: bool) -> None:
+    with make_dag(f"v3_sensor_unknown_{deferrable}") as dag:
+        CaptainDataRunSensor(
+            task_id="wait",
+            run_uid="no-such-run",
+            poke_interval=0.3,
+            deferrable=deferrable,
+            retries=2,
+            retry_delay=timedelta(0),
+        )
+    assert task_states(run_dag(dag)) == {"wait": "failed"}
+    assert len(emulator.requests(method="GET", path="/v3/jobs/no-such-run")) == 1  # one try
+
+
 def test_unavailable_output_scheme_fails_before_any_call(emulator: Any, workflow_uid: str) -> None:
     emulator.clear_requests()
     dag_run = run_dag(launch_dag("v3_bad_scheme", workflow_uid, output_path="nosuchscheme://bucket/x.jsonl"))

@@ -19,6 +19,7 @@ from airflow_provider_captaindata.exceptions import (
 from airflow_provider_captaindata.links import RUN_UID_KEY, RUN_URL_KEY, CaptainDataRunLink
 from airflow_provider_captaindata.operators.base import (
     default_deferrable,
+    fail_without_retry_on_bad_request,
     is_templated,
     positive_seconds,
     to_seconds,
@@ -92,6 +93,12 @@ class CaptainDataRunSensor(BaseSensorOperator):
             raise CaptainDataConfigError(f"run_uid must be a non-empty string, got {self.run_uid!r}")
 
     def execute(self, context: Any) -> Any:
+        # A bad run uid or connection, or a run the API refuses (404, 401): another try would
+        # meet the same answer, so the task fails without its retries, as the operators do.
+        with fail_without_retry_on_bad_request():
+            return self._execute(context)
+
+    def _execute(self, context: Any) -> Any:
         self._check_run_uid()
         ti = context["ti"]
         ti.xcom_push(key=RUN_UID_KEY, value=self.run_uid)
