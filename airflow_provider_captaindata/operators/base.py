@@ -26,7 +26,12 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataTransportError,
 )
 from airflow_provider_captaindata.links import RUN_UID_KEY, RUN_URL_KEY, CaptainDataRunLink
-from airflow_provider_captaindata.results import DEFAULT_MAX_XCOM_BYTES, object_storage_path, open_sink
+from airflow_provider_captaindata.results import (
+    DEFAULT_MAX_XCOM_BYTES,
+    aborted_on_error,
+    object_storage_path,
+    open_sink,
+)
 from airflow_provider_captaindata.versions import get_version
 from airflow_provider_captaindata.waiting import (
     DEADLINE_EXECUTION,
@@ -354,15 +359,11 @@ class CaptainDataRunOperatorBase(BaseOperator):
         """Hook for partial successes (v4); v3 successes are plain."""
 
     def collect(self, context: Any, run_uid: str) -> Any:
-        sink = open_sink(self.output_path, max_xcom_bytes=self.max_xcom_bytes)
-        try:
+        with aborted_on_error(open_sink(self.output_path, max_xcom_bytes=self.max_xcom_bytes)) as sink:
             for pages, page in enumerate(self.result_pages(run_uid), start=1):
                 sink.add_page(page)
                 self.log.info("Run %s: page %s fetched, %s rows so far", run_uid, pages, sink.rows)
-        except BaseException:
-            sink.abort()
-            raise
-        return sink.finish(run_uid=run_uid)
+            return sink.finish(run_uid=run_uid)
 
     def _stop(self, run_uid: str, why: str) -> bool:
         """Stop the run; False when it could not be (v4 has no stop endpoint, or the call failed)."""
