@@ -41,6 +41,20 @@ def action_dag(dag_id: str, **op_kwargs: Any) -> Any:
     return dag
 
 
+def async_dag(dag_id: str, inputs: int = 3, **op_kwargs: Any) -> Any:
+    """An async run of EXTRACT on ``inputs`` profiles, waited on deferrably; results go to a
+    callback URL nobody listens on, so the task returns the final run."""
+    return action_dag(
+        dag_id,
+        action=EXTRACT,
+        inputs=profiles(inputs),
+        mode="async",
+        callback_url="http://127.0.0.1:9/cb",
+        deferrable=True,
+        **op_kwargs,
+    )
+
+
 def live_calls(emulator: Any, action: str = EXTRACT) -> list[dict[str, Any]]:
     return emulator.requests(method="POST", path=f"/v4/actions/{action}/run/live*")
 
@@ -165,16 +179,7 @@ class _XComSink:
 
 
 def test_async_run_of_1000_inputs_waits_deferrably(emulator: Any) -> None:
-    dag_run = run_dag(
-        action_dag(
-            "v4_async",
-            action=EXTRACT,
-            inputs=profiles(1000),
-            mode="async",
-            callback_url="http://127.0.0.1:9/cb",
-            deferrable=True,
-        )
-    )
+    dag_run = run_dag(async_dag("v4_async", inputs=1000))
     assert task_states(dag_run) == {"action": "success"}
     run = xcom(dag_run, "action")
     assert run["status"].upper() == "SUCCEEDED"
@@ -193,30 +198,13 @@ def test_async_run_of_1000_inputs_waits_deferrably(emulator: Any) -> None:
 )
 def test_async_final_statuses(emulator: Any, status: str, partial_success: str, state: str) -> None:
     emulator.force_outcome(EXTRACT, status, error_message="some inputs failed")
-    dag = action_dag(
-        f"v4_async_{status}_{partial_success}",
-        action=EXTRACT,
-        inputs=profiles(3),
-        mode="async",
-        callback_url="http://127.0.0.1:9/cb",
-        partial_success=partial_success,
-        deferrable=True,
-    )
+    dag = async_dag(f"v4_async_{status}_{partial_success}", partial_success=partial_success)
     assert task_states(run_dag(dag)) == {"action": state}
 
 
 def test_task_retry_after_async_launch_does_not_launch_again(emulator: Any) -> None:
     emulator.add_fault("GET", "/v4/runs/*", status=403, times=1)
-    dag = action_dag(
-        "v4_async_retry",
-        action=EXTRACT,
-        inputs=profiles(3),
-        mode="async",
-        callback_url="http://127.0.0.1:9/cb",
-        deferrable=True,
-        retries=1,
-        retry_delay=timedelta(0),
-    )
+    dag = async_dag("v4_async_retry", retries=1, retry_delay=timedelta(0))
     assert task_states(run_dag(dag)) == {"action": "success"}
     assert len(emulator.requests(method="POST", path=f"/v4/actions/{EXTRACT}/run/async")) == 1
 
@@ -224,15 +212,7 @@ def test_task_retry_after_async_launch_does_not_launch_again(emulator: Any) -> N
 def test_async_launch_answered_5xx_is_looked_up_then_sent_again_in_the_same_try(emulator: Any) -> None:
     launch_path = f"/v4/actions/{EXTRACT}/run/async"
     emulator.add_fault("POST", launch_path, status=503, times=1)
-    dag = action_dag(
-        "v4_async_5xx",
-        action=EXTRACT,
-        inputs=profiles(3),
-        mode="async",
-        callback_url="http://127.0.0.1:9/cb",
-        deferrable=True,
-    )
-    dag_run = run_dag(dag)
+    dag_run = run_dag(async_dag("v4_async_5xx"))
     assert task_states(dag_run) == {"action": "success"}
     paths = [(r["method"], r["path"]) for r in emulator.requests()]
     first, second = (i for i, p in enumerate(paths) if p == ("POST", launch_path))
