@@ -195,7 +195,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
 
         def value(name: str) -> Any:
             current = getattr(self, name)
-            if current is None or not (rendered or not is_templated(current)):
+            if current is None or (not rendered and is_templated(current)):
                 return None
             if rendered and name != "callback_url":
                 current = as_json_value(name, current)

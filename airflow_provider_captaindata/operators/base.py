@@ -63,6 +63,12 @@ def positive_seconds(name: str, value: float | timedelta) -> float:
     return float(value)
 
 
+def check_flag(name: str, value: Any) -> None:
+    """A flag must be a real bool: a string such as ``"no"`` would otherwise read as True."""
+    if not isinstance(value, bool):
+        raise CaptainDataConfigError(f"{name} must be True or False, got {value!r}")
+
+
 def to_seconds(name: str, value: float | timedelta | None) -> float | None:
     """Like :func:`positive_seconds`, with None meaning "no limit"."""
     return None if value is None else positive_seconds(name, value)
@@ -140,13 +146,10 @@ class CaptainDataRunOperatorBase(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        for name, flag in (
-            ("wait_for_completion", wait_for_completion),
-            ("deferrable", False if deferrable is None else deferrable),
-            ("fetch_results", fetch_results),
-        ):
-            if not isinstance(flag, bool):
-                raise CaptainDataConfigError(f"{name} must be True or False, got {flag!r}")
+        check_flag("wait_for_completion", wait_for_completion)
+        if deferrable is not None:
+            check_flag("deferrable", deferrable)
+        check_flag("fetch_results", fetch_results)
         self.captaindata_conn_id = captaindata_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = default_deferrable() if deferrable is None else deferrable

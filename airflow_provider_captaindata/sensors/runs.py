@@ -18,6 +18,7 @@ from airflow_provider_captaindata.exceptions import (
 )
 from airflow_provider_captaindata.links import RUN_UID_KEY, RUN_URL_KEY, CaptainDataRunLink
 from airflow_provider_captaindata.operators.base import (
+    check_flag,
     default_deferrable,
     fail_without_retry_on_bad_request,
     is_templated,
@@ -67,8 +68,8 @@ class CaptainDataRunSensor(BaseSensorOperator):
         get_version(api_version)
         if not isinstance(captaindata_conn_id, str):
             raise CaptainDataConfigError("captaindata_conn_id must be a connection id (a string)")
-        if deferrable is not None and not isinstance(deferrable, bool):
-            raise CaptainDataConfigError(f"deferrable must be True or False, got {deferrable!r}")
+        if deferrable is not None:
+            check_flag("deferrable", deferrable)
         self.run_uid = run_uid
         self.api_version = api_version
         self.captaindata_conn_id = captaindata_conn_id
