@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help=f"any setting, VALUE as JSON; repeatable. Settings: {', '.join(setting_names())}",
     )
+    parser.add_argument("--ssl-certfile", help="serve HTTPS with this PEM certificate (with --ssl-keyfile)")
+    parser.add_argument("--ssl-keyfile", help="the PEM private key of --ssl-certfile")
     parser.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
@@ -65,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        parser.error("--ssl-certfile and --ssl-keyfile go together: give both or neither")
     settings: dict[str, Any] = dict(args.settings)
     for flag, name in (
         ("rate_limit", "rate_limit_per_second"),
@@ -85,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         settings=settings,
         log_level=args.log_level,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     )
     try:
         emulator.start()

@@ -32,7 +32,9 @@ class CaptainDataEmulator(EmulatorClient):
     """A Captain Data API emulator on ``host:port`` (port 0: any free port).
 
     ``start()`` returns once it accepts connections; ``base_url`` is then
-    ``http://HOST:PORT`` (v3 under ``/v3``, v4 under ``/v4``, control under ``/_emulator``).
+    ``http://HOST:PORT`` (v3 under ``/v3``, v4 under ``/v4``, control under ``/_emulator``),
+    or ``https://`` with ``ssl_certfile`` and ``ssl_keyfile`` (PEM files, e.g. a self-signed
+    certificate the clients trust through ``SSL_CERT_FILE``/``REQUESTS_CA_BUNDLE``).
     ``stop()`` or the ``with`` block ends it. ``settings`` are applied at start."""
 
     def __init__(
@@ -45,6 +47,8 @@ class CaptainDataEmulator(EmulatorClient):
         *,
         settings: dict[str, Any] | None = None,
         log_level: str = "warning",
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
     ) -> None:
         super().__init__("", api_key=api_key, project_uid=project_uid)
         self._base_url = None
@@ -53,6 +57,10 @@ class CaptainDataEmulator(EmulatorClient):
         self.seed = seed
         self._initial_settings = dict(settings or {})
         self._log_level = log_level
+        if (ssl_certfile is None) != (ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: give both or neither")
+        self._ssl_certfile = ssl_certfile
+        self._ssl_keyfile = ssl_keyfile
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -95,6 +103,8 @@ class CaptainDataEmulator(EmulatorClient):
             lifespan="off",
             timeout_graceful_shutdown=2,
             server_header=False,
+            ssl_certfile=self._ssl_certfile,
+            ssl_keyfile=self._ssl_keyfile,
         )
         self._server = uvicorn.Server(config)
         self._failure = None
@@ -103,7 +113,7 @@ class CaptainDataEmulator(EmulatorClient):
         )
         self._thread.start()
         host = f"[{self.host}]" if family == socket.AF_INET6 else self.host
-        self._base_url = f"http://{host}:{self.port}"
+        self._base_url = f"{'https' if self._ssl_certfile else 'http'}://{host}:{self.port}"
         self._wait_started()
         log.info("Captain Data emulator listening on %s", self._base_url)
         return self

@@ -3,6 +3,7 @@ emulator never imports Airflow; the in-process server starts, stops and restarts
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -175,3 +176,42 @@ def test_two_emulators_side_by_side_differ_by_seed() -> None:
         second = httpx.get(two.base_url + get, headers=headers).json()
         assert [w["name"] for w in first] == [w["name"] for w in second]
         assert first[0]["uid"] != second[0]["uid"]
+
+
+def test_cli_serves_https_that_the_provider_trusts_through_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_captaindata.emulator.tls import make_local_tls
+    from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+
+    tls = make_local_tls(tmp_path)
+    proc, url = _start_cli(
+        "-m",
+        "airflow_provider_captaindata.emulator",
+        "--ssl-certfile",
+        str(tls.cert_file),
+        "--ssl-keyfile",
+        str(tls.key_file),
+    )
+    try:
+        assert url.startswith("https://127.0.0.1:"), url
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(f"{url}/_emulator/info", timeout=5)  # not trusted by default
+        for name, value in tls.client_env().items():
+            monkeypatch.setenv(name, value)
+        client = EmulatorClient(url)
+        monkeypatch.setenv("AIRFLOW_CONN_CAPTAINDATA_DEFAULT", json.dumps(client.connection_json()))
+        workflows = CaptainDataHook().list_workflows()  # requests, over TLS
+        assert workflows and client.requests(method="GET", path="/v3/workflows*")
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_cli_refuses_a_certificate_without_its_key() -> None:
+    args = ["-m", "airflow_provider_captaindata.emulator", "--port", "0", "--ssl-certfile", "x.pem"]
+    result = subprocess.run(
+        [sys.executable, *args], check=False, capture_output=True, text=True, timeout=30, env=CLEAN_ENV
+    )
+    assert result.returncode == 2 and "--ssl-keyfile" in result.stderr
