@@ -83,6 +83,34 @@ class CaptainDataTransportError(CaptainDataError):
         super().__init__(f"{method} {path} failed: {message}" if method else message)
 
 
+OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+
+
+class CaptainDataOutcomeUnknown(CaptainDataError):
+    """A live call of an action with effects (a message, a connection request...) failed in a
+    way that leaves open whether the API acted: a read timeout, a dropped connection, a 5xx or a
+    truncated answer. It is not re-sent, since that could act twice; check the action's runs in
+    Captain Data (``GET /v4/runs?execution_mode=LIVE``) before sending it again yourself."""
+
+    error_label = OUTCOME_UNKNOWN
+
+    def __init__(self, action: str, cause: str) -> None:
+        self.action = action
+        self.cause = cause
+        super().__init__(
+            f"{OUTCOME_UNKNOWN}: {action} may or may not have acted ({cause}); it was not re-sent, "
+            "since sending again could act twice. Check its live runs in Captain Data."
+        )
+
+
+def may_have_acted(exc: BaseException) -> bool:
+    """Whether a failed call may have been processed anyway (a 5xx, a lost or truncated answer),
+    as opposed to a refusal (a 4xx, or a 429: refused before any work) or a request never sent."""
+    if isinstance(exc, CaptainDataAPIError):
+        return exc.is_retryable and exc.status_code != 429
+    return isinstance(exc, CaptainDataTransportError) and exc.sent
+
+
 class CaptainDataRunError(CaptainDataError):
     """A run ended in a failed, stopped or unknown state, or needs attention."""
 

@@ -47,6 +47,32 @@ TYPE_OVERRIDES: dict[tuple[str, str, str], str] = {
     ("linkedin-connect-profile", "parameters", "message"): "string",
 }
 
+# Whether a live call may be re-sent after an ambiguous failure (a read timeout, a dropped
+# connection, a 5xx, a truncated answer). Every action operation in the document is a POST whose
+# tag names only the integration and which has no description, so the one thing the document
+# says about what an action does is its operationId / path name: ``<integration>-<verb>-...``.
+# Verbs that only read are listed; any other verb (message, connect, comment, invite, like,
+# follow, visit, accept, withdraw, archive, mark, ... and any verb a new document adds) has
+# effects: a visit shows in "who viewed your profile", a message reaches a person.
+READ_VERBS = {
+    "extract": "reads data",
+    "search": "reads a search's results",
+    "me": "reads the identity's own profile",
+    "peopleid": "converts an id (linkedin-peopleid-from-salesnavigatorid)",
+}
+EFFECTS_RULE = (
+    "the verb after the integration in the action name (the document's only statement of what an "
+    f"action does): {', '.join(sorted(READ_VERBS))} only read and may be re-sent; any other verb "
+    "has effects and is never re-sent after an ambiguous failure"
+)
+
+
+def has_effects(name: str) -> bool:
+    """True unless the action's verb is one that only reads (see ``READ_VERBS``)."""
+    parts = name.split("-")
+    return len(parts) < 2 or parts[1] not in READ_VERBS
+
+
 BRANDS = {
     "linkedin": "LinkedIn",
     "salesnavigator": "Sales Navigator",
@@ -185,6 +211,7 @@ def derive_action(
     document: dict[str, Any], name: str, operations: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     action: dict[str, Any] = {"title": title_of(name), "modes": sorted(operations)}
+    action["effects"] = has_effects(name)
     tags = next(iter(operations.values())).get("tags") or []
     action["integration"] = tags[0].split("/")[-1].strip() if tags else name.split("-", maxsplit=1)[0]
     action["bodies"] = {
@@ -258,6 +285,7 @@ def derive(document: dict[str, Any], raw: bytes) -> dict[str, Any]:
         # Quickstart still shows. Accepted wherever identity_ids is.
         "legacy_body_fields": {"integration_users": "identity_ids"},
         "callback_url_pattern": callback["properties"]["url"]["pattern"],
+        "effects_rule": EFFECTS_RULE,
         "actions": actions,
     }
 

@@ -26,6 +26,7 @@ __all__ = [
     "closest_actions",
     "fields_problems",
     "get_action",
+    "has_effects",
     "input_problems",
     "validate_input",
     "value_problem",
@@ -91,6 +92,7 @@ class ActionSpec:
     required_any_of: tuple[tuple[str, ...], ...] = ()  # "one of these" groups of input fields
     bodies: Mapping[str, BodySpec] = field(default_factory=dict)
     integration: str = ""
+    effects: bool = True  # a live call acts (sends, connects, visits): never re-sent blindly
 
     @property
     def takes_input(self) -> bool:
@@ -160,13 +162,14 @@ def _actions() -> dict[str, ActionSpec]:
             required_any_of=tuple(tuple(g) for g in raw.get("input_required_any_of", [])),
             bodies={mode: _body(body) for mode, body in raw["bodies"].items()},
             integration=raw.get("integration", ""),
+            effects=raw["effects"],
         )
     return specs
 
 
 def catalog_metadata() -> dict[str, Any]:
     """Where the catalog comes from (document title, version, sha256 prefix) and the body-wide facts
-    (``body_fields`` per mode, ``legacy_body_fields``, ``callback_url_pattern``)."""
+    (``body_fields`` per mode, ``legacy_body_fields``, ``callback_url_pattern``, ``effects_rule``)."""
     return {k: v for k, v in _raw_catalog().items() if k != "actions"}
 
 
@@ -178,6 +181,14 @@ def action_names() -> list[str]:
 def get_action(name: str) -> ActionSpec | None:
     """The action called ``name``, or None."""
     return _actions().get(name)
+
+
+def has_effects(name: str) -> bool:
+    """Whether a live call of ``name`` acts (a message, a connection request, a visit...) rather
+    than only reads: such a call is never re-sent after an ambiguous failure. Unknown actions
+    count as acting. The rule is the catalog's ``effects_rule``."""
+    spec = get_action(name)
+    return spec is None or spec.effects
 
 
 def closest_actions(name: str, n: int = 3) -> list[str]:

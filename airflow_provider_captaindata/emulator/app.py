@@ -93,6 +93,10 @@ class EmulatorApp:
             fault = self.state.take_fault(method, path, body)
             if fault is not None:
                 record["fault"] = fault.uid
+                if fault.after and fault.answers:
+                    # The API does the work (creates the run, sends the message); only its
+                    # answer is lost or replaced, as when a gateway fails on the way back.
+                    await self._serve_unanswered(scope, replay)
                 if await self._apply_fault(fault, scope, replay, send, send_logged):
                     return
                 answer_delay = fault.delay or 0.0
@@ -110,12 +114,23 @@ class EmulatorApp:
 
     # -- faults ---------------------------------------------------------------------------------
 
+    async def _serve_unanswered(self, scope: Scope, receive: Receive) -> None:
+        async def discard(message: Message) -> None:
+            return None
+
+        problem = self._check_auth(scope["path"], scope) or self._check_rate(scope["method"], scope["path"])
+        if problem is None:
+            try:
+                await self.api(scope, receive, discard)
+            except Exception:  # the fault's answer goes out whatever the API did
+                log.exception("Emulator error before an 'after' fault on %s", scope["path"])
+
     async def _apply_fault(
         self, fault: Fault, scope: Scope, receive: Receive, raw_send: Send, send: Send
     ) -> bool:
         """Answer as the fault says (after its delay); False for a delay alone, which lets the
         request be served and only holds its answer back."""
-        if not (fault.drop or fault.malformed or fault.status is not None):
+        if not fault.answers:
             return False
         if fault.delay:
             await asyncio.sleep(fault.delay)

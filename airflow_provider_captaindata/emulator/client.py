@@ -126,6 +126,7 @@ class EmulatorClient:
         match_body: str | None = None,
         error_label: str | None = None,
         message: str | None = None,
+        after: bool = False,
     ) -> str:
         """Force the answer of the next ``times`` requests (None: all) matching ``method`` and
         the fnmatch glob ``path`` (e.g. ``/v3/jobs/*/results``); returns the fault's uid.
@@ -133,7 +134,9 @@ class EmulatorClient:
         ``status``: that code with the v4 error body (``error_label``/``message``), plus
         ``Retry-After`` when ``retry_after`` is set; ``delay``: seconds to wait first (alone:
         then answer normally); ``drop``: close the connection with no answer; ``malformed``:
-        200 with truncated JSON; ``match_body``: only requests whose body contains it."""
+        200 with truncated JSON; ``match_body``: only requests whose body contains it;
+        ``after``: the API serves the request first (a run is created, a message sent) and
+        only then is its answer replaced by the status, drop or truncated JSON."""
         body = {
             "method": method,
             "path": path,
@@ -146,6 +149,7 @@ class EmulatorClient:
             "match_body": match_body,
             "error_label": error_label,
             "message": message,
+            "after": after or None,
         }
         # times=None is meaningful (every request): it is always sent.
         sent = {k: v for k, v in body.items() if v is not None or k == "times"}

@@ -46,6 +46,7 @@ FAULT_FIELDS = {
     "match_body": str,
     "error_label": str,
     "message": str,
+    "after": bool,
 }
 OUTCOME_FIELDS = {"target": str, "status": str, "error_message": str, "times": int}
 

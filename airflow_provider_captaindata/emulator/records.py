@@ -40,7 +40,13 @@ class Fault:
     match_body: str | None = None
     error_label: str | None = None
     message: str | None = None
+    after: bool = False  # the API processes the request first; only its answer is the fault's
     hits: int = 0
+
+    @property
+    def answers(self) -> bool:
+        """Whether the fault replaces the answer (a delay alone only holds it back)."""
+        return self.drop or self.malformed or self.status is not None
 
     def matches(self, method: str, path: str, body: bytes) -> bool:
         if self.times is not None and self.hits >= self.times:

@@ -3,13 +3,18 @@ is addressed and authenticated."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_captaindata.connection import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings
-from airflow_provider_captaindata.exceptions import CaptainDataError
+from airflow_provider_captaindata.exceptions import (
+    CaptainDataError,
+    CaptainDataOutcomeUnknown,
+    may_have_acted,
+)
 from airflow_provider_captaindata.http import (
     DEFAULT_POLICY,
     ApiRequest,
@@ -71,6 +76,24 @@ class CaptainDataBaseHook(BaseHook):
             idempotent=idempotent,
             secrets=(settings.api_key.get_secret_value(),),
         )
+
+
+@contextmanager
+def live_call(action: str) -> Iterator[bool]:
+    """Around one live call: yields whether it may be re-sent (reads may), and turns an
+    ambiguous failure of an action with effects into ``CaptainDataOutcomeUnknown``.
+
+    Such a call goes out as not idempotent, so the transport re-sends it only when it surely
+    was not processed (a 429, a connection that never opened)."""
+    from airflow_provider_captaindata.catalog import has_effects
+
+    effects = has_effects(action)
+    try:
+        yield not effects
+    except CaptainDataError as exc:
+        if effects and may_have_acted(exc):
+            raise CaptainDataOutcomeUnknown(action, str(exc)) from exc
+        raise
 
 
 def _check_same_origin(url: str, base_url: str) -> None:

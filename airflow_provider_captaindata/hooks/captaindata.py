@@ -27,8 +27,9 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataConfigError,
     CaptainDataError,
     CaptainDataTransportError,
+    may_have_acted,
 )
-from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook
+from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, live_call
 
 # Re-exported: both hooks are public under this module path.
 from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
@@ -182,7 +183,7 @@ class CaptainDataHook(CaptainDataBaseHook):
             try:
                 return launch()
             except (CaptainDataAPIError, CaptainDataTransportError) as exc:
-                if not _may_have_launched(exc):
+                if not may_have_acted(exc):
                     raise
                 last_error = exc
             # The API may still be creating the run: give it time to be listed first.
@@ -261,12 +262,18 @@ class CaptainDataHook(CaptainDataBaseHook):
         integration_users: Sequence[str] | None = None,
     ) -> Iterator[Any]:
         """``POST /v4/actions/{name}/run/live``: yields the answer (an object, or a list of rows)
-        and, for search/list actions, each next page from ``X-Pagination-Next``."""
+        and, for search/list actions, each next page from ``X-Pagination-Next``.
+
+        An action with effects (``catalog.has_effects``) is never re-sent after an ambiguous
+        failure: it raises :class:`~airflow_provider_captaindata.exceptions.CaptainDataOutcomeUnknown`."""
         validate_action_input(action, input)
         body = action_body(input, parameters, identity_ids, identity_mode, integration_users)
         url: str | None = self.settings.v4_base_url + f"/actions/{action}/run/live"
         while url:
-            answer = self._call(V4, "POST", url, json=body, gate=self._live_gate.wait)
+            with live_call(action) as idempotent:
+                answer = self._call(
+                    V4, "POST", url, json=body, gate=self._live_gate.wait, idempotent=idempotent
+                )
             yield answer.data
             url = next_page_url(answer.headers, url) if isinstance(answer.data, list) else None
 
@@ -459,14 +466,6 @@ class CaptainDataHook(CaptainDataBaseHook):
         if self.settings.project_uid:
             parts.append(f"v3 OK ({_workspace_name(self.get_workspace())})")
         return True, "; ".join(parts)
-
-
-def _may_have_launched(exc: CaptainDataAPIError | CaptainDataTransportError) -> bool:
-    """Whether a failed launch may have created a run anyway (a 5xx, a lost answer), as opposed
-    to a refusal (a 4xx, or a 429 the transport already retried) or a request never sent."""
-    if isinstance(exc, CaptainDataAPIError):
-        return exc.is_retryable and exc.status_code != 429
-    return exc.sent
 
 
 def _workspace_name(data: Any) -> str:

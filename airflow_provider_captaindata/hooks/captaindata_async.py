@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 from airflow_provider_captaindata.connection import ConnectionSettings
-from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook
+from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, live_call
 from airflow_provider_captaindata.http import ApiResponse, AsyncTransport, RetryPolicy
 from airflow_provider_captaindata.statuses import RunSnapshot
 from airflow_provider_captaindata.versions import V4, ApiVersion, get_version
@@ -78,6 +78,8 @@ class CaptainDataAsyncHook(CaptainDataBaseHook):
         """``POST /v4/actions/{name}/run/live`` (or a page URL from ``X-Pagination-Next``).
 
         ``body`` is the request body, validated by the caller; ``gate`` is the caller's rate
-        limiter, awaited before each attempt (retries included)."""
+        limiter, awaited before each attempt (retries included). An action with effects is never
+        re-sent after an ambiguous failure: ``CaptainDataOutcomeUnknown`` (see ``live_call``)."""
         target = url or f"/actions/{action}/run/live"
-        return await self._acall(V4, "POST", target, json=dict(body), gate=gate)
+        with live_call(action) as idempotent:
+            return await self._acall(V4, "POST", target, json=dict(body), gate=gate, idempotent=idempotent)

@@ -8,12 +8,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from airflow.providers.common.compat.sdk import AirflowFailException
+
 from airflow_provider_captaindata.action_inputs import (
     MAX_ASYNC_INPUTS,
     action_body,
     validate_action_input,
 )
-from airflow_provider_captaindata.exceptions import CaptainDataConfigError, CaptainDataRunError
+from airflow_provider_captaindata.exceptions import (
+    CaptainDataConfigError,
+    CaptainDataOutcomeUnknown,
+    CaptainDataRunError,
+)
 from airflow_provider_captaindata.links import RUN_URL_KEY
 from airflow_provider_captaindata.operators.base import (
     CaptainDataRunOperatorBase,
@@ -285,7 +291,11 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         context["ti"].xcom_push(key=RUN_URL_KEY, value=V4.app_run_url.rsplit("/", 1)[0])
         with fail_without_retry_on_bad_request():
             if self.input is not None:
-                return self._live_single()
+                try:
+                    return self._live_single()
+                except CaptainDataOutcomeUnknown as exc:
+                    # A task retry would send it again: fail for a person to check instead.
+                    raise AirflowFailException(str(exc)) from exc
             # Per-input API errors are recorded, not raised: only the connection's own
             # problems (a missing key, a bad rate limit) reach this, and a retry cannot mend them.
             return run_live_fanout(self, list(self.inputs or []), context)

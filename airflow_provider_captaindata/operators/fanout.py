@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_captaindata.action_inputs import next_page_url
 from airflow_provider_captaindata.exceptions import (
+    OUTCOME_UNKNOWN,
     CaptainDataAPIError,
     CaptainDataInputErrors,
+    CaptainDataOutcomeUnknown,
     CaptainDataTransportError,
 )
 from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
@@ -111,6 +113,16 @@ class LiveFanOut:
         except CaptainDataTransportError as exc:
             self.errors.append(
                 {"input_index": index, "status_code": None, "error_label": "TRANSPORT", "message": str(exc)}
+            )
+        except CaptainDataOutcomeUnknown as exc:
+            self.errors.append(
+                {
+                    "input_index": index,
+                    "status_code": getattr(exc.__cause__, "status_code", None),
+                    "error_label": OUTCOME_UNKNOWN,
+                    "message": str(exc),
+                    "custom_data": item.get("custom_data"),
+                }
             )
         return []
 

@@ -1,0 +1,133 @@
+"""Live actions with effects (a LinkedIn message, a connection request): never sent twice.
+
+Over real HTTP against the emulator, with its faults "after the API acted": the request is
+processed (the message goes out, a LIVE run is listed), then the answer is lost or broken.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from airflow_provider_captaindata.catalog import action_names, catalog_metadata, get_action, has_effects
+from airflow_provider_captaindata.exceptions import OUTCOME_UNKNOWN, CaptainDataOutcomeUnknown
+from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+from airflow_provider_captaindata.http import RetryPolicy
+from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
+
+MESSAGE = "linkedin-message-profile"
+EXTRACT = "linkedin-extract-people"
+FAST = RetryPolicy(
+    attempts=3, backoff_initial=0.01, backoff_max=0.05, read_timeout=0.5, launch_lookup_delay=0
+)
+
+
+def message_input(i: int) -> dict[str, Any]:
+    return {"linkedin_profile_url": f"https://www.linkedin.com/in/person-{i:05d}"}
+
+
+def live_posts(emulator: Any, action: str) -> list[dict[str, Any]]:
+    return emulator.requests(method="POST", path=f"/v4/actions/{action}/run/live*")
+
+
+@pytest.fixture
+def emulator(captaindata_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    conn = captaindata_emulator.connection_json()
+    conn["extra"]["rate_limit_per_second"] = 40
+    monkeypatch.setenv("AIRFLOW_CONN_CAPTAINDATA_DEFAULT", json.dumps(conn))
+    return captaindata_emulator
+
+
+def test_catalog_classifies_every_action() -> None:
+    writes = {n for n in action_names() if has_effects(n)}
+    assert {MESSAGE, "linkedin-connect-profile", "linkedin-comment-post", "linkedin-invite-event"} <= writes
+    assert {"linkedin-visit-profile", "salesnavigator-inmail-profile", "linkedin-like-post"} <= writes
+    reads = set(action_names()) - writes
+    assert EXTRACT in reads and "linkedin-search-people" in reads and "linkedin-me" in reads
+    assert all(n.split("-")[1] in ("extract", "search", "me", "peopleid") for n in reads)
+    assert len(writes) == 17 and len(reads) == 54
+    assert "only read" in catalog_metadata()["effects_rule"]
+    assert has_effects("some-new-action")  # unknown: acting, the safe side
+    spec = get_action(MESSAGE)
+    assert spec is not None and spec.effects
+
+
+AMBIGUOUS = {
+    "503": {"status": 503, "after": True},
+    "dropped": {"drop": True, "after": True},
+    "truncated": {"malformed": True, "after": True},
+    "read-timeout": {"delay": 1.5},  # served, answered past the 0.5 s read timeout
+}
+
+
+@pytest.mark.parametrize("fault", list(AMBIGUOUS))
+def test_write_is_not_resent_after_an_ambiguous_failure(emulator: Any, fault: str) -> None:
+    emulator.add_fault("POST", f"/v4/actions/{MESSAGE}/run/live", **AMBIGUOUS[fault])
+    hook = CaptainDataHook(retry_policy=FAST)
+    with pytest.raises(CaptainDataOutcomeUnknown, match=OUTCOME_UNKNOWN):
+        hook.run_action_live(MESSAGE, message_input(0))
+    assert len(live_posts(emulator, MESSAGE)) == 1
+    # The API did act: the message is listed as a LIVE run.
+    (run,) = hook.list_action_runs(action_name=MESSAGE, execution_mode="LIVE")
+    assert run.status == "SUCCEEDED"
+
+
+@pytest.mark.parametrize("fault", list(AMBIGUOUS))
+def test_read_is_resent_after_an_ambiguous_failure(emulator: Any, fault: str) -> None:
+    emulator.add_fault("POST", f"/v4/actions/{EXTRACT}/run/live", **AMBIGUOUS[fault])
+    answer = CaptainDataHook(retry_policy=FAST).run_action_live(EXTRACT, message_input(0))
+    assert answer and len(live_posts(emulator, EXTRACT)) == 2
+
+
+@pytest.mark.parametrize("fault", [{"status": 429, "retry_after": 0}, {"status": 503}])
+def test_write_refused_before_acting_is_retried_or_raised(emulator: Any, fault: dict[str, Any]) -> None:
+    """A 429 was refused before any work: sent again. A 503 without ``after``... the client cannot
+    tell it from one after the API acted, so it is outcome unknown either way."""
+    emulator.add_fault("POST", f"/v4/actions/{MESSAGE}/run/live", **fault)
+    hook = CaptainDataHook(retry_policy=FAST)
+    if fault["status"] == 429:
+        assert hook.run_action_live(MESSAGE, message_input(0))
+        assert len(live_posts(emulator, MESSAGE)) == 2
+    else:
+        with pytest.raises(CaptainDataOutcomeUnknown):
+            hook.run_action_live(MESSAGE, message_input(0))
+        assert len(live_posts(emulator, MESSAGE)) == 1
+
+
+def test_single_write_outcome_unknown_fails_without_task_retries(emulator: Any) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    emulator.add_fault("POST", f"/v4/actions/{MESSAGE}/run/live", drop=True, after=True)
+    op = CaptainDataRunActionOperator(task_id="message", action=MESSAGE, input=message_input(0))
+    with pytest.raises(AirflowFailException, match=OUTCOME_UNKNOWN):
+        op.execute({"ti": _XComSink(), "run_id": "r"})
+    assert len(live_posts(emulator, MESSAGE)) == 1
+
+
+class _XComSink:
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def test_fan_out_write_reports_outcome_unknown_for_that_input_only(emulator: Any) -> None:
+    emulator.add_fault(
+        "POST", f"/v4/actions/{MESSAGE}/run/live", status=502, after=True, match_body="person-00001"
+    )
+    op = CaptainDataRunActionOperator(
+        task_id="message",
+        action=MESSAGE,
+        inputs=[message_input(i) for i in range(3)],
+        on_input_error="continue",
+    )
+    ti = _XComSink()
+    rows = op.execute({"ti": ti, "run_id": "r"})
+    assert sorted(r["custom_data"]["airflow_input_index"] for r in rows) == [0, 2]
+    (error,) = ti.pushed["input_errors"]
+    assert (error["input_index"], error["error_label"], error["status_code"]) == (1, OUTCOME_UNKNOWN, 502)
+    bodies = [json.dumps(r["body"]) for r in live_posts(emulator, MESSAGE)]
+    assert len(bodies) == 3 and sum("person-00001" in b for b in bodies) == 1
