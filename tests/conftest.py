@@ -20,6 +20,9 @@ import pytest  # noqa: E402
 
 from tests.airflow_helpers import AIRFLOW_3  # noqa: E402
 
+# The s3_server fixture (a real SeaweedFS S3 server on 127.0.0.1), for any test folder.
+pytest_plugins = ("tests.s3_server",)
+
 
 @pytest.fixture(scope="session")
 def airflow_db() -> str:

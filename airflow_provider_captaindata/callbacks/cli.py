@@ -1,8 +1,8 @@
 """``captaindata-callback-receiver``: the callback receiver as its own process (uvicorn).
 
 For Airflow 2.11, or for teams that expose a separate endpoint rather than the Airflow API
-server. Prints its base URL on the first line of stdout (``--port 0`` picks a free port), then
-serves until SIGINT or SIGTERM and exits 0.
+server. Prints its base URL on stdout, its only line there (logs go to stderr; ``--port 0``
+picks a free port), then serves until SIGINT or SIGTERM and exits 0.
 
     CAPTAINDATA_CALLBACK_SECRET=... captaindata-callback-receiver --host 0.0.0.0 --port 8710 \\
         --storage s3://bucket/captaindata-callbacks
@@ -68,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_body_bytes <= 0:
         print("--max-body-bytes must be positive", file=sys.stderr)
         return 2
+    # stdout carries the base URL and nothing else: whatever else writes there (Airflow 3's
+    # structlog does, when an s3:// storage loads Airflow) goes to stderr instead.
+    url_out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -103,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock.set_inheritable(True)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    print(f"http://{shown}:{port}", flush=True)
+    print(f"http://{shown}:{port}", file=url_out, flush=True)
 
     config = uvicorn.Config(
         app,

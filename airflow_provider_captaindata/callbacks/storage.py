@@ -123,6 +123,9 @@ class CallbackStore:
             except FileNotFoundError:
                 return []
         else:
+            # s3fs and gcsfs cache directory listings (fsspec's dircache): pages written since by
+            # the receiver, another process, would never show. Always list afresh.
+            self.fs.invalidate_cache(folder)
             try:
                 names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False)]
             except FileNotFoundError:

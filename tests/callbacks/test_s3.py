@@ -1,0 +1,64 @@
+"""Callback pages on a real S3 server (SeaweedFS on 127.0.0.1), written by a receiver process.
+
+The receiver runs as its own process, as in production, so the worker's S3 filesystem object
+(and its cached directory listings) learns of new pages only by listing S3 again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from airflow_provider_captaindata.callbacks.reconcile import list_callback_records, reconcile_run
+from airflow_provider_captaindata.callbacks.storage import CallbackStore
+from airflow_provider_captaindata.callbacks.tokens import callback_url_for
+from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+from tests.callbacks.conftest import SECRET
+from tests.callbacks.test_cli import Cli
+from tests.callbacks.test_reconcile import assert_exactly_once, run_to_the_end
+from tests.s3_server import SeaweedS3
+
+
+@pytest.fixture
+def s3_storage(s3_server: SeaweedS3) -> str:
+    return s3_server.uri(f"callbacks-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def s3_receiver(s3_storage: str) -> Iterator[str]:
+    """A ``captaindata-callback-receiver`` process storing into S3; yields its base URL."""
+    cli = Cli("--port", "0", "--storage", s3_storage, env={"CAPTAINDATA_CALLBACK_SECRET": SECRET})
+    base_url = cli.first_line()
+    assert base_url.startswith("http://127.0.0.1:"), cli.stop()
+    try:
+        yield base_url
+    finally:
+        cli.stop()
+
+
+def test_replayed_pages_on_s3_are_seen_by_the_reconciliation(
+    captaindata_emulator: Any, s3_storage: str, s3_receiver: str
+) -> None:
+    # Half the first deliveries are lost: the worker lists the run's folder (half the pages),
+    # replays the rest, and must see the replayed pages the receiver process writes to S3.
+    captaindata_emulator.configure(
+        v4_queued_seconds=0.05, v4_running_seconds=0.2, v4_results_per_input=2, callback_drop_rate=0.5
+    )
+    key = uuid.uuid4().hex[:24]
+    hook = CaptainDataHook()
+    run_uid = run_to_the_end(hook, 40, callback_url_for(s3_receiver, SECRET, key))
+    store = CallbackStore(s3_storage)
+    stored_before = store.batch_uids(key, run_uid)
+    assert 0 < len(stored_before) < 40
+    captaindata_emulator.configure(callback_drop_rate=0.0)
+
+    report = reconcile_run(hook, run_uid, key, s3_storage, poll_seconds=0.2, replay_wait_seconds=30)
+    assert (report.expected, report.received, report.missing) == (40, 40, [])
+    assert report.replayed == 40 - len(stored_before)
+    assert {r.batch_uid for r in list_callback_records(hook, run_uid)} == set(report.batch_uids)
+    assert_exactly_once([row for page in report.iter_pages() for row in page], 40)
+    # The same store object (one S3 filesystem, one listing cache) sees them too.
+    assert len(store.batch_uids(key, run_uid)) == 40
