@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MAX_REPLAYS = 3  # what the API allows per callback
 RECORDS_PER_CALL = 20  # the API's maximum ``limit`` for GET /runs/callbacks (default 10)
 IN_FLIGHT = frozenset({"PENDING", "RUNNING"})
+DEFAULT_REPLAY_WAIT_SECONDS = 120.0  # how long replayed pages are awaited
 MISSING_NAMED = 20  # batch uids named in a message; the report keeps them all
 
 
@@ -217,7 +218,7 @@ def reconcile_run(
     launch_key: str,
     storage: str,
     *,
-    replay_wait_seconds: float = 120.0,
+    replay_wait_seconds: float = DEFAULT_REPLAY_WAIT_SECONDS,
     poll_seconds: float = 1.0,
     log: Any = log,
 ) -> ReconcileReport:

@@ -23,7 +23,9 @@ from typing import Any
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 
 URL_VERSION = "v1"  # first path segment: lets a future token scheme live beside this one
-DEFAULT_TTL_SECONDS = 7 * 86400  # longer than any run plus Captain Data's own retries
+DEFAULT_TTL_SECONDS = 7 * 86400  # the least a callback URL lives
+TTL_MARGIN_SECONDS = 2 * 86400  # beyond the task's wait: Captain Data's own delivery retries
+UNBOUNDED_TTL_SECONDS = 90 * 86400  # a task with no time limit (callback_url_ttl goes further)
 
 LAUNCH_KEY_RE = re.compile(r"[0-9a-f]{24}")
 EXPIRES_RE = re.compile(r"[0-9]{1,12}")  # unix seconds; bounded so int() stays cheap
@@ -37,6 +39,18 @@ def is_launch_key(value: object) -> bool:
 def _sign(secret: str, launch_key: str, expires: int) -> str:
     digest = hmac.new(secret.encode(), f"{launch_key}.{expires}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def lifetime_covering(wait_seconds: float | None) -> float:
+    """How long a launch's callback URL must be accepted when its task may wait ``wait_seconds``
+    in all (every try, the retry delays, the replays); None: the task has no time limit.
+
+    A retry resumes the run launched earlier, and Captain Data keeps sending and replaying to
+    the URL given at launch: the URL must outlive every try, not only the first.
+    """
+    if wait_seconds is None:
+        return float(UNBOUNDED_TTL_SECONDS)
+    return max(float(DEFAULT_TTL_SECONDS), wait_seconds + TTL_MARGIN_SECONDS)
 
 
 def callback_url_for(
@@ -68,6 +82,8 @@ def callback_url_for(
     if not ttl_seconds > 0:
         raise CaptainDataConfigError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
     expires = int((time.time() if now is None else now) + ttl_seconds)
+    if EXPIRES_RE.fullmatch(str(expires)) is None:  # the receiver would refuse it as malformed
+        raise CaptainDataConfigError(f"ttl_seconds is too large, got {ttl_seconds!r}")
     token = _sign(secret, launch_key, expires)
     return f"{base_url.rstrip('/')}/{URL_VERSION}/{launch_key}/{expires}/{token}"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -26,6 +27,7 @@ from airflow_provider_captaindata.operators.base import (
     as_json_value,
     fail_without_retry_on_bad_request,
     is_templated,
+    to_seconds,
 )
 from airflow_provider_captaindata.operators.workflows import check_inputs
 from airflow_provider_captaindata.results import aborted_on_error, object_storage_path, open_sink
@@ -72,6 +74,11 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         provider's callback receiver take them (the connection's ``callback_base_url``,
         ``callback_secret`` and ``callback_storage``): the task then returns every row.
     :param callback_headers: async mode: headers Captain Data sends with each callback.
+    :param callback_url_ttl: async mode with the receiver: how long the signed callback URL is
+        accepted (seconds or timedelta); later pages and replays are refused (403). Default:
+        the task's whole wait, ``timeout`` or ``execution_timeout`` (the shorter) for each of
+        ``retries`` + 1 tries plus the retry delays and the replays, with 2 days' margin, and
+        at least 7 days; 90 days when the task has neither limit.
     :param on_missing_pages: async mode with the receiver: pages still missing after replays
         ``"fail"`` the task (default) or only ``"warn"``.
     :param partial_success: async mode, a ``PARTIAL_SUCCEEDED`` run: ``"warn"`` (default,
@@ -113,6 +120,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         on_input_error: str = "fail",
         callback_url: str | None = None,
         callback_headers: Mapping[str, str] | None = None,
+        callback_url_ttl: float | timedelta | None = None,
         partial_success: str = "warn",
         on_missing_pages: str = "fail",
         **kwargs: Any,
@@ -132,6 +140,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         self.on_input_error = on_input_error
         self.callback_url = callback_url
         self.callback_headers = callback_headers
+        self.callback_url_ttl = to_seconds("callback_url_ttl", callback_url_ttl)
         self.partial_success = partial_success
         self.on_missing_pages = on_missing_pages
         self._validate(rendered=False)
@@ -349,11 +358,28 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
             from airflow_provider_captaindata.callbacks.tokens import callback_url_for
 
             base_url, secret, _ = self.receiver_settings()
-            return callback_url_for(base_url, secret, self.launch_key(context))
+            ttl = self.callback_url_ttl or self.default_callback_url_ttl()
+            return callback_url_for(base_url, secret, self.launch_key(context), ttl_seconds=ttl)
         parts = urlsplit(str(self.callback_url))
         query = [(k, v) for k, v in parse_qsl(parts.query) if k != LAUNCH_TAG_PARAM]
         query.append((LAUNCH_TAG_PARAM, self.launch_key(context)))
         return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def default_callback_url_ttl(self) -> float:
+        """A callback URL lifetime covering every try of this task, retries and replays included:
+        a retry resumes the same run, whose URL cannot change."""
+        from airflow_provider_captaindata.callbacks.reconcile import DEFAULT_REPLAY_WAIT_SECONDS
+        from airflow_provider_captaindata.callbacks.tokens import lifetime_covering
+
+        limits = [s for s in (self.timeout_seconds, _seconds(self.execution_timeout)) if s]
+        if not limits:
+            return lifetime_covering(None)
+        retries = int(self.retries or 0)
+        delay = _seconds(self.retry_delay) or 0.0
+        if self.retry_exponential_backoff:
+            delay = _seconds(self.max_retry_delay) or 86400.0  # Airflow caps a retry delay at a day
+        per_try = min(limits) + DEFAULT_REPLAY_WAIT_SECONDS
+        return lifetime_covering((retries + 1) * per_try + retries * delay)
 
     def find_earlier_run(self, context: Any) -> tuple[RunSnapshot | None, str]:
         key = self.launch_key(context)
@@ -402,3 +428,10 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
 
     def result_pages(self, run_uid: str) -> Iterable[list[dict[str, Any]]]:
         return iter(())
+
+
+def _seconds(value: Any) -> float | None:
+    """An Airflow duration (timedelta, or seconds) in seconds; None when unset."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
