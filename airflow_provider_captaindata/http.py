@@ -447,6 +447,14 @@ class AsyncTransport:
             raise _transport_error(request, exc, sent=True) from None
         return decode(request, response.status_code, response.headers, response.content)
 
+    @classmethod
+    async def aclose(cls) -> None:
+        """Close the running loop's client. A loop that ends with its work (the live fan-out's
+        ``asyncio.run``) would otherwise leave its connections open until garbage collection."""
+        client = cls._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
 
 class SyncRateGate:
     """Spaces blocking calls at most ``per_second`` apart (sequential calls on a worker)."""

@@ -131,3 +131,119 @@ def test_fan_out_write_reports_outcome_unknown_for_that_input_only(emulator: Any
     assert (error["input_index"], error["error_label"], error["status_code"]) == (1, OUTCOME_UNKNOWN, 502)
     bodies = [json.dumps(r["body"]) for r in live_posts(emulator, MESSAGE)]
     assert len(bodies) == 3 and sum("person-00001" in b for b in bodies) == 1
+
+
+# -- task retries: only the inputs with no recorded outcome are sent again ----------------------
+
+
+def sends_per_input(emulator: Any, action: str = MESSAGE) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for call in live_posts(emulator, action):
+        index = call["body"]["input"]["custom_data"]["airflow_input_index"]
+        counts[index] = counts.get(index, 0) + 1
+    return counts
+
+
+def fan_out_dag(dag_id: str, **kwargs: Any) -> Any:
+    from datetime import timedelta
+
+    from tests.airflow_helpers import make_dag
+
+    with make_dag(dag_id) as dag:
+        CaptainDataRunActionOperator(
+            task_id="message",
+            action=MESSAGE,
+            inputs=[message_input(i) for i in range(3)],
+            retries=1,
+            retry_delay=timedelta(0),
+            **kwargs,
+        )
+    return dag
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("where", ["default", "output_path"])
+def test_task_retry_sends_only_inputs_without_an_outcome(emulator: Any, tmp_path: Any, where: str) -> None:
+    """A permanent 424 on input 2 of 3, one task retry: inputs 0 and 1 went out once each."""
+    from tests.airflow_helpers import AIRFLOW_3_3, run_dag, task_states
+
+    emulator.add_fault(
+        "POST", f"/v4/actions/{MESSAGE}/run/live", status=424, times=None, match_body="person-00002"
+    )
+    kwargs = {"output_path": str(tmp_path / "out.jsonl")} if where == "output_path" else {}
+    dag_run = run_dag(fan_out_dag(f"writes_retry_{where}", **kwargs))
+    assert task_states(dag_run) == {"message": "failed"}
+    sends = sends_per_input(emulator)
+    assert sends[0] == 1 and sends[1] == 1
+    recorded = AIRFLOW_3_3 or where == "output_path"
+    # With a record, the retry sends input 2 again; without one it sends nothing (it cannot
+    # tell which inputs the first try sent).
+    assert sends[2] == (2 if recorded else 1)
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("where", ["default", "output_path"])
+def test_task_retry_reuses_recorded_rows(emulator: Any, tmp_path: Any, where: str) -> None:
+    """A 424 on input 1 once: the retry sends input 1 only and returns all three inputs' rows."""
+    from tests.airflow_helpers import AIRFLOW_3_3, run_dag, task_states, xcom
+
+    if not AIRFLOW_3_3 and where == "default":
+        pytest.skip("no checkpoint store before Airflow 3.3 without output_path")
+    emulator.add_fault("POST", f"/v4/actions/{MESSAGE}/run/live", status=424, match_body="person-00001")
+    out = tmp_path / "out.jsonl"
+    kwargs = {"output_path": str(out)} if where == "output_path" else {}
+    dag_run = run_dag(fan_out_dag(f"writes_resume_{where}", **kwargs))
+    assert task_states(dag_run) == {"message": "success"}
+    assert sends_per_input(emulator) == {0: 1, 1: 2, 2: 1}
+    if where == "output_path":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert not any(p.name.endswith(".checkpoint") for p in tmp_path.iterdir())  # cleared
+    else:
+        rows = xcom(dag_run, "message")
+    assert [r["custom_data"]["airflow_input_index"] for r in rows] == [0, 1, 2]
+
+
+# -- the reorder buffer is bounded ---------------------------------------------------------------
+
+
+def test_slow_head_input_holds_at_most_a_window_of_rows(emulator: Any) -> None:
+    import asyncio
+
+    from airflow_provider_captaindata.operators.fanout import LiveFanOut
+
+    emulator.add_fault("POST", f"/v4/actions/{EXTRACT}/run/live", delay=1.0, match_body="person-00000")
+    inputs = [message_input(i) for i in range(80)]
+    op = CaptainDataRunActionOperator(task_id="extract", action=EXTRACT, inputs=inputs, max_concurrency=3)
+    fan_out = LiveFanOut(op, inputs)
+    asyncio.run(fan_out.run())
+    assert fan_out.window == 12
+    assert 1 < fan_out.most_held <= fan_out.window
+    rows = fan_out.sink.finish()
+    assert [r["custom_data"]["airflow_input_index"] for r in rows] == list(range(80))
+
+
+def test_fan_out_closes_its_http_client(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    closed: list[httpx.AsyncClient] = []
+    original = httpx.AsyncClient.aclose
+
+    async def aclose(self: httpx.AsyncClient) -> None:
+        closed.append(self)
+        await original(self)
+
+    monkeypatch.setattr(httpx.AsyncClient, "aclose", aclose)
+    op = CaptainDataRunActionOperator(
+        task_id="extract", action=EXTRACT, inputs=[message_input(i) for i in range(2)]
+    )
+    op.execute({"ti": _XComSink(), "run_id": "r"})
+    assert len(closed) == 1
+
+
+def test_input_errors_xcom_is_capped_by_bytes() -> None:
+    from airflow_provider_captaindata.operators.fanout import errors_for_xcom
+
+    errors = [{"input_index": i, "message": "x" * 1000} for i in range(10)]
+    kept, left_out = errors_for_xcom(errors, max_bytes=3500)
+    assert [e["input_index"] for e in kept] == [0, 1, 2] and left_out == 7
+    assert len(json.dumps(kept)) <= 3500

@@ -42,6 +42,10 @@ class CaptainDataAsyncHook(CaptainDataBaseHook):
             transport = self._transports.setdefault(self.retry_policy, AsyncTransport(self.retry_policy))
         return transport
 
+    async def aclose(self) -> None:
+        """Close this event loop's HTTP pool; for loops that end with their work (the fan-out)."""
+        await self._transport.aclose()
+
     async def _acall(
         self,
         version: ApiVersion,

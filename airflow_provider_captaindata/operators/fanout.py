@@ -3,16 +3,34 @@
 A fixed pool of ``max_concurrency`` workers pulls inputs from one iterator (memory does not
 grow with the number of inputs), each call passes an aiolimiter leaky bucket set to the
 connection's ``rate_limit_per_second`` before every attempt (retries included), and rows are
-written in input order through a small reorder buffer.
+written in input order through a reorder buffer bounded by a window: a worker takes input
+``i`` only once every input before ``i - window`` is written, so one slow input near the head
+(a ``Retry-After`` of minutes) holds at most ``window`` inputs' rows, never the whole batch.
+
+An action with effects (``catalog.has_effects``) keeps a per-input checkpoint
+(:mod:`airflow_provider_captaindata.checkpoint`): a task retry sends only the inputs with no
+recorded outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_captaindata.action_inputs import next_page_url
+from airflow_provider_captaindata.catalog import has_effects
+from airflow_provider_captaindata.checkpoint import (
+    DONE,
+    SENDING,
+    UNKNOWN,
+    Checkpoint,
+    fingerprint,
+    is_retry,
+    open_checkpoint,
+)
 from airflow_provider_captaindata.exceptions import (
     OUTCOME_UNKNOWN,
     CaptainDataAPIError,
@@ -28,7 +46,10 @@ if TYPE_CHECKING:
 
 INPUT_TAG = "airflow_input_index"
 PROGRESS_EVERY_SECONDS = 10.0
-MAX_ERRORS_IN_XCOM = 1000
+# How far ahead of the first unwritten input the workers may get, per worker: enough that a
+# slow input rarely stalls the others, small enough that their rows never pile up.
+WINDOW_PER_WORKER = 4
+MAX_ERRORS_XCOM_BYTES = 262_144  # the input_errors XCom: error texts vary in size, so bytes
 
 
 def tag_rows(data: Any, index: int) -> list[dict[str, Any]]:
@@ -44,14 +65,26 @@ def tag_rows(data: Any, index: int) -> list[dict[str, Any]]:
 
 
 class LiveFanOut:
-    def __init__(self, operator: CaptainDataRunActionOperator, inputs: list[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        operator: CaptainDataRunActionOperator,
+        inputs: list[dict[str, Any]],
+        checkpoint: Checkpoint | None = None,
+        resumed: bool = False,
+    ) -> None:
         self.op = operator
         self.inputs = inputs
+        self.checkpoint = checkpoint
+        self.resumed = resumed  # a task retry: earlier records may exist
         self.sink = open_sink(operator.output_path, max_xcom_bytes=operator.max_xcom_bytes)
         self.errors: list[dict[str, Any]] = []
         self.done = 0
+        self.reused = 0
+        self.window = WINDOW_PER_WORKER * operator.max_concurrency
+        self.most_held = 0  # the most inputs ever waiting in the reorder buffer
         self._waiting: dict[int, list[dict[str, Any]]] = {}
         self._next_to_write = 0
+        self._room = asyncio.Condition()
         self._started = time.monotonic()
         self._last_progress = self._started
         self.live_url = ""
@@ -60,32 +93,74 @@ class LiveFanOut:
         from aiolimiter import AsyncLimiter
 
         hook = CaptainDataAsyncHook(self.op.captaindata_conn_id)
-        rate = (await hook.get_settings()).rate_limit_per_second
-        # aiolimiter needs max_rate >= 1: below one call a second, stretch the period instead.
-        limiter = AsyncLimiter(max(rate, 1.0), max(rate, 1.0) / rate)
-        self.live_url = f"{(await hook.get_settings()).v4_base_url}/actions/{self.op.action}/run/live"
-        self.op.log.info(
-            "%s: %s inputs, %s at a time, paced at %s requests/s (the connection's rate_limit_per_second)",
-            self.op.action,
-            len(self.inputs),
-            self.op.max_concurrency,
-            rate,
-        )
-        pending = iter(enumerate(self.inputs))
+        try:
+            rate = (await hook.get_settings()).rate_limit_per_second
+            # aiolimiter needs max_rate >= 1: below one call a second, stretch the period instead.
+            limiter = AsyncLimiter(max(rate, 1.0), max(rate, 1.0) / rate)
+            self.live_url = f"{(await hook.get_settings()).v4_base_url}/actions/{self.op.action}/run/live"
+            self.op.log.info(
+                "%s: %s inputs, %s at a time, paced at %s requests/s (the connection's "
+                "rate_limit_per_second)%s",
+                self.op.action,
+                len(self.inputs),
+                self.op.max_concurrency,
+                rate,
+                f"; outcomes recorded in {self.checkpoint.where}" if self.checkpoint else "",
+            )
+            pending = iter(enumerate(self.inputs))
 
-        async def worker() -> None:
-            for index, item in pending:
-                rows = await self.call_one(hook, limiter.acquire, index, item)
-                self.complete(index, rows)
+            async def worker() -> None:
+                for index, item in pending:
+                    await self.wait_for_room(index)
+                    rows = await self.one(hook, limiter.acquire, index, item)
+                    await self.complete(index, rows)
 
-        await asyncio.gather(*(worker() for _ in range(min(self.op.max_concurrency, len(self.inputs)))))
+            await asyncio.gather(*(worker() for _ in range(min(self.op.max_concurrency, len(self.inputs)))))
+        finally:
+            await hook.aclose()
         self.progress(force=True)
 
-    async def call_one(
-        self, hook: CaptainDataAsyncHook, gate: Any, index: int, item: dict[str, Any]
-    ) -> list[Any]:
+    async def wait_for_room(self, index: int) -> None:
+        """Hold a worker back until ``index`` is within the window of the next input to write."""
+        async with self._room:
+            await self._room.wait_for(lambda: index < self._next_to_write + self.window)
+
+    async def one(self, hook: CaptainDataAsyncHook, gate: Any, index: int, item: dict[str, Any]) -> list[Any]:
+        """One input's rows: from an earlier try's record, else sent (recorded around the call)."""
         custom = {**(item.get("custom_data") or {}), INPUT_TAG: index}
         body = self.op._body(input={**item, "custom_data": custom})
+        if self.checkpoint is None:
+            rows, _ = await self.call_one(hook, gate, index, item, body)
+            return rows
+        mark = fingerprint(self.op.action, body)
+        earlier = self.checkpoint.get(index) if self.resumed else None
+        if earlier is not None and earlier.get("fp") in (mark, None):
+            if earlier.get("state") == DONE:
+                self.reused += 1
+                return list(earlier.get("rows") or [])
+            self.errors.append(
+                _unknown(
+                    index,
+                    item,
+                    f"an earlier try of this task sent it and its outcome is unknown "
+                    f"({earlier.get('state')}): not sent again",
+                )
+            )
+            return []
+        self.checkpoint.put(index, {"state": SENDING, "fp": mark})
+        rows, outcome = await self.call_one(hook, gate, index, item, body)
+        if outcome == DONE:
+            self.checkpoint.put(index, {"state": DONE, "fp": mark, "rows": rows})
+        elif outcome == UNKNOWN:
+            self.checkpoint.put(index, {"state": UNKNOWN, "fp": mark})
+        else:  # refused: nothing happened, a task retry may send it again
+            self.checkpoint.delete(index)
+        return rows
+
+    async def call_one(
+        self, hook: CaptainDataAsyncHook, gate: Any, index: int, item: dict[str, Any], body: dict[str, Any]
+    ) -> tuple[list[Any], str]:
+        """The input's rows and its outcome: ``done``, ``unknown`` or ``failed`` (recorded)."""
         rows: list[dict[str, Any]] = []
         url: str | None = None
         try:
@@ -93,11 +168,15 @@ class LiveFanOut:
                 answer = await hook.run_action_live(self.op.action, body, url=url, gate=gate)
                 rows.extend(tag_rows(answer.data, index))
                 if self.op.max_results is not None and len(rows) >= self.op.max_results:
-                    return rows[: self.op.max_results]
+                    return rows[: self.op.max_results], DONE
                 current = url or self.live_url
                 url = next_page_url(answer.headers, current) if isinstance(answer.data, list) else None
                 if not url:
-                    return rows
+                    return rows, DONE
+        except CaptainDataOutcomeUnknown as exc:
+            status = getattr(exc.__cause__, "status_code", None)
+            self.errors.append({**_unknown(index, item, str(exc)), "status_code": status})
+            return [], UNKNOWN
         except CaptainDataAPIError as exc:
             self.errors.append(
                 {
@@ -114,24 +193,18 @@ class LiveFanOut:
             self.errors.append(
                 {"input_index": index, "status_code": None, "error_label": "TRANSPORT", "message": str(exc)}
             )
-        except CaptainDataOutcomeUnknown as exc:
-            self.errors.append(
-                {
-                    "input_index": index,
-                    "status_code": getattr(exc.__cause__, "status_code", None),
-                    "error_label": OUTCOME_UNKNOWN,
-                    "message": str(exc),
-                    "custom_data": item.get("custom_data"),
-                }
-            )
-        return []
+        return [], "failed"
 
-    def complete(self, index: int, rows: list[dict[str, Any]]) -> None:
+    async def complete(self, index: int, rows: list[dict[str, Any]]) -> None:
         self.done += 1
         self._waiting[index] = rows
-        while self._next_to_write in self._waiting:
-            self.sink.add_page(self._waiting.pop(self._next_to_write))
-            self._next_to_write += 1
+        self.most_held = max(self.most_held, len(self._waiting))
+        if self._next_to_write in self._waiting:
+            while self._next_to_write in self._waiting:
+                self.sink.add_page(self._waiting.pop(self._next_to_write))
+                self._next_to_write += 1
+            async with self._room:
+                self._room.notify_all()
         self.progress()
 
     def progress(self, force: bool = False) -> None:
@@ -141,21 +214,79 @@ class LiveFanOut:
         self._last_progress = now
         elapsed = max(now - self._started, 1e-9)
         self.op.log.info(
-            "%s: %s/%s inputs done, %s rows, %s failed, %.1f inputs/s",
+            "%s: %s/%s inputs done (%s from an earlier try), %s rows, %s failed, %.1f inputs/s",
             self.op.action,
             self.done,
             len(self.inputs),
+            self.reused,
             self.sink.rows,
             len(self.errors),
             self.done / elapsed,
         )
 
 
+def _unknown(index: int, item: dict[str, Any], message: str) -> dict[str, Any]:
+    return {
+        "input_index": index,
+        "status_code": None,
+        "error_label": OUTCOME_UNKNOWN,
+        "message": message,
+        "custom_data": item.get("custom_data"),
+    }
+
+
+def errors_for_xcom(
+    errors: list[dict[str, Any]], max_bytes: int = MAX_ERRORS_XCOM_BYTES
+) -> tuple[list[Any], int]:
+    """The first errors that fit in ``max_bytes`` of JSON, and how many were left out."""
+    kept: list[dict[str, Any]] = []
+    size = 2
+    for error in errors:
+        size += len(json.dumps(error, separators=(",", ":"), default=str)) + 1
+        if size > max_bytes:
+            break
+        kept.append(error)
+    return kept, len(errors) - len(kept)
+
+
+def refuse_unrecorded_retry(operator: CaptainDataRunActionOperator, context: Any) -> None:
+    """A retry with no checkpoint store: send nothing if this action ran live since the DAG run
+    started (an earlier try may have sent any of the inputs, and the API does not say which)."""
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    started = getattr(context.get("dag_run"), "start_date", None)
+    runs = operator.hook.list_action_runs(action_name=operator.action, execution_mode="LIVE")
+    acted = [r.uid for r in runs if started is None or _created_since(r.created_at, started)]
+    if acted:
+        raise AirflowFailException(
+            f"{OUTCOME_UNKNOWN}: {operator.action} acts, and an earlier try may have sent some inputs "
+            f"(live runs since this DAG run started: {', '.join(acted[:5])}); nothing was sent again. "
+            "No per-input record exists: set output_path (records are kept beside it) or use "
+            "Airflow 3.3+ (task_state_store) for retries that send only what is left."
+        )
+
+
+def _created_since(created_at: str | None, started: datetime) -> bool:
+    if not created_at:
+        return True
+    try:
+        created = datetime.fromisoformat(created_at)
+    except ValueError:
+        return True
+    if created.tzinfo is None or started.tzinfo is None:
+        created, started = created.replace(tzinfo=None), started.replace(tzinfo=None)
+    return created >= started
+
+
 def run_live_fanout(
     operator: CaptainDataRunActionOperator, inputs: list[dict[str, Any]], context: Any
 ) -> Any:
     """Run the fan-out; fail after the batch, or hand the errors on, per ``on_input_error``."""
-    fan_out = LiveFanOut(operator, inputs)
+    checkpoint = open_checkpoint(context, operator.output_path) if has_effects(operator.action) else None
+    resumed = is_retry(context)
+    if has_effects(operator.action) and checkpoint is None and resumed:
+        refuse_unrecorded_retry(operator, context)
+    fan_out = LiveFanOut(operator, inputs, checkpoint, resumed)
     try:
         asyncio.run(fan_out.run())
     except BaseException:
@@ -169,5 +300,13 @@ def run_live_fanout(
         operator.log.warning(
             "%s of %s inputs failed; continuing (on_input_error='continue')", len(errors), len(inputs)
         )
-    context["ti"].xcom_push(key="input_errors", value=errors[:MAX_ERRORS_IN_XCOM])
-    return fan_out.sink.finish(action=operator.action, inputs=len(inputs), failed=len(errors))
+    kept, left_out = errors_for_xcom(errors)
+    if left_out:
+        operator.log.warning(
+            "input_errors XCom: %s errors left out past %s bytes", left_out, MAX_ERRORS_XCOM_BYTES
+        )
+    context["ti"].xcom_push(key="input_errors", value=kept)
+    result = fan_out.sink.finish(action=operator.action, inputs=len(inputs), failed=len(errors))
+    if checkpoint is not None:
+        checkpoint.clear(len(inputs))  # every input has its outcome in the result now
+    return result
