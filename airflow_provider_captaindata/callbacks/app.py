@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from airflow_provider_captaindata.callbacks import tokens
 from airflow_provider_captaindata.callbacks.storage import CallbackStore, is_uuid
+from airflow_provider_captaindata.callbacks.webhooks import WebhookReceiver
 from airflow_provider_captaindata.connection import CONN_TYPE, DEFAULT_CONN_ID
 
 log = logging.getLogger(__name__)
@@ -251,6 +252,7 @@ def create_app(
         routes=[
             Route("/health", receiver.health, methods=["GET"]),
             Route("/v1/{path:path}", receiver.receive, methods=["POST"]),
+            Route("/webhooks/v3/{path:path}", WebhookReceiver(receiver).receive, methods=["POST"]),
         ]
     )
     app.state.receiver = receiver

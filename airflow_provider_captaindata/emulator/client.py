@@ -172,6 +172,18 @@ class EmulatorClient:
         body = {"target": target, "status": status, "error_message": error_message, "times": times}
         self._control("POST", "outcomes", body={k: v for k, v in body.items() if v is not None})
 
+    def set_webhook(self, url: str | None, workflow_uid: str | None = None) -> None:
+        """Where v3 webhooks go: the workspace-wide URL, or ``workflow_uid``'s own (None removes)."""
+        if workflow_uid is None:
+            self.configure(v3_webhook_url=url)
+        else:
+            self._control("POST", "webhooks", body={"workflow_uid": workflow_uid, "url": url})
+
+    def webhooks_sent(self) -> list[dict[str, Any]]:
+        """The v3 webhook deliveries made: ``{job_uid, kind, status_code}``, oldest first."""
+        data: list[dict[str, Any]] = self._control("GET", "webhooks")["sent"]
+        return data
+
     def configure(self, **settings: Any) -> dict[str, Any]:
         """Change settings (see docs/emulator.md); returns them all. Unknown names are refused."""
         data: dict[str, Any] = self._control("POST", "config", body=settings)

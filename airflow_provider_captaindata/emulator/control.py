@@ -48,6 +48,7 @@ FAULT_FIELDS = {
     "message": str,
     "after": bool,
 }
+WEBHOOK_FIELDS = {"workflow_uid": str, "url": str}
 OUTCOME_FIELDS = {"target": str, "status": str, "error_message": str, "times": int}
 
 
@@ -91,6 +92,8 @@ class ControlApi:
             Route(f"{PREFIX}/outcomes", self.clear_outcomes, methods=["DELETE"]),
             Route(f"{PREFIX}/config", self.get_config, methods=["GET"]),
             Route(f"{PREFIX}/config", self.set_config, methods=["POST"]),
+            Route(f"{PREFIX}/webhooks", self.list_webhooks, methods=["GET"]),
+            Route(f"{PREFIX}/webhooks", self.set_webhook, methods=["POST"]),
             Route(f"{PREFIX}/requests", self.list_requests, methods=["GET"]),
             Route(f"{PREFIX}/requests", self.clear_requests, methods=["DELETE"]),
         ]
@@ -207,6 +210,24 @@ class ControlApi:
         except ValueError as exc:
             raise bad_control(str(exc)) from None
         return json_response(self.state.settings.to_dict())
+
+    async def list_webhooks(self, request: Request) -> Response:
+        """Per-workflow webhook URLs and the deliveries made (``{job_uid, kind, status_code}``)."""
+        return json_response({"workflows": self.state.v3_webhooks, "sent": self.state.v3_webhooks_sent})
+
+    async def set_webhook(self, request: Request) -> Response:
+        """``{workflow_uid, url}``: the workflow's webhook (``url`` null removes it)."""
+        body = _checked_fields(json_object_body(await request.body()), WEBHOOK_FIELDS, "webhook")
+        workflow_uid, url = body.get("workflow_uid"), body.get("url")
+        if not workflow_uid or not self.is_workflow(workflow_uid):
+            raise bad_control(f"webhook workflow_uid {workflow_uid!r} is not a v3 workflow uid")
+        if url is None:
+            self.state.v3_webhooks.pop(workflow_uid, None)
+        elif not url.startswith(("http://", "https://")):
+            raise bad_control("webhook url must be an http(s) URL")
+        else:
+            self.state.v3_webhooks[workflow_uid] = url
+        return json_response({"workflows": self.state.v3_webhooks})
 
     async def list_requests(self, request: Request) -> Response:
         method = request.query_params.get("method") or None

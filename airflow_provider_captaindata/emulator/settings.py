@@ -54,6 +54,9 @@ class Settings:
     # meanwhile: neither the run's final status nor a replay's answer waits for it.
     callback_delay_seconds: float = 0.0
     request_log_limit: int = 100_000
+    # v3 webhooks (set in the Captain Data app, not by API): the workspace-wide URL, POSTed on
+    # run created / succeeded / failed. Per-workflow URLs: POST /_emulator/webhooks.
+    v3_webhook_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -89,6 +92,8 @@ def _check(name: str, value: Any) -> Any:
             raise ValueError(f"setting {name!r} must be true or false, got {value!r}")
         return value
     if annotation.startswith("str"):
+        if name == "v3_webhook_url" and not str(value).startswith(("http://", "https://")):
+            raise ValueError(f"setting {name!r} must be an http(s) URL or null")
         if name == "v4_last_page_header" and value not in LAST_PAGE_HEADER_STYLES:
             raise ValueError(f"setting {name!r} must be one of {', '.join(LAST_PAGE_HEADER_STYLES)}")
         return str(value)

@@ -93,6 +93,8 @@ class EmulatorState:
             maxlen=self.settings.request_log_limit
         )
         self.v3_jobs: dict[str, V3Job] = {}
+        self.v3_webhooks: dict[str, str] = {}  # workflow uid -> webhook URL of that workflow
+        self.v3_webhooks_sent: list[dict[str, Any]] = []  # {job_uid, kind, status_code}
         self.v3_tasks_used = 0
         self.v4_runs: dict[str, V4Run] = {}
         self.v4_run_counter = 1000

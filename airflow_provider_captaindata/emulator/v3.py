@@ -13,6 +13,8 @@ configured times; its rows appear while it runs and are generated when a page is
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +35,10 @@ from airflow_provider_captaindata.emulator.fakes import V3_COMPANY_FIELDS, V3_PE
 from airflow_provider_captaindata.emulator.records import V3Job, iso
 from airflow_provider_captaindata.emulator.state import EmulatorState, stable_uid
 
+log = logging.getLogger(__name__)
+
 JOBS_PAGE_SIZE = 50
+WEBHOOK_TICK_SECONDS = 0.05  # how soon after a run's end (or a stop) its webhook goes out
 RESULTS_FIRST_PAGE = 0  # (uncertain) whether /results pages start at 0 or 1: clients follow `next`
 REPEAT_TYPES = ("minute", "hour", "day", "week", "month")
 RETRYABLE_STATUSES = ("warning", "shutdown", "stopped", "paused")
@@ -241,6 +246,9 @@ class V3Api:
         )
         self.state.v3_jobs[uid] = job
         self.state.v3_tasks_used += len(inputs)
+        urls = webhook_urls(self.state, job)
+        if urls:
+            self.state.spawn(send_webhooks(self.state, job, urls))
         return job
 
     async def list_jobs(self, request: Request) -> Response:
@@ -323,6 +331,51 @@ class V3Api:
         for job in repeating:
             job.repeat_option = None
         return json_response({"message": f"Schedule of {name!r} deleted", "deleted_at": iso(time.time())})
+
+
+def webhook_urls(state: EmulatorState, job: V3Job) -> list[str]:
+    """The workflow's own webhook and the workspace's, each once (both fire, as in the app)."""
+    urls = (state.v3_webhooks.get(job.workflow_uid), state.settings.v3_webhook_url)
+    return list(dict.fromkeys(url for url in urls if url))
+
+
+async def send_webhooks(state: EmulatorState, job: V3Job, urls: list[str]) -> None:
+    """ "Created" now, then "succeeded" or "failed" once the run is no longer pending or running."""
+    await _post_webhooks(state, job, "created", urls)
+    while job.is_in_progress(time.time()):
+        await asyncio.sleep(WEBHOOK_TICK_SECONDS)
+    status = job.status(time.time())
+    await _post_webhooks(state, job, "succeeded" if status in ("finished", "completed") else "failed", urls)
+
+
+async def _post_webhooks(state: EmulatorState, job: V3Job, kind: str, urls: list[str]) -> None:
+    import httpx
+
+    status = job.status(time.time())
+    error = None
+    if kind == "failed":
+        error = (job.outcome.error_message if job.outcome else None) or f"The run ended {status}"
+    body = {
+        "uid": state.ids.uid(),
+        "job_uid": job.uid,
+        "message": f"Run {job.name!r} {kind}",
+        "project_uid": state.project_uid,
+        "error": error,
+        "recipe_ref": None,
+        "workflow_uid": job.workflow_uid,
+        "workflow_name": job.workflow_name,
+        "job_name": job.name,
+    }
+    for url in urls:
+        try:
+            answer = await state.callback_client().post(
+                url, json=body, timeout=state.settings.callback_timeout_seconds
+            )
+            code = answer.status_code
+        except (httpx.HTTPError, ValueError, OSError) as exc:
+            log.debug("Webhook of run %s failed: %s", job.uid, exc)
+            code = 0
+        state.v3_webhooks_sent.append({"job_uid": job.uid, "kind": kind, "status_code": code})
 
 
 def _check_inputs(inputs: Any) -> list[dict[str, Any]]:

@@ -7,14 +7,14 @@ Same connection, retry policy and errors as the blocking
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from airflow_provider_captaindata.connection import ConnectionSettings
 from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, live_call
 from airflow_provider_captaindata.http import ApiResponse, AsyncTransport, RetryPolicy
 from airflow_provider_captaindata.statuses import RunSnapshot
-from airflow_provider_captaindata.versions import V4, ApiVersion, get_version
+from airflow_provider_captaindata.versions import V3, V4, ApiVersion, get_version
 
 
 class CaptainDataAsyncHook(CaptainDataBaseHook):
@@ -62,6 +62,33 @@ class CaptainDataAsyncHook(CaptainDataBaseHook):
         version = get_version(api_version)
         answer = await self._acall(version, "GET", version.run_path.format(run_uid=run_uid))
         return version.snapshot(answer.data)
+
+    async def list_workflow_runs(self, workflow_uid: str, page: int = 0) -> list[RunSnapshot]:
+        """``GET /v3/workflows/{uid}/jobs?page=N``: one page of a workflow's runs, newest first
+        (whoever started them: this provider, a repeat schedule, the Captain Data app)."""
+        answer = await self._acall(V3, "GET", f"/workflows/{workflow_uid}/jobs", params={"page": page})
+        return [V3.snapshot(job) for job in answer.data or []]
+
+    async def list_action_runs(
+        self,
+        *,
+        status: Sequence[str] = (),
+        action_name: str | None = None,
+        execution_mode: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        sort: str = "-created_at",
+    ) -> list[RunSnapshot]:
+        """``GET /v4/runs`` with its filters (``status`` may name several; ``limit`` up to 100)."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset, "sort": sort}
+        if status:
+            params["status"] = list(status)
+        if action_name is not None:
+            params["action_name"] = action_name
+        if execution_mode is not None:
+            params["execution_mode"] = execution_mode
+        answer = await self._acall(V4, "GET", "/runs", params=params)
+        return [V4.snapshot(run) for run in answer.data or []]
 
     async def stop_run(self, api_version: str, run_uid: str) -> bool:
         """Stop a run; False when the API version cannot stop runs (v4)."""
