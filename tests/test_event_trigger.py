@@ -162,7 +162,14 @@ def test_serializes_primitives_without_secret_and_hashes_stably(captaindata_emul
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert captaindata_emulator.api_key not in json.dumps(kwargs)
     assert recreate(trigger).serialize() == (classpath, kwargs)
+
+
+@pytest.mark.airflow3
+def test_is_an_event_trigger_with_a_stable_hash() -> None:
     from airflow.triggers.base import BaseEventTrigger
+
+    trigger = v3_trigger("wf-1", states=["succeeded"])
+    classpath, kwargs = trigger.serialize()
 
     assert isinstance(trigger, BaseEventTrigger)
     # AssetWatcher keys the trigger by this hash: two parses of a DAG must give the same one.
