@@ -16,6 +16,7 @@ from airflow_provider_captaindata.action_inputs import (
     action_body,
     validate_action_input,
 )
+from airflow_provider_captaindata.assets import record_landed
 from airflow_provider_captaindata.exceptions import (
     CaptainDataConfigError,
     CaptainDataOutcomeUnknown,
@@ -301,13 +302,13 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         with fail_without_retry_on_bad_request():
             if self.input is not None:
                 try:
-                    return self._live_single()
+                    return record_landed(self, context, self._live_single())
                 except CaptainDataOutcomeUnknown as exc:
                     # A task retry would send it again: fail for a person to check instead.
                     raise AirflowFailException(str(exc)) from exc
             # Per-input API errors are recorded, not raised: only the connection's own
             # problems (a missing key, a bad rate limit) reach this, and a retry cannot mend them.
-            return run_live_fanout(self, list(self.inputs or []), context)
+            return record_landed(self, context, run_live_fanout(self, list(self.inputs or []), context))
 
     def _live_single(self) -> Any:
         assert isinstance(self.input, Mapping)

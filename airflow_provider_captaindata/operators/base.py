@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
 
+from airflow_provider_captaindata.assets import record_landed
 from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
@@ -128,6 +129,7 @@ class CaptainDataRunOperatorBase(BaseOperator):
     """
 
     api_version: ClassVar[str] = "v3"
+    _landed: dict[str, Any] | None = None  # what the results were (assets.record_landed), for lineage
     operator_extra_links = (CaptainDataRunLink(),)
     ui_color = "#e8f4ff"
 
@@ -332,9 +334,10 @@ class CaptainDataRunOperatorBase(BaseOperator):
         run_uid, status = event["run_uid"], event["status"]
         if status == "success":
             self.check_success(event)
-            return (
+            result = (
                 self.collect(context, run_uid) if self.fetch_results else {"run_uid": run_uid, "rows": None}
             )
+            return record_landed(self, context, result)
         if status == "timeout":
             if event.get("deadline") == DEADLINE_EXECUTION:
                 stopped = self._stop(run_uid, "the task's execution_timeout is reached")
@@ -367,6 +370,22 @@ class CaptainDataRunOperatorBase(BaseOperator):
                 sink.add_page(page)
                 self.log.info("Run %s: page %s fetched, %s rows so far", run_uid, pages, sink.rows)
             return sink.finish(run_uid=run_uid)
+
+    # OpenLineage (the ``openlineage`` extra): see lineage.py, imported only when called.
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow_provider_captaindata.lineage import operator_lineage
+
+        return operator_lineage(self, "start")
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow_provider_captaindata.lineage import operator_lineage
+
+        return operator_lineage(self, "complete")
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        from airflow_provider_captaindata.lineage import operator_lineage
+
+        return operator_lineage(self, "failure")
 
     def _stop(self, run_uid: str, why: str) -> bool:
         """Stop the run; False when it could not be (v4 has no stop endpoint, or the call failed)."""
