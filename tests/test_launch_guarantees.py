@@ -33,16 +33,22 @@ V4_LAUNCH = f"/v4/actions/{EXTRACT}/run/async"
 
 
 class StateStore:
-    """Airflow 3.3's task_state_store: values survive tries."""
+    """Airflow 3.3's task_state_store: values survive tries; like the real accessor, it
+    refuses None (``delete`` removes a key) and keeps JSON only."""
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
 
-    def get(self, key: str) -> Any:
-        return self.data.get(key)
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(self.data[key]) if key in self.data else default
 
-    def set(self, key: str, value: Any) -> None:
-        self.data[key] = value
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        if value is None:
+            raise ValueError("Cannot set value as None")
+        self.data[key] = json.dumps(value)
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
 
 
 class TaskInstance:
@@ -269,3 +275,33 @@ def test_live_search_to_a_file_leaves_nothing_when_a_page_fails(
     with pytest.raises(CaptainDataTransportError):
         op.execute(new_context(None))
     assert list(tmp_path.iterdir()) == []  # page 1 was written, then removed with its file
+
+
+@pytest.mark.parametrize("with_store", [True, False], ids=["task_state_store", "lookup-by-name"])
+def test_v3_an_unknown_status_never_allows_a_relaunch(
+    captaindata_emulator: Any, hook: CaptainDataHook, workflow_uid: str, with_store: bool
+) -> None:
+    store = StateStore() if with_store else None
+    captaindata_emulator.configure(v3_running_seconds=60)
+    run_a = v3_operator(workflow_uid, wait_for_completion=False).execute(new_context(store))
+    # The API now answers a status the table does not know, for the run and in its listing.
+    job = {**hook.get_workflow_run(run_a).model_dump(), "status": "queued"}
+    captaindata_emulator.add_fault("GET", f"/v3/jobs/{run_a}", body=job, times=None)
+    captaindata_emulator.add_fault("GET", f"/v3/workflows/{workflow_uid}/jobs", body=[job], times=None)
+    with pytest.raises(CaptainDataRunError, match="unknown run status 'queued'"):
+        v3_operator(workflow_uid).wait(new_context(store), run_a)  # the wait fails closed
+    with pytest.raises(CaptainDataRunError, match="'queued', which this provider does not know"):
+        v3_operator(workflow_uid).execute(new_context(store))  # and the retry does not relaunch
+    assert len(captaindata_emulator.requests(method="POST", path=V3_LAUNCH)) == 1
+
+
+def test_v4_an_unknown_status_never_allows_a_relaunch(
+    captaindata_emulator: Any, hook: CaptainDataHook
+) -> None:
+    captaindata_emulator.configure(v4_running_seconds=60)
+    run_a = v4_operator(wait_for_completion=False).execute(new_context(None))
+    run = {**hook.get_action_run(run_a).model_dump(mode="json"), "status": "ON_HOLD"}
+    captaindata_emulator.add_fault("GET", "/v4/runs", body=[run], times=None)
+    with pytest.raises(CaptainDataRunError, match="'ON_HOLD', which this provider does not know"):
+        v4_operator().execute(new_context(None))
+    assert len(captaindata_emulator.requests(method="POST", path=V4_LAUNCH)) == 1

@@ -321,3 +321,29 @@ def test_templated_inputs_are_checked_after_rendering(emulator: Any, workflow_ui
     dag_run = run_dag(dag)
     assert task_states(dag_run) == {"launch": "failed"}
     assert launches(emulator) == []
+
+
+def test_a_run_stopped_in_captain_data_fails_without_task_retries(
+    emulator: Any, workflow_uid: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator.force_outcome(workflow_uid, "stopped", error_message="stopped by jane@example.com")
+    dag = launch_dag("v3_user_stop", workflow_uid, deferrable=True, retries=2, retry_delay=timedelta(0))
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"launch": "failed"}
+    assert len(launches(emulator)) == 1  # a retry would have launched it again
+    assert "stopped in Captain Data, not by this task" in task_output(caplog, capsys)
+
+
+@pytest.mark.skipif(not _has_task_state_store(), reason="the task state store is Airflow 3.3+")
+def test_reschedule_sensor_goes_on_when_a_pause_ends(emulator: Any, workflow_uid: str) -> None:
+    # The real accessor refuses set(key, None): the poke after the pause must delete the key.
+    run_uid = launch_elsewhere(workflow_uid, "pause-ends")
+    paused = {"uid": run_uid, "name": "pause-ends", "status": "paused", "error_message": "cookie"}
+    emulator.add_fault("GET", f"/v3/jobs/{run_uid}", body=paused, times=2)
+    with make_dag("v3_sensor_pause_ends") as dag:
+        CaptainDataRunSensor(
+            task_id="wait", run_uid=run_uid, mode="reschedule", poke_interval=1, paused_grace_period=60
+        )
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"wait": "success"}
+    assert xcom(dag_run, "wait") == {"run_uid": run_uid, "run_status": "finished"}

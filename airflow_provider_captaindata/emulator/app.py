@@ -142,6 +142,9 @@ class EmulatorApp:
             response = Response(MALFORMED_BODY, status_code=200, media_type="application/json")
             await response(scope, receive, send)
             return True
+        if fault.body is not None:
+            await json_response(fault.body, headers=fault.headers)(scope, receive, send)
+            return True
         if fault.status is not None:
             headers = {}
             if fault.retry_after is not None:

@@ -123,6 +123,8 @@ class EmulatorClient:
         delay: float | None = None,
         drop: bool = False,
         malformed: bool = False,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
         match_body: str | None = None,
         error_label: str | None = None,
         message: str | None = None,
@@ -134,10 +136,12 @@ class EmulatorClient:
         ``status``: that code with the v4 error body (``error_label``/``message``), plus
         ``Retry-After`` when ``retry_after`` is set; ``delay``: seconds to wait first (alone:
         then answer normally); ``drop``: close the connection with no answer; ``malformed``:
-        200 with truncated JSON; ``match_body``: only requests whose body contains it;
-        ``after``: the API serves the request first (a run is created, a message sent) and
-        only then is its answer replaced by the status, drop or truncated JSON."""
-        body = {
+        200 with truncated JSON; ``body``: 200 with this JSON instead of the API's answer (plus
+        ``headers``), e.g. a results page with a broken ``paging``; ``match_body``: only
+        requests whose body contains it; ``after``: the API serves the request first (a run
+        is created, a message sent) and only then is its answer replaced by the status, drop,
+        truncated JSON or body."""
+        fields = {
             "method": method,
             "path": path,
             "times": times,
@@ -146,13 +150,15 @@ class EmulatorClient:
             "delay": delay,
             "drop": drop,
             "malformed": malformed,
+            "body": body,
+            "headers": headers,
             "match_body": match_body,
             "error_label": error_label,
             "message": message,
             "after": after or None,
         }
         # times=None is meaningful (every request): it is always sent.
-        sent = {k: v for k, v in body.items() if v is not None or k == "times"}
+        sent = {k: v for k, v in fields.items() if v is not None or k == "times"}
         fault = self._control("POST", "faults", body=sent)
         return str(fault["uid"])
 

@@ -43,6 +43,8 @@ FAULT_FIELDS = {
     "delay": (int, float),
     "drop": bool,
     "malformed": bool,
+    "body": (dict, list),
+    "headers": dict,
     "match_body": str,
     "error_label": str,
     "message": str,
@@ -138,11 +140,16 @@ class ControlApi:
                 raise bad_control(f"a fault needs {name!r}")
         if not str(body["path"]).startswith("/"):
             raise bad_control(f"fault path must be a URL path glob starting with '/', got {body['path']!r}")
-        effects = [name for name in ("status", "drop", "malformed") if body.get(name)]
+        effects = [n for n in ("status", "drop", "malformed", "body") if body.get(n) not in (None, False)]
         if len(effects) > 1:
             raise bad_control(f"a fault has one answer: {' and '.join(effects)} cannot go together")
         if not effects and body.get("delay") is None:
-            raise bad_control("a fault needs one of status, drop, malformed or delay")
+            raise bad_control("a fault needs one of status, drop, malformed, body or delay")
+        headers = body.get("headers")
+        if headers is not None and (
+            body.get("body") is None or not all(isinstance(v, str) for v in headers.values())
+        ):
+            raise bad_control("fault headers go with a body, as a dict of header names to strings")
         status = body.get("status")
         if status is not None and not 100 <= status <= 599:
             raise bad_control(f"fault status must be an HTTP status code, got {status}")

@@ -37,6 +37,8 @@ class Fault:
     delay: float | None = None
     drop: bool = False
     malformed: bool = False
+    body: Any = None  # a JSON answer (200) served in place of the API's
+    headers: dict[str, str] | None = None  # added to the ``body`` answer
     match_body: str | None = None
     error_label: str | None = None
     message: str | None = None
@@ -46,7 +48,7 @@ class Fault:
     @property
     def answers(self) -> bool:
         """Whether the fault replaces the answer (a delay alone only holds it back)."""
-        return self.drop or self.malformed or self.status is not None
+        return self.drop or self.malformed or self.status is not None or self.body is not None
 
     def matches(self, method: str, path: str, body: bytes) -> bool:
         if self.times is not None and self.hits >= self.times:

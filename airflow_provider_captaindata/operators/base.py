@@ -33,6 +33,7 @@ from airflow_provider_captaindata.results import (
     object_storage_path,
     open_sink,
 )
+from airflow_provider_captaindata.statuses import RunState
 from airflow_provider_captaindata.versions import get_version
 from airflow_provider_captaindata.waiting import (
     DEADLINE_EXECUTION,
@@ -47,6 +48,11 @@ if TYPE_CHECKING:
     from airflow_provider_captaindata.statuses import RunSnapshot
 
 STATE_STORE_KEY = "captaindata_run_uid"
+
+
+class CaptainDataRunStoppedError(CaptainDataRunError, AirflowFailException):
+    """The run was stopped in Captain Data (by a user), not by the task: the task fails
+    without its retries, since a retry would launch the run again."""
 
 
 def default_deferrable() -> bool:
@@ -167,6 +173,7 @@ class CaptainDataRunOperatorBase(BaseOperator):
         # Set while a launch is in flight: the earlier runs its lookup must skip. A kill in
         # that window finds the run by name or tag (see on_kill).
         self._skip_while_launching: list[str] | None = None
+        self._stopped_runs: set[str] = set()  # runs this task stopped (kill, execution_timeout)
 
     # -- to implement -------------------------------------------------------------------------
 
@@ -247,6 +254,15 @@ class CaptainDataRunOperatorBase(BaseOperator):
         return None, stale
 
     def _worth_resuming(self, snapshot: RunSnapshot, how: str) -> bool:
+        if snapshot.state is RunState.UNKNOWN:
+            # It may well be running: launching again could double the run (and its credits).
+            raise CaptainDataRunError(
+                snapshot.uid,
+                snapshot.status,
+                f"earlier run {snapshot.uid} ({how}) is in status {snapshot.status!r}, which this "
+                "provider does not know: not launching again while it may still be running. "
+                "Check the run in Captain Data; the next try resumes it once its status is known.",
+            )
         if snapshot.state.is_success or not snapshot.state.is_final:
             self.log.info("Run %s (%s) is %s: not launching again", snapshot.uid, how, snapshot.status)
             return True
@@ -357,6 +373,15 @@ class CaptainDataRunOperatorBase(BaseOperator):
             new_run = self.on_run_failed(context, event, retries_done)
             if new_run:
                 return self.wait(context, new_run, retries_done + 1)
+        if status == "cancelled" and run_uid not in self._stopped_runs:
+            # Someone stopped it in Captain Data: a task retry would launch it again.
+            raise CaptainDataRunStoppedError(
+                run_uid,
+                str(event.get("run_status") or status),
+                f"{event.get('message') or status}. It was stopped in Captain Data, not by this "
+                "task: failing without task retries, which would launch it again. Clear the task "
+                "to launch a new run.",
+            )
         raise CaptainDataRunError(
             run_uid, str(event.get("run_status") or status), event.get("message") or status
         )
@@ -390,6 +415,7 @@ class CaptainDataRunOperatorBase(BaseOperator):
     def _stop(self, run_uid: str, why: str) -> bool:
         """Stop the run; False when it could not be (v4 has no stop endpoint, or the call failed)."""
         try:
+            self._stopped_runs.add(run_uid)
             if self.hook.stop_run(self.api_version, run_uid):
                 self.log.warning("Stopped run %s: %s", run_uid, why)
                 return True

@@ -156,7 +156,11 @@ class CaptainDataRunSensor(BaseSensorOperator):
         event = waiter.on_snapshot(snapshot)
         store = context.get("task_state_store")
         if self.mode == "reschedule" and store is not None and waiter.paused_since != paused_since:
-            store.set(PAUSED_SINCE_KEY, waiter.paused_since)
+            # The store refuses None (ValueError on 3.3): a run no longer paused deletes the key.
+            if waiter.paused_since is None:
+                store.delete(PAUSED_SINCE_KEY)
+            else:
+                store.set(PAUSED_SINCE_KEY, waiter.paused_since)
         if event is None:
             return False
         self._last_status = snapshot.status

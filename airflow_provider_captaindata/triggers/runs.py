@@ -50,6 +50,10 @@ class CaptainDataRunTrigger(BaseTrigger):
     :param stop_on_kill: stop the run when a user kills the deferred task (Airflow 3.3+).
     :param paused_since: epoch seconds since when the run is known to be ``paused`` (seen by
         the worker before deferring): the grace period counts from there, not from the start.
+
+    Airflow stores the kwargs once, at deferral: a trigger re-created after a triggerer restart
+    starts from them again, so a pause it had seen is counted afresh from the restart (the
+    wait can last up to one more grace period). The deadlines are absolute times and hold.
     """
 
     def __init__(
@@ -146,7 +150,6 @@ class CaptainDataRunTrigger(BaseTrigger):
                 if waiter.status_changed(snapshot):
                     log.info("Run %s is %s", self.run_uid, snapshot.status)
                 event = waiter.on_snapshot(snapshot)
-                self.paused_since = waiter.paused_since  # serialized: a re-created trigger goes on
             event = event or waiter.on_clock()
             if event is not None:
                 yield TriggerEvent(event)

@@ -90,6 +90,14 @@ def test_malformed_json(v4: httpx.Client, emu: EmulatorClient) -> None:
     assert v4.get("/runs").json() == []
 
 
+def test_body_answers_that_json_with_headers(v4: httpx.Client, emu: EmulatorClient) -> None:
+    emu.add_fault("GET", "/v4/runs", body=[{"uid": "r1", "status": "ON_HOLD"}], headers={"X-Note": "a"})
+    answer = v4.get("/runs")
+    assert answer.status_code == 200 and answer.headers["x-note"] == "a"
+    assert answer.json() == [{"uid": "r1", "status": "ON_HOLD"}]
+    assert v4.get("/runs").json() == []
+
+
 def test_match_body_fails_one_input_of_a_fan_out(v4: httpx.Client, emu: EmulatorClient) -> None:
     emu.add_fault(
         "POST",
@@ -201,6 +209,8 @@ def test_same_requests_after_reset_give_the_same_uids(v4: httpx.Client, emu: Emu
         (lambda e: e.add_fault("GET", "/v4/x", status=999), "status"),
         (lambda e: e.add_fault("GET", "/v4/x", status=500, drop=True), "cannot go together"),
         (lambda e: e.add_fault("GET", "/v4/x", status=500, times=0), "times"),
+        (lambda e: e.add_fault("GET", "/v4/x", status=500, body={}), "cannot go together"),
+        (lambda e: e.add_fault("GET", "/v4/x", status=500, headers={"a": "b"}), "headers go with a body"),
         (lambda e: e.force_outcome("nope", "FAILED"), "neither"),
         (lambda e: e.force_outcome("linkedin-extract-people", "warning"), "cannot be forced"),
     ],
