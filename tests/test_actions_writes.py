@@ -223,16 +223,16 @@ def test_slow_head_input_holds_at_most_a_window_of_rows(emulator: Any) -> None:
 
 
 def test_fan_out_closes_its_http_client(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import httpx
+    import aiohttp
 
-    closed: list[httpx.AsyncClient] = []
-    original = httpx.AsyncClient.aclose
+    closed: list[aiohttp.ClientSession] = []
+    original = aiohttp.ClientSession.close
 
-    async def aclose(self: httpx.AsyncClient) -> None:
+    async def close(self: aiohttp.ClientSession) -> None:
         closed.append(self)
         await original(self)
 
-    monkeypatch.setattr(httpx.AsyncClient, "aclose", aclose)
+    monkeypatch.setattr(aiohttp.ClientSession, "close", close)
     op = CaptainDataRunActionOperator(
         task_id="extract", action=EXTRACT, inputs=[message_input(i) for i in range(2)]
     )

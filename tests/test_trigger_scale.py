@@ -1,0 +1,68 @@
+"""Hundreds of triggers in one event loop over TLS: connections are bounded and reused.
+
+A local TLS status server (``tests/benchmarks/status_server.py``, in the test's own loop)
+counts the connections it accepts, one per TLS handshake. Before the fix, the 300 triggers
+below opened 100 connections at once and then a new one for nearly every poll (httpcore
+closed idle connections whenever more than 50 existed). Counts, not timings: speed is
+``make bench``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_captaindata.http import AsyncTransport
+from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
+from tests.benchmarks.status_server import make_certs, server_context, start
+
+TRIGGERS = 300
+POLLS = 3  # status reads until each run is final: two "running", then "finished"
+CONN_ID = "captaindata_tls"
+
+
+async def _wait_all(context: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], int]:
+    async def wait(uid: str) -> dict[str, Any]:
+        trigger = CaptainDataRunTrigger(run_uid=uid, captaindata_conn_id=CONN_ID, poll_interval=0.2)
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError(f"trigger of {uid} ended without an event")
+
+    server, stats, url = await start(context, POLLS)
+    conn = {
+        "conn_type": "captaindata",
+        "password": "k" * 32,
+        "extra": {"project_uid": "p1", "v3_base_url": f"{url}/v3"},
+    }
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
+    async with server:
+        # All started together, as a mapped task's deferrals reach a triggerer.
+        events = await asyncio.wait_for(asyncio.gather(*(wait(f"run-{i:03d}") for i in range(TRIGGERS))), 60)
+    return list(events), stats.connections
+
+
+def test_triggers_over_tls_share_a_bounded_pool_of_reused_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, cert, key = make_certs(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the client trusts the test CA
+    events, connections = asyncio.run(_wait_all(server_context(cert, key), monkeypatch))
+
+    assert [e["status"] for e in events] == ["success"] * TRIGGERS
+    assert [e["run_uid"] for e in events] == [f"run-{i:03d}" for i in range(TRIGGERS)]
+    assert [e["run_status"] for e in events] == ["finished"] * TRIGGERS
+    # 900 polls: at most one handshake per pooled connection, whatever the trigger count.
+    assert connections <= AsyncTransport.POOL_SIZE, connections
+
+
+def test_the_loops_session_is_closed_when_the_loop_shuts_down() -> None:
+    async def pool() -> Any:
+        return AsyncTransport()._pool()
+
+    used = asyncio.run(pool())
+    # asyncio.run closed it (no "Unclosed client session" at garbage collection).
+    assert used.session.closed
