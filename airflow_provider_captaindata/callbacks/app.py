@@ -57,8 +57,8 @@ class ReceiverSettings:
     store: CallbackStore
 
 
-def parse_callback(data: bytes) -> tuple[str, str, int]:
-    """Check a callback body; return its run uid, batch uid and row count."""
+def parse_callback(data: bytes) -> tuple[str, str, dict[str, Any]]:
+    """Check a callback body; return its run uid, batch uid and the body."""
     try:
         body = json.loads(data)
     except (ValueError, RecursionError):
@@ -83,7 +83,7 @@ def parse_callback(data: bytes) -> tuple[str, str, int]:
         raise BadCallback("'results_count' must be a non-negative integer")
     if body.get("custom_data") is not None and not isinstance(body["custom_data"], dict):
         raise BadCallback("'custom_data' must be an object")
-    return run["run_uid"].lower(), run["batch_uid"].lower(), len(results)
+    return run["run_uid"].lower(), run["batch_uid"].lower(), body
 
 
 def read_connection_settings(conn_id: str) -> tuple[str | None, str | None]:
@@ -202,9 +202,9 @@ class CallbackReceiver:
 
     @staticmethod
     def _store(store: CallbackStore, launch_key: str, data: bytes) -> tuple[str, str, int]:
-        run_uid, batch_uid, rows = parse_callback(data)
-        store.write_page(launch_key, run_uid, batch_uid, data)
-        return run_uid, batch_uid, rows
+        run_uid, batch_uid, body = parse_callback(data)
+        store.write_page(launch_key, run_uid, batch_uid, data, body)
+        return run_uid, batch_uid, len(body.get("results") or [])
 
 
 def _error(status: int, message: str) -> JSONResponse:

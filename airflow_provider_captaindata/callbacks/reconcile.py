@@ -1,16 +1,21 @@
 """After an async run: make sure every result page arrived, replay what did not, read the rows once.
 
-Captain Data keeps a delivery record per callback attempt (``GET /runs/callbacks?run_uid=``).
-The receiver keeps one file per page (``{storage}/{launch_key}/{run_uid}/{batch_uid}.json``).
-Reconciling compares the two:
+Captain Data keeps a delivery record per callback attempt (``GET /runs/callbacks?run_uid=``):
+the original callbacks (no ``parent_uid``) are the pages, replays point at their original.
+The receiver keeps one file per page (``{storage}/{launch_key}/{run_uid}/{batch_uid}.{digest}.json``).
+Reconciling compares the two, batch uid by batch uid:
 
-* a page whose file exists is complete, whatever its record says: the receiver only answers
-  2xx after a whole page is written, so a "FAILED" record with a stored page (the sender gave
-  up waiting for our answer, say) needs nothing;
+* a batch is complete when it has as many stored pages as original callbacks, whatever the
+  records say: the receiver only answers 2xx after a whole page is written, so a "FAILED"
+  record with a stored page (the sender gave up waiting for our answer, say) needs nothing.
+  The API reference gives one page per batch uid; a batch uid naming an input (several pages)
+  is handled the same way, its pages told apart by their content;
 * a page with no file (dropped, refused, receiver down) is replayed, at most 3 times per page
   counting the replays already made (the record's ``retry_count``), then awaited with a bound;
 * a page still being delivered (``PENDING``/``RUNNING``) is awaited, not replayed.
 
+Only pages of batches the delivery records list are read: a stored file that no record
+mentions did not come from this run's deliveries (a forged or stray write) and is ignored.
 The rows are then read page by page from storage, in batch uid order: a duplicated or replayed
 page overwrote its own file, so no row is ever counted twice, and memory stays one page.
 """
@@ -20,11 +25,12 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from airflow_provider_captaindata.callbacks.storage import CallbackStore, is_uuid
+from airflow_provider_captaindata.callbacks.storage import CallbackStore, batch_of, is_uuid
 from airflow_provider_captaindata.exceptions import CaptainDataAPIError, CaptainDataError
 
 log = logging.getLogger(__name__)
@@ -54,23 +60,33 @@ class MissingPagesError(CaptainDataError):
         expected: int,
         replayed: int,
         ambiguous: Sequence[str] = (),
+        *,
+        missing_pages: int | None = None,
+        unverified: int = 0,
     ) -> None:
         self.run_uid = run_uid
         self.missing = list(missing)
         self.ambiguous = list(ambiguous)
+        self.unverified = unverified
         problems = []
         if self.missing:
+            count = len(self.missing) if missing_pages is None else missing_pages
             problems.append(
-                f"{len(self.missing)} of {expected} result pages of run {run_uid} never reached the "
+                f"{count} of {expected} result pages of run {run_uid} never reached the "
                 f"callback receiver ({replayed} replays made): batch uids {_named(self.missing)}. Check "
                 "that the receiver is reachable at the connection's callback_base_url and stores into "
                 "the same callback_storage."
             )
         if self.ambiguous:
             problems.append(
-                f"Run {run_uid} sent several different pages under one batch uid for "
-                f"{len(self.ambiguous)} batch uids ({_named(self.ambiguous)}): stored one file per batch "
-                "uid, they overwrote each other, so rows of those pages may be lost."
+                f"Run {run_uid} has more different pages stored than delivered callbacks for "
+                f"{len(self.ambiguous)} batch uids ({_named(self.ambiguous)}): a page was delivered "
+                "again with other content, so rows of those batches may be doubled."
+            )
+        if unverified:
+            problems.append(
+                f"Run {run_uid}: {unverified} stored pages have no delivery record, and the records may "
+                "be incomplete (the hook does not page through them): those pages are not read."
             )
         super().__init__(" ".join(problems))
 
@@ -115,20 +131,31 @@ class ReconcileReport:
     run_uid: str
     launch_key: str
     storage: str
-    expected: int  # distinct pages (batch uids) in the delivery records
+    expected: int  # pages (original callbacks) in the delivery records
     received: int  # of those, stored
     replayed: int  # replays this reconciliation asked for
-    missing: list[str]  # batch uids never stored
-    unlisted: int = 0  # stored pages that no record mentions (read too)
-    ambiguous: list[str] = field(default_factory=list)  # batch uids with several original pages
-    batch_uids: list[str] = field(default_factory=list)  # the stored pages, read in this order
+    missing: list[str]  # batch uids with pages never stored
+    unlisted: int = 0  # stored pages that no record mentions: not read
+    ambiguous: list[str] = field(default_factory=list)  # batch uids with more stored pages than callbacks
+    page_ids: list[str] = field(default_factory=list)  # the stored pages read, in this order
+    records_complete: bool = True  # False: the hook may not have listed every record
     rows: int = 0  # rows yielded by iter_pages so far
     pages_with_error: int = 0  # pages whose ``error`` is set (an input failed), seen by iter_pages
     _store: CallbackStore | None = field(default=None, repr=False)
 
     @property
+    def batch_uids(self) -> list[str]:
+        """The batch uids of the pages read."""
+        return sorted({batch_of(page) for page in self.page_ids})
+
+    @property
+    def unverified(self) -> int:
+        """Stored pages without a record when the records may be incomplete (they might be real)."""
+        return 0 if self.records_complete else self.unlisted
+
+    @property
     def complete(self) -> bool:
-        return not self.missing and not self.ambiguous
+        return not self.missing and not self.ambiguous and not self.unverified
 
     def iter_pages(self) -> Iterator[list[dict[str, Any]]]:
         """Each stored page's result rows, sorted by batch uid, one page in memory at a time.
@@ -136,8 +163,8 @@ class ReconcileReport:
         A row without ``custom_data`` gets its page's (the input's), so rows can be joined back
         to what the DAG sent."""
         store = self._store or CallbackStore(self.storage)
-        for batch_uid in self.batch_uids:
-            page = store.read_page(self.launch_key, self.run_uid, batch_uid)
+        for page_id in self.page_ids:
+            page = store.read_page(self.launch_key, self.run_uid, page_id)
             custom = page.get("custom_data")
             rows = [row for row in page.get("results") or [] if isinstance(row, dict)]
             if custom is not None:
@@ -154,7 +181,8 @@ class ReconcileReport:
             "pages_expected": self.expected,
             "pages_received": self.received,
             "pages_replayed": self.replayed,
-            "pages_missing": len(self.missing),
+            "pages_missing": self.expected - self.received,
+            "pages_unlisted": self.unlisted,
             "missing_batch_uids": self.missing,
             "ambiguous_batch_uids": self.ambiguous,
         }
@@ -166,7 +194,15 @@ class ReconcileReport:
             raise ValueError(f"on_missing must be 'fail' or 'warn', got {on_missing!r}")
         if self.complete:
             return
-        error = MissingPagesError(self.run_uid, self.missing, self.expected, self.replayed, self.ambiguous)
+        error = MissingPagesError(
+            self.run_uid,
+            self.missing,
+            self.expected,
+            self.replayed,
+            self.ambiguous,
+            missing_pages=self.expected - self.received,
+            unverified=self.unverified,
+        )
         if on_missing == "fail":
             raise error
         log.warning("%s", error)
@@ -238,21 +274,23 @@ def reconcile_run(
     deadline = started + max(0.0, replay_wait_seconds)
     relist_every = max(5.0, 5 * poll_seconds)
 
+    def short_batches() -> set[str]:
+        stored = Counter(batch_of(page) for page in store.page_ids(launch_key, run_uid))
+        return {batch for batch, recs in by_batch.items() if stored[batch] < _pages_in(recs)}
+
     records = list_callback_records(hook, run_uid, log=log)
     by_batch = _group(records, run_uid, log)
-    expected = set(by_batch)
-    stored = set(store.batch_uids(launch_key, run_uid))
-    missing = expected - stored
+    missing = short_batches()
     if missing:
         log.info(
-            "Run %s: %s of %s result pages not stored yet; replaying them (up to %s times each)",
+            "Run %s: %s of %s batches short of pages; replaying them (up to %s times each)",
             run_uid,
             len(missing),
-            len(expected),
+            len(by_batch),
             MAX_REPLAYS,
         )
 
-    used = {batch: max(r.retry_count for r in recs) for batch, recs in by_batch.items()}
+    used: dict[str, int] = {}  # replays made per original callback, the API's count included
     in_flight = {batch for batch in missing if any(r.status in IN_FLIGHT for r in by_batch[batch])}
     errors: dict[str, int] = {}
     replayed = 0
@@ -260,62 +298,101 @@ def reconcile_run(
     while missing:
         hope = bool(in_flight)
         for batch in sorted(missing - in_flight):
-            if used[batch] >= MAX_REPLAYS or errors.get(batch, 0) >= MAX_REPLAYS:
-                continue
-            target = _replay_target(by_batch[batch])
-            try:
-                answer = Record.of(hook.replay_run_callback(target.uid), default_uid=target.uid)
-                # A replay is never an original page, whatever the answer carries.
-                answer = replace(answer, parent_uid=answer.parent_uid or target.uid)
-            except CaptainDataAPIError as exc:
-                if exc.status_code == 400:  # MAX_REPLAYS_REACHED or gone: no budget left
-                    used[batch] = MAX_REPLAYS
-                else:
-                    errors[batch] = errors.get(batch, 0) + 1
+            for target in _replay_targets(by_batch[batch]):
+                used.setdefault(target.uid, max(r.retry_count for r in _chain(by_batch[batch], target)))
+                if used[target.uid] >= MAX_REPLAYS or errors.get(target.uid, 0) >= MAX_REPLAYS:
+                    continue
+                try:
+                    answer = Record.of(hook.replay_run_callback(target.uid), default_uid=target.uid)
+                    # A replay is never an original page, whatever the answer carries.
+                    answer = replace(answer, parent_uid=answer.parent_uid or target.uid)
+                except CaptainDataAPIError as exc:
+                    if exc.status_code == 400:  # MAX_REPLAYS_REACHED or gone: no budget left
+                        used[target.uid] = MAX_REPLAYS
+                    else:
+                        errors[target.uid] = errors.get(target.uid, 0) + 1
+                        hope = True
+                    log.warning("Replay of page %s (callback %s) refused: %s", batch, target.uid, exc)
+                    continue
+                except CaptainDataError as exc:
+                    errors[target.uid] = errors.get(target.uid, 0) + 1
                     hope = True
-                log.warning("Replay of page %s (callback %s) refused: %s", batch, target.uid, exc)
-                continue
-            except CaptainDataError as exc:
-                errors[batch] = errors.get(batch, 0) + 1
-                hope = True
-                log.warning("Replay of page %s (callback %s) failed: %s", batch, target.uid, exc)
-                continue
-            replayed += 1
-            used[batch] += 1
-            by_batch[batch].append(answer)
-            if answer.status not in ("SUCCESS", "FAILED"):
-                # Delivery still going (or an answer we cannot read): wait, and let the records
-                # say how it ended.
-                in_flight.add(batch)
-            # SUCCESS: the page is stored (we answered 2xx); FAILED: try again if budget is left.
-            hope = hope or batch in in_flight or answer.status == "SUCCESS" or used[batch] < MAX_REPLAYS
-        missing = expected - set(store.batch_uids(launch_key, run_uid))
+                    log.warning("Replay of page %s (callback %s) failed: %s", batch, target.uid, exc)
+                    continue
+                replayed += 1
+                used[target.uid] += 1
+                by_batch[batch].append(answer)
+                if answer.status not in ("SUCCESS", "FAILED"):
+                    # Delivery still going (or an answer we cannot read): wait, and let the
+                    # records say how it ended.
+                    in_flight.add(batch)
+                # SUCCESS: the page is stored (we answered 2xx); FAILED: again if budget is left.
+                hope = hope or answer.status == "SUCCESS" or used[target.uid] < MAX_REPLAYS
+            hope = hope or batch in in_flight
+        missing = short_batches()
         if not missing or not hope or time.monotonic() >= deadline:
             break
         time.sleep(max(0.0, min(poll_seconds, deadline - time.monotonic())))
-        missing = expected - set(store.batch_uids(launch_key, run_uid))
+        missing = short_batches()
         in_flight &= missing
         if in_flight and time.monotonic() - listed_at >= relist_every:
             # Deliveries still in flight: their records tell whether they ended (then replay).
             fresh = _group(list_callback_records(hook, run_uid, log=log), run_uid, log)
-            for b in expected:
+            for b in list(by_batch):
                 by_batch[b] = fresh.get(b, by_batch[b])
             listed_at = time.monotonic()
             in_flight = {b for b in in_flight if any(r.status in IN_FLIGHT for r in by_batch[b])}
 
-    batch_uids = store.batch_uids(launch_key, run_uid)
-    missing_list = sorted(expected - set(batch_uids))
+    return _report(
+        hook,
+        store,
+        by_batch,
+        run_uid=run_uid,
+        launch_key=launch_key,
+        storage=storage,
+        replayed=replayed,
+        started=started,
+        log=log,
+    )
+
+
+def _report(
+    hook: CallbackHook,
+    store: CallbackStore,
+    by_batch: Mapping[str, Sequence[Record]],
+    *,
+    run_uid: str,
+    launch_key: str,
+    storage: str,
+    replayed: int,
+    started: float,
+    log: Any,
+) -> ReconcileReport:
+    stored: dict[str, list[str]] = {}
+    for page in store.page_ids(launch_key, run_uid):
+        stored.setdefault(batch_of(page), []).append(page)
+    expected = {batch: _pages_in(recs) for batch, recs in by_batch.items()}
+    page_ids: list[str] = []
+    for batch in sorted(expected):
+        pages = stored.get(batch, [])
+        # One page per batch uid (the API reference): extra files are that page delivered again
+        # with other content; read one. Several pages per batch uid: read them all.
+        page_ids.extend(pages[:1] if expected[batch] == 1 else pages)
+    received = sum(min(len(stored.get(batch, [])), n) for batch, n in expected.items())
+    unlisted = sum(len(pages) for batch, pages in stored.items() if batch not in expected)
     report = ReconcileReport(
         run_uid=run_uid,
         launch_key=launch_key,
         storage=storage,
-        expected=len(expected),
-        received=len(expected) - len(missing_list),
+        expected=sum(expected.values()),
+        received=received,
         replayed=replayed,
-        missing=missing_list,
-        unlisted=len(set(batch_uids) - expected),
-        ambiguous=_ambiguous(by_batch),
-        batch_uids=batch_uids,
+        missing=sorted(b for b, n in expected.items() if len(stored.get(b, [])) < n),
+        unlisted=unlisted,
+        ambiguous=sorted(b for b, n in expected.items() if n > 1 and len(stored.get(b, [])) > n),
+        page_ids=page_ids,
+        records_complete=_takes_paging(hook.list_run_callbacks)
+        or sum(len(recs) for recs in by_batch.values()) not in (10, RECORDS_PER_CALL),
         _store=store,
     )
     log.info(
@@ -324,19 +401,20 @@ def reconcile_run(
         report.expected,
         report.received,
         report.replayed,
-        len(report.missing),
+        report.expected - report.received,
         time.monotonic() - started,
     )
     if report.unlisted:
-        log.info(
-            "Run %s: %s stored pages have no delivery record; they are read too", run_uid, report.unlisted
+        log.warning(
+            "Run %s: %s stored pages have no delivery record: not read (not from this run's deliveries)",
+            run_uid,
+            report.unlisted,
         )
     if report.missing:
-        log.warning("Run %s: pages never received: %s", run_uid, _named(report.missing))
+        log.warning("Run %s: pages never received in batches %s", run_uid, _named(report.missing))
     if report.ambiguous:
         log.warning(
-            "Run %s: %s batch uids carry several different pages, which overwrote each other in "
-            "storage (e.g. %s)",
+            "Run %s: %s batch uids have more different pages stored than callbacks delivered (e.g. %s)",
             run_uid,
             len(report.ambiguous),
             report.ambiguous[0],
@@ -354,14 +432,26 @@ def _group(records: Sequence[Record], run_uid: str, log: Any) -> dict[str, list[
     return by_batch
 
 
-def _ambiguous(by_batch: Mapping[str, Sequence[Record]]) -> list[str]:
-    # Pages are stored one file per batch uid. If the API sends several distinct pages (several
-    # original callbacks, not replays) under one batch uid, they overwrite each other: say so,
-    # and let the report fail closed rather than return part of the rows as if complete.
-    return sorted(b for b, recs in by_batch.items() if sum(1 for r in recs if r.parent_uid is None) > 1)
+def _originals(records: Sequence[Record]) -> list[Record]:
+    return [r for r in records if r.parent_uid is None]
 
 
-def _replay_target(records: Sequence[Record]) -> Record:
-    # Replays count against the original callback: replay it, not one of its replays.
-    originals = [r for r in records if r.parent_uid is None] or list(records)
-    return min(originals, key=lambda r: r.created_at)
+def _pages_in(records: Sequence[Record]) -> int:
+    """Pages under one batch uid: its original callbacks (replays and duplicates are not pages)."""
+    return max(1, len(_originals(records)))
+
+
+def _chain(records: Sequence[Record], original: Record) -> list[Record]:
+    return [r for r in records if original.uid in (r.uid, r.parent_uid)]
+
+
+def _replay_targets(records: Sequence[Record]) -> list[Record]:
+    """What to replay for a batch short of pages. Replays count against the original callback:
+    replay it, not one of its replays. One page: its original. Several: we cannot tell which
+    stored file is which, so the originals never acknowledged (no SUCCESS in their chain), or
+    all of them; a page replayed again only overwrites its own file."""
+    originals = _originals(records)
+    if len(originals) <= 1:
+        return [min(originals or list(records), key=lambda r: r.created_at)]
+    unacknowledged = [o for o in originals if all(r.status != "SUCCESS" for r in _chain(records, o))]
+    return sorted(unacknowledged or originals, key=lambda r: r.created_at)

@@ -2,13 +2,18 @@
 
 Layout under the ``callback_storage`` URI (any ObjectStoragePath; ``file://`` for one machine)::
 
-    {callback_storage}/{launch_key}/{run_uid}/{batch_uid}.json   the whole callback body
+    {callback_storage}/{launch_key}/{run_uid}/{batch_uid}.{digest}.json   the whole callback body
 
-A duplicate delivery or a replay of the same page has the same ``batch_uid``, so it overwrites
-the file instead of adding one. Each page is written under a temporary name and then moved over
-the final name, so a reader (the reconciliation) never sees half a page. On a local disk the
-file and its folder are fsynced before the receiver answers 2xx, so an acknowledged page
-survives a crash; object stores make a finished upload durable themselves.
+``digest`` is a hash of the page's content (everything but ``run``, whose status may differ
+between deliveries). A duplicate delivery or a replay of the same page has the same batch uid
+and content, so it overwrites the file instead of adding one; several different pages under
+one batch uid (when a batch uid names an input rather than a page) each keep their own file.
+Files named ``{batch_uid}.json``, from earlier versions, are read as one page each.
+
+Each page is written under a temporary name and then moved over the final name, so a reader
+(the reconciliation) never sees half a page. On a local disk the file and its folder are
+fsynced before the receiver answers 2xx, so an acknowledged page survives a crash; object
+stores make a finished upload durable themselves.
 
 Every path segment is validated first (launch key: 24 hex; run and batch uids: UUIDs), so no
 path is ever built from a value the sender chose freely.
@@ -17,6 +22,7 @@ path is ever built from a value the sender chose freely.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -30,12 +36,27 @@ from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 PAGE_SUFFIX = ".json"
-_PAGE_NAME_RE = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.json")
+_PAGE_NAME_RE = re.compile(
+    r"(([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:\.[0-9a-f]{16})?)\.json"
+)
 
 
 def is_uuid(value: object) -> bool:
     """The canonical 8-4-4-4-12 hex form only (``uuid.UUID`` would also accept braces and urns)."""
     return isinstance(value, str) and UUID_RE.fullmatch(value) is not None
+
+
+def page_digest(body: Any) -> str:
+    """16 hex characters naming a page's content: the same page delivered again, with another
+    ``run.status`` say, gets the same digest; a different page of the same batch another."""
+    content = {k: v for k, v in body.items() if k != "run"} if isinstance(body, dict) else body
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def batch_of(page_id: str) -> str:
+    """The batch uid of a stored page id (``{batch_uid}`` or ``{batch_uid}.{digest}``)."""
+    return page_id.split(".", 1)[0]
 
 
 def normalize_uuid(value: object) -> str:
@@ -84,8 +105,13 @@ class CallbackStore:
             raise ValueError("launch_key must be 24 lowercase hex characters")
         return f"{self._root.rstrip('/')}/{launch_key}/{normalize_uuid(run_uid)}"
 
-    def page_path(self, launch_key: str, run_uid: str, batch_uid: str) -> str:
-        return f"{self.run_folder(launch_key, run_uid)}/{normalize_uuid(batch_uid)}{PAGE_SUFFIX}"
+    def page_path(self, launch_key: str, run_uid: str, page_id: str) -> str:
+        """The file of a page id: ``{batch_uid}.{digest}`` (or a bare batch uid, older layout)."""
+        batch, _, digest = page_id.partition(".")
+        if digest and re.fullmatch(r"[0-9a-f]{16}", digest) is None:
+            raise ValueError("not a page id")
+        name = normalize_uuid(batch) + (f".{digest}" if digest else "")
+        return f"{self.run_folder(launch_key, run_uid)}/{name}{PAGE_SUFFIX}"
 
     def describe(self, launch_key: str, run_uid: str) -> str:
         """The run folder as a URI, for log lines."""
@@ -93,10 +119,13 @@ class CallbackStore:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def write_page(self, launch_key: str, run_uid: str, batch_uid: str, data: bytes) -> str:
-        """Store one page durably, replacing any earlier copy of it; returns its path."""
+    def write_page(self, launch_key: str, run_uid: str, batch_uid: str, data: bytes, body: Any = None) -> str:
+        """Store one page durably, replacing any earlier copy of it; returns its path.
+
+        ``body`` is ``data`` parsed, when the caller has it (saves parsing it again)."""
         folder = self.run_folder(launch_key, run_uid)
-        final = self.page_path(launch_key, run_uid, batch_uid)
+        digest = page_digest(json.loads(data) if body is None else body)
+        final = self.page_path(launch_key, run_uid, f"{normalize_uuid(batch_uid)}.{digest}")
         if self.local:
             _write_local(folder, final, data)
         else:
@@ -115,7 +144,12 @@ class CallbackStore:
     # -- reading -----------------------------------------------------------------------------
 
     def batch_uids(self, launch_key: str, run_uid: str) -> list[str]:
-        """The batch uids stored for a run, sorted (temporary files are not pages)."""
+        """The batch uids stored for a run, sorted."""
+        return sorted({batch_of(page) for page in self.page_ids(launch_key, run_uid)})
+
+    def page_ids(self, launch_key: str, run_uid: str) -> list[str]:
+        """The pages stored for a run, ``{batch_uid}.{digest}``, sorted (temporary files are not
+        pages)."""
         folder = self.run_folder(launch_key, run_uid)
         if self.local:
             try:
@@ -133,8 +167,8 @@ class CallbackStore:
         found = (_PAGE_NAME_RE.fullmatch(name) for name in names)
         return sorted(m.group(1) for m in found if m)
 
-    def read_page(self, launch_key: str, run_uid: str, batch_uid: str) -> dict[str, Any]:
-        path = self.page_path(launch_key, run_uid, batch_uid)
+    def read_page(self, launch_key: str, run_uid: str, page_id: str) -> dict[str, Any]:
+        path = self.page_path(launch_key, run_uid, page_id)
         if self.local:
             with open(path, "rb") as handle:
                 data = handle.read()

@@ -19,6 +19,7 @@ DEFAULT_PROJECT_UID = "5f0c2a8e-7b1d-4c3e-9a6f-1d2e3f4a5b6c"
 DEFAULT_SEED = 0
 
 LAST_PAGE_HEADER_STYLES = ("absent", "empty", "null")
+BATCH_UID_SHAPES = ("page", "input")
 
 
 @dataclass
@@ -48,6 +49,9 @@ class Settings:
     callback_duplicate_rate: float = 0.0  # sent twice
     callback_fail_rate: float = 0.0  # sent, but recorded FAILED (a replay then duplicates it)
     callback_reorder: bool = False  # pages shuffled; the final-status page is not the last to arrive
+    # What one batch uid names: "page" (the API reference: one per callback, what a replay
+    # re-sends) or "input" (all pages of one input share it: the other shape a receiver meets).
+    callback_batch_uid: str = "page"
     callback_concurrency: int = 16
     callback_timeout_seconds: float = 5.0
     # Each POST (replays too) goes this long after its record is made, the record RUNNING
@@ -96,6 +100,8 @@ def _check(name: str, value: Any) -> Any:
             raise ValueError(f"setting {name!r} must be an http(s) URL or null")
         if name == "v4_last_page_header" and value not in LAST_PAGE_HEADER_STYLES:
             raise ValueError(f"setting {name!r} must be one of {', '.join(LAST_PAGE_HEADER_STYLES)}")
+        if name == "callback_batch_uid" and value not in BATCH_UID_SHAPES:
+            raise ValueError(f"setting {name!r} must be one of {', '.join(BATCH_UID_SHAPES)}")
         return str(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"setting {name!r} must be a number, got {value!r}")

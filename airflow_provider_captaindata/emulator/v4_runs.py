@@ -150,7 +150,7 @@ def page_body(
         for k in range(page.count)
     ]
     return {
-        "run": {"run_uid": run.uid, "batch_uid": batch_uid(run, page), "status": status},
+        "run": {"run_uid": run.uid, "batch_uid": batch_uid(state, run, page), "status": status},
         "input": input,
         "custom_data": input.get("custom_data"),
         "error": page.error,
@@ -159,9 +159,11 @@ def page_body(
     }
 
 
-def batch_uid(run: V4Run, page: Page) -> str:
-    # One batch per page: the page is the unit a callback, its record and a replay carry,
-    # and what a receiver stores once (a duplicate or replay overwrites, never doubles).
+def batch_uid(state: EmulatorState, run: V4Run, page: Page) -> str:
+    # One batch per page, as the API reference reads (one callback per page, each record and
+    # replay one page); "input" gives all pages of an input one batch uid, the other shape.
+    if state.settings.callback_batch_uid == "input":
+        return stable_uid(run.uid, "batch", page.input_index)
     return stable_uid(run.uid, "batch", page.input_index, page.page_index)
 
 
@@ -235,7 +237,7 @@ async def deliver(
     record = CallbackRecord(
         uid=state.ids.uid(),
         run_uid=run.uid,
-        batch_uid=batch_uid(run, page),
+        batch_uid=batch_uid(state, run, page),
         workspace_uid=run.workspace_uid,
         callback_url=run.callback_url or "",
         created=time.time(),

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from airflow_provider_captaindata.callbacks.app import create_app
+from airflow_provider_captaindata.callbacks.storage import page_digest
 from airflow_provider_captaindata.callbacks.tokens import callback_url_for
 from tests.callbacks.conftest import LAUNCH_KEY, SECRET, Receiver, ServerThread, callback_body
 
@@ -35,7 +36,7 @@ def test_valid_callback_is_stored_before_the_answer(receiver: Receiver, client: 
     assert answer.status_code == 200, answer.text
     batch = body["run"]["batch_uid"]
     assert answer.json() == {"stored": batch}
-    page = receiver.folder / LAUNCH_KEY / body["run"]["run_uid"] / f"{batch}.json"
+    page = receiver.folder / LAUNCH_KEY / body["run"]["run_uid"] / f"{batch}.{page_digest(body)}.json"
     assert receiver.stored_files() == [page]
     assert page.read_bytes() == raw  # the whole body, as sent
 

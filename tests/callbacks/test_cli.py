@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from airflow_provider_captaindata.callbacks.reconcile import reconcile_run
+from airflow_provider_captaindata.callbacks.storage import page_digest
 from airflow_provider_captaindata.callbacks.tokens import callback_url_for
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 from tests.callbacks.conftest import SECRET, callback_body
@@ -72,7 +73,9 @@ def test_serves_then_exits_cleanly(cli_receiver: tuple[Cli, str, Path], sig: int
         assert answer.status_code == 200
         forged = client.post(callback_url_for(base_url, "wrong", key), content=json.dumps(body))
         assert forged.status_code == 403
-    assert [p.name for p in folder.rglob("*.json")] == [f"{body['run']['batch_uid']}.json"]
+    assert [p.name for p in folder.rglob("*.json")] == [
+        f"{body['run']['batch_uid']}.{page_digest(body)}.json"
+    ]
     code, err = cli.stop(sig)
     assert code == 0, err
     assert "Callback receiver stopped" in err

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from airflow_provider_captaindata.callbacks.storage import page_digest
 from airflow_provider_captaindata.callbacks.tokens import callback_url_for
 from tests.airflow_helpers import AIRFLOW_3
 from tests.callbacks.conftest import SECRET, callback_body
@@ -126,7 +127,8 @@ def test_callback_stored_through_the_airflow_api_server(tmp_path: Path) -> None:
             answer = client.post(callback_url_for(base_url, SECRET, key), content=json.dumps(body))
             assert answer.status_code == 200, answer.text
             assert answer.json() == {"stored": body["run"]["batch_uid"]}
-            page = storage / key / body["run"]["run_uid"] / f"{body['run']['batch_uid']}.json"
+            name = f"{body['run']['batch_uid']}.{page_digest(body)}.json"
+            page = storage / key / body["run"]["run_uid"] / name
             assert json.loads(page.read_text()) == body
             # The rest of the API server still needs its own auth; ours did not open it up.
             assert client.get(f"http://127.0.0.1:{port}/api/v2/connections").status_code in (401, 403)

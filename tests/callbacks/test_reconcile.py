@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from airflow_provider_captaindata.callbacks.app import create_app
@@ -24,7 +25,7 @@ from airflow_provider_captaindata.callbacks.reconcile import (
 )
 from airflow_provider_captaindata.callbacks.tokens import callback_url_for
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
-from tests.callbacks.conftest import SECRET, CountingApp, Receiver, ServerThread
+from tests.callbacks.conftest import SECRET, CountingApp, Receiver, ServerThread, callback_body
 
 EXTRACT = "linkedin-extract-people"
 # Enough for every fault to hit many pages (~50 drops); the 1,000-input run is the clean one,
@@ -46,8 +47,15 @@ def inputs(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def run_to_the_end(hook: CaptainDataHook, n: int, callback_url: str, timeout: float = 60) -> str:
-    run = hook.run_action_async(EXTRACT, inputs(n), callback_url=callback_url)
+def run_to_the_end(
+    hook: CaptainDataHook,
+    n: int,
+    callback_url: str,
+    timeout: float = 60,
+    action: str = EXTRACT,
+    items: list[dict[str, Any]] | None = None,
+) -> str:
+    run = hook.run_action_async(action, items or inputs(n), callback_url=callback_url)
     deadline = time.monotonic() + timeout
     while hook.get_action_run(run.uid).status.upper() not in FINAL:
         assert time.monotonic() < deadline, "the emulator run did not finish"
@@ -96,7 +104,7 @@ def test_faults_are_reconciled_exactly(
     run_uid = run_to_the_end(hook, FAULT_INPUTS, receiver.url(key))
     records = list_callback_records(hook, run_uid)
     assert len(records) == FAULT_INPUTS  # one per page, all listed (25 calls of 20)
-    stored_before = {p.stem for p in (receiver.folder / key / run_uid).iterdir()}
+    stored_before = {p.name.split(".")[0] for p in (receiver.folder / key / run_uid).iterdir()}
     dropped = FAULT_INPUTS - len(stored_before)
     assert dropped > FAULT_INPUTS // 20  # ~10% never arrived
     assert receiver.posts > len(stored_before)  # duplicates arrived too
@@ -207,10 +215,8 @@ def test_paged_actions_every_page_stored_once(emulator: Any, receiver: Receiver)
         {"linkedin_people_search_url": f"https://www.linkedin.com/search/results/people/?q={i}"}
         for i in (1, 2)
     ]
-    run = hook.run_action_async("linkedin-search-people", search, callback_url=receiver.url(key))
-    while hook.get_action_run(run.uid).status.upper() not in FINAL:
-        time.sleep(0.1)
-    report = reconcile_run(hook, run.uid, key, receiver.storage, poll_seconds=0.05)
+    run_uid = run_to_the_end(hook, 0, receiver.url(key), action="linkedin-search-people", items=search)
+    report = reconcile_run(hook, run_uid, key, receiver.storage, poll_seconds=0.05)
     assert report.complete and report.ambiguous == [] and report.expected == 6  # 10 + 10 + 5, twice
     assert sum(len(rows) for rows in report.iter_pages()) == 2 * 25
     report.check("fail")
@@ -223,16 +229,66 @@ class OnePageHook(CaptainDataHook):
         return super().list_run_callbacks(run_uid, limit=10, offset=0, sort="-created_at")
 
 
-def test_hook_without_paging_still_reads_every_stored_page(
+def test_hook_without_paging_fails_closed_on_pages_it_cannot_verify(
     emulator: Any, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = uuid.uuid4().hex[:24]
     run_uid = run_to_the_end(CaptainDataHook(), 30, receiver.url(key))
     report = reconcile_run(OnePageHook(), run_uid, key, receiver.storage, poll_seconds=0.05)
-    # Only 10 records seen: said in the log, and the 20 other stored pages are still read.
+    # Only 10 records seen (said in the log): the 20 other stored pages have no record to
+    # vouch for them, so they are not read, and the report is not complete.
     assert (report.expected, report.received, report.unlisted, report.missing) == (10, 10, 20, [])
     assert "exactly one API page" in caplog.text
-    assert_exactly_once([row for page in report.iter_pages() for row in page], 30)
+    assert sum(len(rows) for rows in report.iter_pages()) == 10 * 2
+    assert not report.complete
+    with pytest.raises(MissingPagesError, match="20 stored pages have no delivery record"):
+        report.check("fail")
+
+
+def test_stored_pages_without_a_delivery_record_are_not_read(
+    emulator: Any, receiver: Receiver, client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Someone holding the launch's URL (a leaked log, a replayed request) posts a page of their
+    # own under the run's uid: stored by the receiver, but no delivery record names its batch.
+    key = uuid.uuid4().hex[:24]
+    hook = CaptainDataHook()
+    run_uid = run_to_the_end(hook, 20, receiver.url(key))
+    forged = callback_body(run_uid, rows=5, custom_data={"i": 0})
+    assert client.post(receiver.url(key), content=json.dumps(forged)).status_code == 200
+    assert len(list((receiver.folder / key / run_uid).iterdir())) == 21
+    report = reconcile_run(hook, run_uid, key, receiver.storage, poll_seconds=0.05)
+    assert (report.expected, report.received, report.unlisted, report.missing) == (20, 20, 1, [])
+    assert_exactly_once([row for page in report.iter_pages() for row in page], 20)
+    assert forged["run"]["batch_uid"] not in report.batch_uids
+    assert report.complete and report.summary()["pages_unlisted"] == 1
+    assert "1 stored pages have no delivery record: not read" in caplog.text
+
+
+@pytest.mark.parametrize("faults", [False, True])
+def test_one_batch_uid_per_input_every_page_read_once(
+    emulator: Any, receiver: Receiver, faults: bool
+) -> None:
+    # The other shape: all pages of an input share its batch uid (10 + 10 + 5 rows per input).
+    emulator.configure(callback_batch_uid="input", v4_search_total_results=25)
+    if faults:
+        emulator.configure(callback_drop_rate=0.3, callback_duplicate_rate=0.3, callback_reorder=True)
+    key = uuid.uuid4().hex[:24]
+    hook = CaptainDataHook()
+    search = [
+        {"linkedin_people_search_url": f"https://www.linkedin.com/search/results/people/?q={i}"}
+        for i in range(8)
+    ]
+    run_uid = run_to_the_end(hook, 0, receiver.url(key), action="linkedin-search-people", items=search)
+    records = list_callback_records(hook, run_uid)
+    assert len({r.batch_uid for r in records}) == 8  # one batch uid per input, 3 pages each
+    emulator.configure(callback_drop_rate=0.0)
+    report = reconcile_run(hook, run_uid, key, receiver.storage, poll_seconds=0.05)
+    assert (report.expected, report.received, report.missing, report.ambiguous) == (24, 24, [], [])
+    assert (report.replayed > 0) is faults
+    rows = [row for page in report.iter_pages() for row in page]
+    assert len(rows) == 8 * 25
+    assert len({json.dumps(row, sort_keys=True) for row in rows}) == 8 * 25  # none twice
+    report.check("fail")
 
 
 def test_custom_data_added_to_rows_without_it(receiver: Receiver) -> None:
@@ -251,15 +307,20 @@ def test_custom_data_added_to_rows_without_it(receiver: Receiver) -> None:
     for batch, body in pages.items():
         store.write_page(key, run, batch, json.dumps(body).encode())
 
-    class NoRecords:
-        def list_run_callbacks(self, run_uid: str) -> list[Any]:
-            return []
+    class Delivered:
+        """The three pages' delivery records, as the API lists them (one call, no more)."""
+
+        def list_run_callbacks(self, run_uid: str, limit: int, offset: int, sort: str) -> list[Any]:
+            return [
+                {"uid": str(uuid.uuid4()), "batch_uid": batch, "status": "SUCCESS", "created_at": "1"}
+                for batch in pages
+            ][offset:]
 
         def replay_run_callback(self, callback_uid: str) -> Any:
             raise AssertionError("nothing to replay")
 
-    report = reconcile_run(NoRecords(), run, key, receiver.storage, replay_wait_seconds=0)
-    assert report.unlisted == 3 and report.expected == 0
+    report = reconcile_run(Delivered(), run, key, receiver.storage, replay_wait_seconds=0)
+    assert report.unlisted == 0 and report.expected == report.received == 3
     assert list(report.iter_pages()) == [
         [{"a": 2, "custom_data": {"own": True}}, {"a": 3, "custom_data": {"crm": 1}}],
         [{"a": 1, "custom_data": {"crm": 2}}],
