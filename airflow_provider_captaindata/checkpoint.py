@@ -74,13 +74,14 @@ class StateStoreCheckpoint:
 
 
 class FileCheckpoint:
-    """Records as ``{index}.json`` in a hidden folder beside ``output_path`` (any object store)."""
+    """Records as ``{index}.json`` in a hidden folder beside ``output_path`` (any object store),
+    one folder per task instance."""
 
-    def __init__(self, output_path: str) -> None:
+    def __init__(self, output_path: str, scope: str) -> None:
         from airflow_provider_captaindata.results import object_storage_path
 
         final = object_storage_path(output_path)
-        self.folder = final.parent / f".{final.name}.checkpoint"
+        self.folder = final.parent / f".{final.name}.{scope}.checkpoint"
         self.where = str(self.folder)
 
     def get(self, index: int) -> dict[str, Any] | None:
@@ -111,16 +112,65 @@ class FileCheckpoint:
             log.debug("Checkpoint folder %s not removed: %s", self.folder, exc)
 
 
-def open_checkpoint(context: Any, output_path: str | None) -> Checkpoint | None:
-    """The durable place for this task's records, or None (see the module docstring)."""
-    store = context.get("task_state_store") if hasattr(context, "get") else None
+class InputRecords:
+    """The records of one task instance's inputs, read only on a task retry."""
+
+    def __init__(self, checkpoint: Checkpoint, resumed: bool) -> None:
+        self.checkpoint = checkpoint
+        self.resumed = resumed
+        self.where = checkpoint.where
+
+    def earlier(self, index: int, mark: str) -> dict[str, Any] | None:
+        """An earlier try's record of this same call (``done`` with rows, or its outcome unknown)."""
+        if not self.resumed:
+            return None
+        record = self.checkpoint.get(index)
+        # A record cut short by a crash has no fingerprint: it may be this call, so it counts.
+        return record if record is not None and record.get("fp") in (mark, None) else None
+
+    def sending(self, index: int, mark: str) -> None:
+        self.checkpoint.put(index, {"state": SENDING, "fp": mark})
+
+    def outcome(self, index: int, mark: str, state: str, rows: list[Any] | None = None) -> None:
+        """``done`` (with the rows) or ``unknown`` is kept; anything else was refused and nothing
+        happened, so the record goes and a task retry may send the input again."""
+        if state == DONE:
+            self.checkpoint.put(index, {"state": DONE, "fp": mark, "rows": rows or []})
+        elif state == UNKNOWN:
+            self.checkpoint.put(index, {"state": UNKNOWN, "fp": mark})
+        else:
+            self.checkpoint.delete(index)
+
+    def clear(self, count: int) -> None:
+        self.checkpoint.clear(count)
+
+
+def open_records(context: Any, output_path: str | None) -> InputRecords | None:
+    """The durable records of this task's inputs, or None (see the module docstring)."""
+    store = context.get("task_state_store")
     if store is not None:
-        return StateStoreCheckpoint(store)
-    if output_path:
-        return FileCheckpoint(output_path)
-    return None
+        checkpoint: Checkpoint = StateStoreCheckpoint(store)
+    elif output_path:
+        checkpoint = FileCheckpoint(output_path, _scope(context))
+    else:
+        return None
+    return InputRecords(checkpoint, is_retry(context))
 
 
 def is_retry(context: Any) -> bool:
-    ti = context.get("ti") if hasattr(context, "get") else None
-    return int(getattr(ti, "try_number", 1) or 1) > 1
+    return int(getattr(context.get("ti"), "try_number", 1) or 1) > 1
+
+
+def _scope(context: Any) -> str:
+    """This task instance, so two DAG runs writing to one output_path never share records."""
+    ti = context.get("ti")
+    raw = "|".join(
+        str(v)
+        for v in (
+            getattr(ti, "dag_id", ""),
+            getattr(ti, "task_id", ""),
+            context.get("run_id"),
+            getattr(ti, "map_index", -1),
+        )
+    )
+    return hashlib.sha256(raw.encode()).hexdigest()[:12]

@@ -247,3 +247,92 @@ def test_input_errors_xcom_is_capped_by_bytes() -> None:
     kept, left_out = errors_for_xcom(errors, max_bytes=3500)
     assert [e["input_index"] for e in kept] == [0, 1, 2] and left_out == 7
     assert len(json.dumps(kept)) <= 3500
+
+
+# -- a worker that died with a call in flight ------------------------------------------------------
+
+
+class StateStore:
+    """Like Airflow 3.3's task_state_store accessor: JSON values, None refused, keys deletable."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(self.data[key]) if key in self.data else default
+
+    def set(self, key: str, value: Any) -> None:
+        if value is None:
+            raise ValueError("Cannot set value as None")
+        self.data[key] = json.dumps(value)
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+class RetriedTI(_XComSink):
+    dag_id, task_id, map_index = "writes", "message", -1
+
+    def __init__(self, try_number: int) -> None:
+        super().__init__()
+        self.try_number = try_number
+
+
+def crashed_try(op: CaptainDataRunActionOperator, store: StateStore, crash_on: str) -> None:
+    """Try 1 dies (like a killed worker) as the call of the input containing ``crash_on`` is sent."""
+    import airflow_provider_captaindata.hooks.captaindata as sync_hook
+    import airflow_provider_captaindata.hooks.captaindata_async as async_hook
+
+    class WorkerDied(BaseException):
+        pass
+
+    def die_on(original: Any) -> Any:
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if crash_on in json.dumps(kwargs.get("json")):
+                raise WorkerDied
+            return original(self, *args, **kwargs)
+
+        return call
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sync_hook.CaptainDataHook, "_call", die_on(sync_hook.CaptainDataHook._call))
+        patch.setattr(
+            async_hook.CaptainDataAsyncHook, "_acall", die_on(async_hook.CaptainDataAsyncHook._acall)
+        )
+        with pytest.raises(WorkerDied):
+            op.execute({"ti": RetriedTI(1), "run_id": "r", "task_state_store": store})
+
+
+def test_retry_after_a_crash_mid_call_does_not_send_that_input_again(emulator: Any) -> None:
+    inputs = [message_input(i) for i in range(3)]
+    store = StateStore()
+    kwargs: dict[str, Any] = {"task_id": "message", "action": MESSAGE, "inputs": inputs, "max_concurrency": 1}
+    crashed_try(CaptainDataRunActionOperator(**kwargs), store, "person-00001")
+    assert sends_per_input(emulator) == {0: 1}
+    ti = RetriedTI(2)
+    op = CaptainDataRunActionOperator(**kwargs, on_input_error="continue")
+    rows = op.execute({"ti": ti, "run_id": "r", "task_state_store": store})
+    # Input 0 answered in try 1 (its rows reused), input 1 was in flight when the worker died
+    # (never sent again), input 2 was never sent before.
+    assert sends_per_input(emulator) == {0: 1, 2: 1}
+    (error,) = ti.pushed["input_errors"]
+    assert (error["input_index"], error["error_label"]) == (1, OUTCOME_UNKNOWN)
+    assert [r["custom_data"]["airflow_input_index"] for r in rows] == [0, 2]
+    assert store.data == {}  # cleared once every input has its outcome
+
+
+def test_single_write_retry_after_a_crash_mid_call_fails_without_sending(emulator: Any) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    store = StateStore()
+    crashed_try(
+        CaptainDataRunActionOperator(task_id="m", action=MESSAGE, input=message_input(0)), store, "person-0"
+    )
+    op = CaptainDataRunActionOperator(task_id="m", action=MESSAGE, input=message_input(0))
+    with pytest.raises(AirflowFailException, match=OUTCOME_UNKNOWN):
+        op.execute({"ti": RetriedTI(2), "run_id": "r", "task_state_store": store})
+    assert live_posts(emulator, MESSAGE) == []
+    # Another input is another call: sent.
+    other = CaptainDataRunActionOperator(task_id="m", action=MESSAGE, input=message_input(7))
+    assert other.execute({"ti": RetriedTI(2), "run_id": "r", "task_state_store": store})
+    assert len(live_posts(emulator, MESSAGE)) == 1 and store.data == {}

@@ -18,9 +18,11 @@ from airflow_provider_captaindata.action_inputs import (
 )
 from airflow_provider_captaindata.assets import record_landed
 from airflow_provider_captaindata.exceptions import (
+    CaptainDataAPIError,
     CaptainDataConfigError,
     CaptainDataOutcomeUnknown,
     CaptainDataRunError,
+    CaptainDataTransportError,
 )
 from airflow_provider_captaindata.links import RUN_URL_KEY
 from airflow_provider_captaindata.operators.base import (
@@ -302,13 +304,41 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         with fail_without_retry_on_bad_request():
             if self.input is not None:
                 try:
-                    return record_landed(self, context, self._live_single())
+                    return record_landed(self, context, self._live_single_once(context))
                 except CaptainDataOutcomeUnknown as exc:
                     # A task retry would send it again: fail for a person to check instead.
                     raise AirflowFailException(str(exc)) from exc
             # Per-input API errors are recorded, not raised: only the connection's own
             # problems (a missing key, a bad rate limit) reach this, and a retry cannot mend them.
             return record_landed(self, context, run_live_fanout(self, list(self.inputs or []), context))
+
+    def _live_single_once(self, context: Any) -> Any:
+        """The live call; an acting action's is recorded as a fan-out input is, so that neither
+        a lost answer nor a task retry after a worker crash sends it twice."""
+        from airflow_provider_captaindata.catalog import has_effects
+        from airflow_provider_captaindata.checkpoint import UNKNOWN, fingerprint, is_retry, open_records
+        from airflow_provider_captaindata.operators.fanout import earlier_unknown, refuse_unrecorded_retry
+
+        records = open_records(context, self.output_path) if has_effects(self.action) else None
+        if records is None:
+            if has_effects(self.action) and is_retry(context):
+                refuse_unrecorded_retry(self, context)
+            return self._live_single()
+        mark = fingerprint(self.action, self._body(input=self.input))
+        earlier = records.earlier(0, mark)
+        if earlier is not None:
+            raise AirflowFailException(earlier_unknown(earlier))
+        records.sending(0, mark)
+        try:
+            result = self._live_single()
+        except CaptainDataOutcomeUnknown:
+            records.outcome(0, mark, UNKNOWN)
+            raise
+        except (CaptainDataAPIError, CaptainDataTransportError):  # refused: nothing was done
+            records.outcome(0, mark, "failed")
+            raise
+        records.clear(1)
+        return result
 
     def _live_single(self) -> Any:
         assert isinstance(self.input, Mapping)

@@ -24,12 +24,11 @@ from airflow_provider_captaindata.action_inputs import next_page_url
 from airflow_provider_captaindata.catalog import has_effects
 from airflow_provider_captaindata.checkpoint import (
     DONE,
-    SENDING,
     UNKNOWN,
-    Checkpoint,
+    InputRecords,
     fingerprint,
     is_retry,
-    open_checkpoint,
+    open_records,
 )
 from airflow_provider_captaindata.exceptions import (
     OUTCOME_UNKNOWN,
@@ -69,13 +68,11 @@ class LiveFanOut:
         self,
         operator: CaptainDataRunActionOperator,
         inputs: list[dict[str, Any]],
-        checkpoint: Checkpoint | None = None,
-        resumed: bool = False,
+        records: InputRecords | None = None,
     ) -> None:
         self.op = operator
         self.inputs = inputs
-        self.checkpoint = checkpoint
-        self.resumed = resumed  # a task retry: earlier records may exist
+        self.records = records
         self.sink = open_sink(operator.output_path, max_xcom_bytes=operator.max_xcom_bytes)
         self.errors: list[dict[str, Any]] = []
         self.done = 0
@@ -105,7 +102,7 @@ class LiveFanOut:
                 len(self.inputs),
                 self.op.max_concurrency,
                 rate,
-                f"; outcomes recorded in {self.checkpoint.where}" if self.checkpoint else "",
+                f"; outcomes recorded in {self.records.where}" if self.records else "",
             )
             pending = iter(enumerate(self.inputs))
 
@@ -129,32 +126,20 @@ class LiveFanOut:
         """One input's rows: from an earlier try's record, else sent (recorded around the call)."""
         custom = {**(item.get("custom_data") or {}), INPUT_TAG: index}
         body = self.op._body(input={**item, "custom_data": custom})
-        if self.checkpoint is None:
+        if self.records is None:
             rows, _ = await self.call_one(hook, gate, index, item, body)
             return rows
         mark = fingerprint(self.op.action, body)
-        earlier = self.checkpoint.get(index) if self.resumed else None
-        if earlier is not None and earlier.get("fp") in (mark, None):
+        earlier = self.records.earlier(index, mark)
+        if earlier is not None:
             if earlier.get("state") == DONE:
                 self.reused += 1
                 return list(earlier.get("rows") or [])
-            self.errors.append(
-                _unknown(
-                    index,
-                    item,
-                    f"an earlier try of this task sent it and its outcome is unknown "
-                    f"({earlier.get('state')}): not sent again",
-                )
-            )
+            self.errors.append(_unknown(index, item, earlier_unknown(earlier)))
             return []
-        self.checkpoint.put(index, {"state": SENDING, "fp": mark})
+        self.records.sending(index, mark)
         rows, outcome = await self.call_one(hook, gate, index, item, body)
-        if outcome == DONE:
-            self.checkpoint.put(index, {"state": DONE, "fp": mark, "rows": rows})
-        elif outcome == UNKNOWN:
-            self.checkpoint.put(index, {"state": UNKNOWN, "fp": mark})
-        else:  # refused: nothing happened, a task retry may send it again
-            self.checkpoint.delete(index)
+        self.records.outcome(index, mark, outcome, rows)
         return rows
 
     async def call_one(
@@ -235,6 +220,13 @@ def _unknown(index: int, item: dict[str, Any], message: str) -> dict[str, Any]:
     }
 
 
+def earlier_unknown(record: dict[str, Any]) -> str:
+    return (
+        f"{OUTCOME_UNKNOWN}: an earlier try of this task sent it and its outcome is unknown "
+        f"({record.get('state')}); not sent again, since that could act twice"
+    )
+
+
 def errors_for_xcom(
     errors: list[dict[str, Any]], max_bytes: int = MAX_ERRORS_XCOM_BYTES
 ) -> tuple[list[Any], int]:
@@ -282,11 +274,10 @@ def run_live_fanout(
     operator: CaptainDataRunActionOperator, inputs: list[dict[str, Any]], context: Any
 ) -> Any:
     """Run the fan-out; fail after the batch, or hand the errors on, per ``on_input_error``."""
-    checkpoint = open_checkpoint(context, operator.output_path) if has_effects(operator.action) else None
-    resumed = is_retry(context)
-    if has_effects(operator.action) and checkpoint is None and resumed:
+    records = open_records(context, operator.output_path) if has_effects(operator.action) else None
+    if has_effects(operator.action) and records is None and is_retry(context):
         refuse_unrecorded_retry(operator, context)
-    fan_out = LiveFanOut(operator, inputs, checkpoint, resumed)
+    fan_out = LiveFanOut(operator, inputs, records)
     try:
         asyncio.run(fan_out.run())
     except BaseException:
@@ -307,6 +298,6 @@ def run_live_fanout(
         )
     context["ti"].xcom_push(key="input_errors", value=kept)
     result = fan_out.sink.finish(action=operator.action, inputs=len(inputs), failed=len(errors))
-    if checkpoint is not None:
-        checkpoint.clear(len(inputs))  # every input has its outcome in the result now
+    if records is not None:
+        records.clear(len(inputs))  # every input has its outcome in the result now
     return result
