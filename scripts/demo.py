@@ -2,8 +2,10 @@
 
 Starts the Captain Data emulator and the four Airflow parts (api-server, scheduler,
 dag-processor, triggerer; each on 127.0.0.1, state under ``.demo/``), unpauses and triggers the
-DAGs of ``dags_examples/`` through the REST API, follows them (deferrals on the triggerer are
-printed as they happen), prints a table of outcomes and stops everything it started, also on
+DAGs of ``dags_examples/`` through the REST API (those scheduled on an asset are not triggered:
+the scheduler starts them when another example's results land), follows them (deferrals on the
+triggerer are printed as they happen), prints a table of outcomes and the Captain Data tasks'
+OpenLineage events (with the provider installed) and stops everything it started, also on
 Ctrl-C or an error. ``--keep`` leaves it all up for the UI until Ctrl-C.
 
 Exit code: 0 when every DAG run succeeded, 1 when one did not, 2 when a step failed.
@@ -12,6 +14,8 @@ Exit code: 0 when every DAG run succeeded, 1 when one did not, 2 when a step fai
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import secrets
@@ -50,7 +54,10 @@ POLL_SECONDS = 2.0  # the examples' poll interval here (30 s by default, for rea
 EMULATOR_SETTINGS = {"v3_pending_seconds": 1.0, "v3_running_seconds": 25.0, "v4_running_seconds": 10.0}
 RUNS_TIMEOUT_SECONDS = 420.0
 FINAL_STATES = {"success", "failed"}
+AWAITING_ASSET = "awaiting asset"
+ASSET_GRACE_SECONDS = 60.0  # after the other runs end, how long an awaited DAG may take to start
 STEPS = 7
+LINEAGE_LOG = DEMO_DIR / "openlineage" / "events.jsonl"
 current_step = ["preparing .demo/"]  # named in the message when a step fails
 
 
@@ -107,20 +114,36 @@ def wait_for_dags(
 
 
 def trigger_all(api: AirflowApi, dag_ids: list[str]) -> dict[str, Tracked]:
+    """Unpause every DAG and trigger those not scheduled on assets; those are awaited: an asset
+    event (another example's results landing) starts them."""
     tracked = {}
     for dag_id in dag_ids:
         api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        if api.call("GET", f"/dags/{dag_id}/details").get("asset_expression"):
+            tracked[dag_id] = Tracked(dag_id, "", time.monotonic(), state=AWAITING_ASSET)
+            print(f"  {dag_id} is scheduled on an asset: not triggered, awaited", flush=True)
+            continue
         run = api.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "note": "make demo"})
         tracked[dag_id] = Tracked(dag_id, run["dag_run_id"], time.monotonic())
         print(f"  triggered {dag_id} ({run['dag_run_id']})", flush=True)
     return tracked
 
 
+def note_asset_runs(items: list[dict[str, Any]], tracked: dict[str, Tracked], stamp: str) -> None:
+    """Start following the runs an asset event created for the awaited DAGs."""
+    for item in items:
+        run = tracked.get(item["dag_id"])
+        if run is not None and run.state == AWAITING_ASSET and item.get("run_type") == "asset_triggered":
+            run.run_id, run.state, run.started = item["dag_run_id"], "queued", time.monotonic()
+            print(f"{stamp} {run.dag_id}: STARTED by an asset event ({run.run_id})", flush=True)
+
+
 def follow(api: AirflowApi, supervisor: Supervisor, tracked: dict[str, Tracked], t0: float) -> None:
     """Poll every second until every run is final; print deferrals, resumptions and endings."""
     deadline = time.monotonic() + RUNS_TIMEOUT_SECONDS
     last_summary = 0.0
-    by_run = {t.run_id: t for t in tracked.values()}
+    quiet_since: float | None = None  # when every run but the awaited ones had ended
+    by_run = {t.run_id: t for t in tracked.values() if t.run_id}
     while time.monotonic() < deadline:
         supervisor.check()
         now = time.monotonic()
@@ -148,13 +171,22 @@ def follow(api: AirflowApi, supervisor: Supervisor, tracked: dict[str, Tracked],
                     f"{run.deferred_seconds[key]:.1f} s ({state})",
                     flush=True,
                 )
-        for item in api.call("GET", "/dags/~/dagRuns", params={"limit": 100})["dag_runs"]:
+        items = api.call("GET", "/dags/~/dagRuns", params={"limit": 100})["dag_runs"]
+        note_asset_runs(items, tracked, stamp)
+        by_run = {t.run_id: t for t in tracked.values() if t.run_id}
+        for item in items:
             run = by_run.get(item["dag_run_id"])
             if run is not None and run.ended is None and item["state"] in FINAL_STATES:
                 run.state, run.ended = item["state"], now
                 print(f"{stamp} {run.dag_id}: {run.state.upper()} in {now - run.started:.1f} s", flush=True)
-        if all(t.ended is not None for t in tracked.values()):
-            return
+        awaited = [t for t in tracked.values() if t.state == AWAITING_ASSET]
+        if all(t.ended is not None for t in tracked.values() if t not in awaited):
+            quiet_since = quiet_since or now
+            if now - quiet_since > ASSET_GRACE_SECONDS:  # no asset event came: say so, stop
+                for run in awaited:
+                    run.state, run.ended = "not started", now
+            if all(t.ended is not None for t in tracked.values()):
+                return
         if now - last_summary >= 10.0:
             last_summary = now
             done = sum(t.ended is not None for t in tracked.values())
@@ -238,6 +270,38 @@ def print_table(runs: list[Tracked]) -> None:
     print()
 
 
+def lineage_env(log: Path) -> dict[str, str]:
+    """With the OpenLineage provider installed (the openlineage extra), its events go to a file."""
+    if importlib.util.find_spec("airflow.providers.openlineage") is None:
+        return {}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    transport = {"type": "file", "log_file_path": str(log), "append": True}
+    return {
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "demo",
+    }
+
+
+def print_lineage(log: Path) -> None:
+    """One line per Captain Data task of what its last OpenLineage event says it read and wrote."""
+    if not log.exists():
+        return
+    last: dict[str, dict[str, Any]] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            event = json.loads(line)
+            if event["eventType"] in ("COMPLETE", "FAIL") and any(
+                d["namespace"].startswith("captaindata://") for d in event.get("inputs", [])
+            ):
+                last[event["job"]["name"]] = event
+    print(f"demo: OpenLineage events in {log.relative_to(ROOT)}; the Captain Data tasks':")
+    for job, event in sorted(last.items()):
+        inputs = ", ".join(d["name"] for d in event["inputs"])
+        outputs = ", ".join(f"{d['namespace']}:{d['name']}" for d in event.get("outputs", [])) or "XCom"
+        run = event["run"]["facets"].get("externalQuery", {}).get("externalQueryId", "live call")
+        print(f"  {job}: {event['eventType']}, {inputs} -> {outputs} (run {run})")
+
+
 def prepare_demo_dir() -> None:
     pid_file = DEMO_DIR / "demo.pid"
     if pid_file.exists():
@@ -249,7 +313,7 @@ def prepare_demo_dir() -> None:
         else:
             if pid != os.getpid():
                 raise StepFailed(f"another demo is running (pid {pid})", f"stop it first: kill {pid}")
-    for name in ("airflow", "logs", "results", "callbacks"):
+    for name in ("airflow", "logs", "results", "callbacks", "openlineage"):
         shutil.rmtree(DEMO_DIR / name, ignore_errors=True)
     DEMO_DIR.mkdir(exist_ok=True)
     pid_file.write_text(str(os.getpid()))
@@ -285,6 +349,7 @@ def run_demo(supervisor: Supervisor, keep: bool) -> int:
         {
             "CAPTAINDATA_EXAMPLE_POLL_SECONDS": str(POLL_SECONDS),
             "CAPTAINDATA_EXAMPLE_OUTPUT_BASE": (DEMO_DIR / "results").as_uri(),
+            **lineage_env(LINEAGE_LOG),
         },
     )
 
@@ -317,7 +382,9 @@ def run_demo(supervisor: Supervisor, keep: bool) -> int:
     print_table(runs)
     failed = [r for r in runs if r.state != "success"]
     for run in failed:
-        explain_failures(api, run)
+        if run.run_id:
+            explain_failures(api, run)
+    print_lineage(LINEAGE_LOG)
     deferred = sum(len(r.deferred_seconds) for r in runs)
     if deferred:
         print(f"demo: {deferred} task(s) waited on the real triggerer instead of holding a worker slot.")

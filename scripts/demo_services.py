@@ -245,12 +245,22 @@ def migrate(env: Mapping[str, str], log_dir: Path = LOG_DIR, timeout: float = 30
         )
 
 
-def start_airflow(supervisor: Supervisor, env: Mapping[str, str], api_port: int) -> None:
-    """The four parts, each bound to 127.0.0.1 or serving nothing (no log servers)."""
-    supervisor.start("api-server", airflow("api-server", "--host", HOST, "--port", str(api_port)), env)
-    supervisor.start("scheduler", airflow("scheduler", "--skip-serve-logs"), env)
-    supervisor.start("dag-processor", airflow("dag-processor"), env)
-    supervisor.start("triggerer", airflow("triggerer", "--skip-serve-logs"), env)
+AIRFLOW_PARTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def start_airflow(
+    supervisor: Supervisor, env: Mapping[str, str], api_port: int, parts: Sequence[str] = AIRFLOW_PARTS
+) -> None:
+    """The four parts (or those of ``parts``), each bound to 127.0.0.1 or serving nothing (no
+    log servers)."""
+    argv = {
+        "api-server": airflow("api-server", "--host", HOST, "--port", str(api_port)),
+        "scheduler": airflow("scheduler", "--skip-serve-logs"),
+        "dag-processor": airflow("dag-processor"),
+        "triggerer": airflow("triggerer", "--skip-serve-logs"),
+    }
+    for part in parts:
+        supervisor.start(part, argv[part], env)
 
 
 class AirflowApi:

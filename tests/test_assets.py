@@ -18,6 +18,8 @@ from tests.airflow_helpers import AIRFLOW_3, make_dag, run_dag, task_states, xco
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "dags_examples"
+PRODUCER, CONSUMER = "captaindata_asset_producer", "captaindata_asset_consumer"
 PROFILES = [{"linkedin_profile_url": f"https://www.linkedin.com/in/profile-{i}"} for i in range(3)]
 
 
@@ -177,3 +179,93 @@ def test_captaindata_asset_uri_is_the_output_path_without_its_connection(path: s
 def test_captaindata_asset_refuses_paths_no_asset_can_name(path: str, message: str) -> None:
     with pytest.raises(CaptainDataConfigError, match=message):
         captaindata_asset(path)
+
+
+@pytest.mark.services
+@pytest.mark.airflow3
+@pytest.mark.timeout(900)
+def test_asset_event_starts_the_consumer_dag_on_real_services(
+    captaindata_emulator: Any, tmp_path: Path
+) -> None:
+    """The two asset examples on a real api-server, scheduler and dag-processor (LocalExecutor,
+    no triggerer: the producer waits on its worker): triggering the producer makes the
+    scheduler start the consumer, which gets the run in the asset event's extra."""
+    import shutil
+    import sys
+    import time
+
+    sys.path.insert(0, str(EXAMPLES.parent / "scripts"))
+    import demo_services as services
+
+    captaindata_emulator.configure(v3_pending_seconds=0.1, v3_running_seconds=0.5)
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    for name in (PRODUCER, CONSUMER):
+        shutil.copy(EXAMPLES / f"{name}.py", dags)
+    port = services.free_port()
+    env = services.airflow_env(
+        port,
+        captaindata_emulator.connection_json(),
+        {
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "CAPTAINDATA_EXAMPLE_POLL_SECONDS": "0.5",
+            "CAPTAINDATA_EXAMPLE_OUTPUT_BASE": (tmp_path / "results").as_uri(),
+        },
+        home=tmp_path / "airflow",
+    )
+    logs = tmp_path / "logs"
+    supervisor = services.Supervisor(logs)
+    try:
+        services.migrate(env, logs)
+        # No triggerer: the producer waits on its worker (the example is not deferrable).
+        services.start_airflow(supervisor, env, port, parts=("api-server", "scheduler", "dag-processor"))
+        api = services.AirflowApi(f"http://{services.HOST}:{port}", logs)
+        api.wait_until_up(supervisor)
+
+        def wait_for(what: str, found: Any, timeout: float = 240.0) -> Any:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                supervisor.check()
+                value = found()
+                if value:
+                    return value
+                time.sleep(1.0)
+            raise AssertionError(f"no {what} after {timeout:.0f} s; logs in {logs}")
+
+        wait_for(
+            "parsed DAGs",
+            lambda: {PRODUCER, CONSUMER} <= {d["dag_id"] for d in api.call("GET", "/dags")["dags"]},
+        )
+        for dag_id in (PRODUCER, CONSUMER):
+            api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        api.call("POST", f"/dags/{PRODUCER}/dagRuns", json={"logical_date": None})
+
+        def consumer_done() -> Any:
+            runs = api.call("GET", f"/dags/{CONSUMER}/dagRuns")["dag_runs"]
+            return runs if runs and runs[0]["state"] in ("success", "failed") else None
+
+        (consumer_run,) = wait_for("finished consumer run", consumer_done)
+        (producer_run,) = api.call("GET", f"/dags/{PRODUCER}/dagRuns")["dag_runs"]
+        assert (producer_run["state"], consumer_run["state"]) == ("success", "success")
+        assert consumer_run["run_type"] == "asset_triggered"
+
+        def xcom_of(dag_id: str, run: dict[str, Any], task_id: str) -> Any:
+            path = (
+                f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/{task_id}/xcomEntries/return_value"
+            )
+            return api.call("GET", path, params={"deserialize": True, "stringify": False})["value"]
+
+        written = xcom_of(PRODUCER, producer_run, "search_people")
+        (event,) = api.call("GET", "/assets/events", params={"source_dag_id": PRODUCER})["asset_events"]
+        assert event["extra"] == {
+            "run_uid": written["run_uid"],
+            "api_version": "v3",
+            "workflow_uid": "238353ee-b428-5e29-80ce-feefc7b72cd8",
+            "rows": 4,
+            "path": written["path"],
+        }
+        loaded = xcom_of(CONSUMER, consumer_run, "load_people")
+        assert loaded == {"rows": 4, "run_uid": written["run_uid"], "path": written["path"]}
+        api.close()
+    finally:
+        supervisor.stop_all(quiet=True)
