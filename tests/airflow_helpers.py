@@ -11,7 +11,7 @@ AIRFLOW_3 = int(AIRFLOW_VERSION.split(".")[0]) >= 3
 AIRFLOW_3_3 = AIRFLOW_3 and tuple(int(p) for p in AIRFLOW_VERSION.split(".")[:2]) >= (3, 3)
 
 
-def run_dag(dag: Any) -> Any:
+def run_dag(dag: Any, run_conf: dict[str, Any] | None = None) -> Any:
     """``dag.test()`` with deferrals run inline; returns the DagRun.
 
     Airflow 3 only runs serialized DAGs, so the DAG is registered in the database first
@@ -25,7 +25,7 @@ def run_dag(dag: Any) -> Any:
         bag = DagBag(dag_folder=os.devnull)
         bag.bag_dag(dag)
         sync_bag_to_db(bag, "dags-folder", None)
-    return dag.test()
+    return dag.test(run_conf=run_conf) if run_conf else dag.test()
 
 
 def task_states(dag_run: Any) -> dict[str, str]:

@@ -329,3 +329,48 @@ def test_a_failing_look_is_logged_and_the_watch_goes_on(
 
     asyncio.run(scenario())
     assert any(r["status"] == 404 for r in captaindata_emulator.requests("GET", "/v3/workflows/*/jobs"))
+
+
+def asset_events(*payloads: dict[str, Any]) -> dict[str, Any]:
+    """``triggering_asset_events`` as a task sees it: asset -> events with ``extra``."""
+    from types import SimpleNamespace
+
+    events = [SimpleNamespace(extra={"from_trigger": True, "payload": p}) for p in payloads]
+    # The same event listed under an asset and an alias of it: still one run.
+    return {"asset": events, "alias": events[:1]}
+
+
+def test_collect_reads_every_triggering_run_once_oldest_first(
+    api: Api, workflow_uid: str, tmp_path: Any
+) -> None:
+    from airflow_provider_captaindata.operators.collect import CaptainDataCollectRunOperator
+
+    first, second = api.start_v3(workflow_uid, "a"), api.start_v3(workflow_uid, "b")
+    api.wait_final("v3", first, second)
+    context = {
+        "triggering_asset_events": asset_events(
+            {"run_uid": second, "api_version": "v3", "finished_at": "2026-01-01T00:00:02+00:00"},
+            {"run_uid": first, "api_version": "v3", "finished_at": "2026-01-01T00:00:01+00:00"},
+        )
+    }
+    out = tmp_path / "rows.jsonl"
+    operator = CaptainDataCollectRunOperator(task_id="collect", output_path=str(out))
+    summary = operator.execute(context)
+    assert summary == {"path": f"file://{out}", "rows": 4, "run_uids": [first, second]}
+    assert len(out.read_text().splitlines()) == 4
+    rows = CaptainDataCollectRunOperator(task_id="c2", run_uid=first).execute({})
+    assert len(rows) == 2
+
+
+def test_collect_refuses_v4_runs_and_a_dag_run_without_events(captaindata_emulator: Any) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from airflow_provider_captaindata.operators.collect import CaptainDataCollectRunOperator
+
+    operator = CaptainDataCollectRunOperator(task_id="collect")
+    with pytest.raises(AirflowFailException, match="no Captain Data run event"):
+        operator.execute({})
+    v4 = {"triggering_asset_events": asset_events({"run_uid": "r4", "api_version": "v4"})}
+    with pytest.raises(AirflowFailException, match="r4 are v4 runs"):
+        operator.execute(v4)
+    assert captaindata_emulator.requests("GET", "/v3/jobs/*") == []

@@ -32,6 +32,7 @@ EXPECTED_ROWS = {
     "captaindata_action_search": 25,
     "captaindata_asset_consumer": 4,
     "captaindata_asset_producer": 4,
+    "captaindata_event_scheduled": 4,
     "captaindata_sensor": 4,
     "captaindata_workflow_mapping": 8,
     "captaindata_workflow_to_storage": 4,
@@ -118,13 +119,47 @@ def test_every_example_is_tested(example_dags: dict[str, Any]) -> None:
     assert sorted(example_dags) == EXAMPLE_DAG_IDS == sorted(EXPECTED_ROWS)
 
 
+def finished_company_run(emulator: Any) -> dict[str, Any]:
+    """A run of the event example's workflow, started outside Airflow (as by Captain Data's app)."""
+    from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+
+    workflow = "e5384e86-64ce-50b8-945d-903f83098906"
+    hook = CaptainDataHook()
+    step = hook.get_workflow_details(workflow).steps[0].step_uid
+    urls = ["https://www.linkedin.com/company/captaindata", "https://www.linkedin.com/company/apache"]
+    uid = hook.launch_workflow(
+        workflow, inputs=[{"linkedin_company_url": u} for u in urls], steps=[{"step_uid": step}]
+    ).job_uid
+    deadline = time.monotonic() + 30
+    while not hook.get_run("v3", uid).state.is_final:
+        assert time.monotonic() < deadline, "the emulated run did not finish"
+        time.sleep(0.1)
+    return {"run_uid": uid}
+
+
+# dag.test() makes no asset-triggered runs: the event example gets its run uid as run conf here
+# (tests/test_event_services.py runs it from a real asset event).
+RUN_CONF = {"captaindata_event_scheduled": finished_company_run}
+
+
 @pytest.mark.parametrize("dag_id", EXAMPLE_DAG_IDS)
 def test_example_runs_to_success(dag_id: str, example_dags: dict[str, Any], emulator: Any) -> None:
     if dag_id in RUNS_AFTER:
         assert set(task_states(run_dag(example_dags[RUNS_AFTER[dag_id]])).values()) == {"success"}
-    dag_run = run_dag(example_dags[dag_id])
+    dag_run = run_dag(example_dags[dag_id], RUN_CONF[dag_id](emulator) if dag_id in RUN_CONF else None)
     states = task_states(dag_run)
     assert set(states.values()) == {"success"}, states
     # Each example ends with one task reporting {"rows": ...}; the demo prints the same number.
     (leaf,) = [t.task_id for t in example_dags[dag_id].tasks if not t.downstream_list]
     assert xcom(dag_run, leaf)["rows"] == EXPECTED_ROWS[dag_id]
+
+
+@pytest.mark.airflow3
+def test_event_example_is_scheduled_by_the_run_finished_trigger(example_dags: dict[str, Any]) -> None:
+    from airflow_provider_captaindata.triggers.events import CaptainDataRunFinishedTrigger
+
+    dag = example_dags["captaindata_event_scheduled"]
+    (asset,) = dag.timetable.asset_condition.objects  # schedule=[asset] is AssetAll(asset)
+    (watcher,) = asset.watchers
+    assert isinstance(watcher.trigger, CaptainDataRunFinishedTrigger)
+    assert watcher.trigger.serialize()[1]["workflow_uid"] == "e5384e86-64ce-50b8-945d-903f83098906"
