@@ -7,6 +7,8 @@ LOCK_211 := requirements/airflow-2.11.lock
 PY := $(VENV)/bin/python
 PY_211 := $(VENV_211)/bin/python
 PYTEST_ARGS ?=
+# Every supported Airflow line has a lock; .venv is 3.3 (tests, lint, docs), .venv-X.Y the others.
+LINES := 3.3 2.11 3.0 3.1 3.2
 export PYTHON
 export UV_PYTHON_DOWNLOADS := never
 
@@ -55,8 +57,9 @@ bench: env
 	$(PY) -m pytest tests/benchmarks -p no:randomly -s -q --timeout 900 -o testpaths=tests/benchmarks
 
 locks:
-	$(PYTHON) -m uv pip compile -q --python-version 3.11 --universal requirements/airflow-3.3.in -o $(LOCK)
-	$(PYTHON) -m uv pip compile -q --python-version 3.11 --universal requirements/airflow-2.11.in -o $(LOCK_211)
+	for line in $(LINES); do \
+	  $(PYTHON) -m uv pip compile -q --python-version 3.11 --universal requirements/airflow-$$line.in -o requirements/airflow-$$line.lock || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) $(VENV_211) site .demo .bench

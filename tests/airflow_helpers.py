@@ -7,19 +7,25 @@ from typing import Any
 
 from airflow import __version__ as AIRFLOW_VERSION
 
-AIRFLOW_3 = int(AIRFLOW_VERSION.split(".")[0]) >= 3
-AIRFLOW_3_3 = AIRFLOW_3 and tuple(int(p) for p in AIRFLOW_VERSION.split(".")[:2]) >= (3, 3)
+AIRFLOW_VERSION_INFO = tuple(int(p) for p in AIRFLOW_VERSION.split(".")[:2])
+AIRFLOW_3 = AIRFLOW_VERSION_INFO >= (3, 0)
+AIRFLOW_3_3 = AIRFLOW_VERSION_INFO >= (3, 3)
 
 
 def run_dag(dag: Any, run_conf: dict[str, Any] | None = None) -> Any:
     """``dag.test()`` with deferrals run inline; returns the DagRun.
 
-    Airflow 3 only runs serialized DAGs, so the DAG is registered in the database first
-    (internal API, kept in this one place).
+    Airflow 3.1+ only runs serialized DAGs, so the DAG is registered in the database first
+    (internal API, kept in this one place: ``airflow.dag_processing.dagbag`` from 3.2,
+    ``airflow.models.dagbag`` on 3.1); 3.0's ``dag.test()`` serializes the DAG itself.
     """
-    if AIRFLOW_3:
+    if AIRFLOW_VERSION_INFO >= (3, 1):
         from airflow.dag_processing.bundles.manager import DagBundlesManager
-        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+        if AIRFLOW_VERSION_INFO >= (3, 2):
+            from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+        else:
+            from airflow.models.dagbag import DagBag, sync_bag_to_db  # type: ignore[no-redef]
 
         DagBundlesManager().sync_bundles_to_db()
         bag = DagBag(dag_folder=os.devnull)

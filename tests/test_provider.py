@@ -15,6 +15,7 @@ import pytest
 
 from airflow_provider_captaindata import __version__
 from airflow_provider_captaindata.get_provider_info import get_provider_info
+from tests.airflow_helpers import AIRFLOW_VERSION_INFO
 
 
 def test_provider_info_validates_against_airflows_schema() -> None:
@@ -77,6 +78,10 @@ def test_airflow_cli_lists_the_provider(command: tuple[str, ...], expected: str)
     assert expected in _airflow_cli(*command)
 
 
+@pytest.mark.skipif(
+    (3, 0) <= AIRFLOW_VERSION_INFO < (3, 2),
+    reason="Airflow 3.0 and 3.1 register WTForms widgets only with FAB (the UI test below covers 3.1)",
+)
 def test_connection_form_fields_are_registered() -> None:
     from airflow.providers_manager import ProvidersManager
 
@@ -86,3 +91,28 @@ def test_connection_form_fields_are_registered() -> None:
         assert f"extra__captaindata__{field}" in widgets, field
     behaviour = pm.field_behaviours["captaindata"]
     assert behaviour["relabeling"]["password"] == "API key"
+
+
+UI_FORM = """
+import json
+from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+(meta,) = [m for m in HookMetaService.hook_meta_data() if m.connection_type == "captaindata"]
+print(json.dumps({"extra": sorted(meta.extra_fields or {}), "standard": meta.standard_fields.model_dump()}))
+"""
+
+
+@pytest.mark.airflow3
+@pytest.mark.skipif(
+    AIRFLOW_VERSION_INFO < (3, 1),
+    reason="Airflow 3.0's UI shows no provider's extra fields without FAB (nor its own fs and smtp ones)",
+)
+def test_connection_form_as_the_airflow_3_ui_builds_it() -> None:
+    # The API server's own form service (it stands in for FAB, so in a process of its own).
+    result = subprocess.run(
+        [sys.executable, "-c", UI_FORM], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    form = json.loads(result.stdout.strip().splitlines()[-1])
+    for field in ("project_uid", "rate_limit_per_second", "v3_base_url", "v4_base_url", "callback_secret"):
+        assert field in form["extra"] or f"extra__captaindata__{field}" in form["extra"], form["extra"]
+    assert form["standard"]["password"]["title"] == "API key"
