@@ -87,10 +87,15 @@ def parse_callback(data: bytes) -> tuple[str, str, dict[str, Any]]:
 
 
 def read_connection_settings(conn_id: str) -> tuple[str | None, str | None]:
-    """``callback_secret`` and ``callback_storage`` from an Airflow connection (blocking)."""
-    from airflow.providers.common.compat.sdk import BaseHook
+    """``callback_secret`` and ``callback_storage`` from an Airflow connection (blocking).
 
-    conn = BaseHook.get_connection(conn_id)
+    The receiver runs in server processes (the API server, or standalone), never in a task: the
+    core model reads the secrets backends and the metadata DB there on every line, where the
+    SDK's ``BaseHook`` cannot read DB connections on task-sdk 1.1.0 (Airflow 3.1.0).
+    """
+    from airflow.models.connection import Connection
+
+    conn = Connection.get_connection_from_secrets(conn_id)
     extra = conn.extra_dejson or {}
     prefix = f"extra__{CONN_TYPE}__"  # how Airflow 2 forms may save extra fields
 
