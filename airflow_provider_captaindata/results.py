@@ -49,13 +49,40 @@ def object_storage_path(output_path: str) -> Any:
     try:
         path = ObjectStoragePath(output_path)
         path.fs  # noqa: B018 - resolving the filesystem is the check: unknown schemes fail here
-    except (ImportError, ValueError, KeyError) as exc:
+    except Exception as exc:
         scheme = output_path.split("://", 1)[0]
+        hint = unsupported_pathlib_hint() or (
+            f"If the {scheme!r} scheme is not available here, install the provider or fsspec "
+            "package for it, or use file://."
+        )
         raise CaptainDataConfigError(
-            f"output_path {output_path!r}: the {scheme!r} scheme is not available here ({exc}). "
-            "Install the provider or fsspec package for it, or use file://."
+            f"output_path {output_path!r}: Airflow's ObjectStoragePath failed "
+            f"({type(exc).__name__}: {exc}). {hint}"
         ) from None
     return path
+
+
+def unsupported_pathlib_hint(airflow: str | None = None, pathlib: str | None = None) -> str | None:
+    """What to pin when the installed universal-pathlib is one this Airflow cannot use: Airflow
+    3.0 allows universal-pathlib 0.3, with which every ObjectStoragePath fails (from 3.1 on,
+    Airflow's own requirements pick a working version)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        airflow = airflow or version("apache-airflow")
+        pathlib = pathlib or version("universal-pathlib")
+    except PackageNotFoundError:
+        return None
+
+    def major_minor(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
+
+    if major_minor(airflow) == (3, 0) and major_minor(pathlib) >= (0, 3):
+        return (
+            f"universal-pathlib {pathlib} is not supported by Airflow {airflow}: "
+            "pin universal-pathlib<0.3 (see the install docs)."
+        )
+    return None
 
 
 class XComRows:
