@@ -37,7 +37,7 @@ from airflow_provider_captaindata.emulator.v4_runs import (
     last_error_of,
     start_async_run,
 )
-from airflow_provider_captaindata.emulator.v4_validation import parse_datetime, validate_body
+from airflow_provider_captaindata.emulator.v4_validation import parse_datetime, query_values, validate_body
 
 NEXT_HEADER = "X-Pagination-Next"
 PREVIOUS_HEADER = "X-Pagination-Previous"
@@ -84,6 +84,7 @@ class V4Actions:
 
     async def _checked(self, request: Request, mode: str) -> tuple[ActionSpec, dict[str, Any]]:
         action = find_action(request.path_params["name"])
+        query_values(f"POST /actions/{action.name}/run/{mode}", request.query_params)
         body = json_object_body(await request.body())
         validate_body(action, mode, body, check_patterns=self.state.settings.validate_input_patterns)
         return action, body

@@ -1,7 +1,8 @@
 """v4 runs, callback records, schedules, workspace, identities, users and integrations.
 
-Lists take the document's query parameters: repeated or comma-separated filters, ``limit``
-and ``offset`` within the document's bounds, ``sort`` with ``-`` for descending. Workspace,
+Lists take the document's query parameters, checked against its rules (``v4_queries.json``):
+repeated or comma-separated filters, ``limit`` and ``offset`` within the document's bounds,
+up to ten ``sort`` keys with ``-`` for descending, ties in creation order. Workspace,
 identities, users and integrations are not in the document: their shapes follow
 captaindata-api.md and are kept small.
 """
@@ -20,7 +21,6 @@ from starlette.routing import Route
 from airflow_provider_captaindata.catalog import action_names, get_action
 from airflow_provider_captaindata.emulator.errors import (
     ApiError,
-    int_param,
     invalid_input,
     json_object_body,
     json_response,
@@ -29,13 +29,8 @@ from airflow_provider_captaindata.emulator.errors import (
 from airflow_provider_captaindata.emulator.records import iso
 from airflow_provider_captaindata.emulator.state import EmulatorState, stable_uid
 from airflow_provider_captaindata.emulator.v4_runs import replay, resume
+from airflow_provider_captaindata.emulator.v4_validation import parse_datetime, query_rules, query_values
 
-RUN_STATUSES = (
-    "CREATED", "INVALID", "QUEUED", "SCHEDULED", "BLOCKED", "STOPPED", "RUNNING", "FAILED",
-    "PARTIAL_SUCCEEDED", "SUCCEEDED",
-)  # fmt: skip
-CALLBACK_STATUSES = ("PENDING", "RUNNING", "FAILED", "SUCCESS")
-SCHEDULE_STATUSES = ("ACTIVE", "CANCELLED", "PAUSED", "COMPLETED")
 SCHEDULE_CHANGES = {"pause": ("ACTIVE", "PAUSED"), "resume": ("PAUSED", "ACTIVE")}
 INTEGRATION_TITLES = {
     "linkedin": "LinkedIn",
@@ -47,15 +42,48 @@ INTEGRATION_TITLES = {
 }
 
 
-def list_param(request: Request, name: str, allowed: Sequence[str] | None = None) -> list[str]:
-    """A repeated or comma-separated query parameter; 400 on a value outside ``allowed``."""
-    values = [v.strip() for raw in request.query_params.getlist(name) for v in raw.split(",") if v.strip()]
-    for value in values:
-        if allowed is not None and value not in allowed:
-            raise invalid_input(
-                name, f"query parameter '{name}' must be one of {', '.join(allowed)}, got {value!r}"
-            )
-    return values
+def listed(
+    request: Request,
+    operation: str,
+    items: list[dict[str, Any]],
+    *,
+    filters: Sequence[str],
+) -> Response:
+    """Filter, sort and page ``items`` (in creation order) by the request's query, checked
+    against the document's rules for ``operation``."""
+    query = query_values(operation, request.query_params)
+    rules = query_rules()[operation]
+    for name in filters:
+        if query[name]:
+            matches = _matcher(query[name], rules[name]["items"].get("format"))
+            items = [item for item in items if matches(item.get(name))]
+    sort = query["sort"]
+    known = set(items[0]) if items else set()
+    # Full ties keep creation order in the last key's direction, as if creation were one more
+    # key: under -created_at the newest comes first even when two records share a millisecond.
+    if sort and sort[-1].startswith("-"):
+        items = items[::-1]
+    for key in reversed(sort):
+        field = key.lstrip("-")
+        if known and field not in known:
+            raise invalid_input("sort", f"cannot sort by {field!r} (fields: {', '.join(sorted(known))})")
+        items.sort(key=_sort_key(field), reverse=key.startswith("-"))
+    offset, limit = query["offset"], query["limit"]
+    return json_response(items[offset : offset + limit])
+
+
+def _matcher(wanted: list[str], form: str | None) -> Callable[[Any], bool]:
+    if form == "date-time":  # the same instant, however it is written
+        instants = {parse_datetime(w) for w in wanted}
+        return lambda value: isinstance(value, str) and parse_datetime(value) in instants
+    if form == "uuid":
+        uids = {w.lower() for w in wanted}
+        return lambda value: str(value).lower() in uids
+    return lambda value: str(value) in wanted
+
+
+def _sort_key(field: str) -> Callable[[dict[str, Any]], tuple[bool, Any]]:
+    return lambda item: (item.get(field) is not None, item.get(field) if item.get(field) is not None else 0)
 
 
 def uuid_param(value: str, name: str) -> str:
@@ -64,35 +92,6 @@ def uuid_param(value: str, name: str) -> str:
     except ValueError:
         raise invalid_input(name, f"'{name}' must be a UUID, got {value!r}") from None
     return value
-
-
-def listed(
-    request: Request,
-    items: list[dict[str, Any]],
-    *,
-    filters: dict[str, Sequence[str] | None],
-    default_sort: str,
-    max_limit: int,
-) -> Response:
-    """Filter, sort and page ``items`` by the request's query, the document's way."""
-    for name, allowed in filters.items():
-        wanted = list_param(request, name, allowed)
-        if wanted:
-            items = [item for item in items if str(item.get(name)) in wanted]
-    sort = list_param(request, "sort") or [default_sort]
-    known = set(items[0]) if items else set()
-    for key in reversed(sort):
-        field = key.lstrip("-")
-        if known and field not in known:
-            raise invalid_input("sort", f"cannot sort by {field!r} (fields: {', '.join(sorted(known))})")
-        items.sort(key=_sort_key(field), reverse=key.startswith("-"))
-    limit = int_param(request.query_params.get("limit"), "limit", 10, minimum=1, maximum=max_limit)
-    offset = int_param(request.query_params.get("offset"), "offset", 0)
-    return json_response(items[offset : offset + limit])
-
-
-def _sort_key(field: str) -> Callable[[dict[str, Any]], tuple[bool, Any]]:
-    return lambda item: (item.get(field) is not None, item.get(field) if item.get(field) is not None else 0)
 
 
 class V4Admin:
@@ -138,17 +137,9 @@ class V4Admin:
     async def list_runs(self, request: Request) -> Response:
         return listed(
             request,
+            "GET /runs",
             [run.to_dict() for run in self.state.v4_runs.values()],
-            filters={
-                "status": RUN_STATUSES,
-                "action_name": None,
-                "execution_mode": ("LIVE", "ASYNC"),
-                "uid": None,
-                "user_uid": None,
-                "workspace_uid": None,
-            },
-            default_sort="created_at",
-            max_limit=100,
+            filters=("status", "action_name", "execution_mode", "uid", "user_uid", "workspace_uid"),
         )
 
     def _run(self, uid: str) -> Any:
@@ -171,19 +162,14 @@ class V4Admin:
     # -- callback records -------------------------------------------------------------------------
 
     async def list_callbacks(self, request: Request) -> Response:
-        run_uids = [uuid_param(u, "run_uid") for u in list_param(request, "run_uid")]
-        if run_uids:
-            uids = [c for r in run_uids for c in self.state.callbacks_by_run.get(r, [])]
-            records = [self.state.callbacks[u] for u in uids]
+        operation = "GET /runs/callbacks"
+        run_uids = query_values(operation, request.query_params)["run_uid"]
+        if run_uids:  # the run's own records, back in creation order
+            uids = [c for r in run_uids for c in self.state.callbacks_by_run.get(r.lower(), [])]
+            records = sorted((self.state.callbacks[u] for u in uids), key=lambda r: r.created)
         else:
             records = list(self.state.callbacks.values())
-        return listed(
-            request,
-            [r.to_dict() for r in records],
-            filters={"status": CALLBACK_STATUSES},
-            default_sort="-created_at",
-            max_limit=20,
-        )
+        return listed(request, operation, [r.to_dict() for r in records], filters=("status",))
 
     def _callback(self, uid: str) -> Any:
         record = self.state.callbacks.get(uuid_param(uid, "callback_uid"))
@@ -206,11 +192,13 @@ class V4Admin:
     async def list_schedules(self, request: Request) -> Response:
         return listed(
             request,
+            "GET /schedules",
             [s.to_dict() for s in self.state.schedules.values()],
-            filters={"uid": None, "status": SCHEDULE_STATUSES, "action_name": None, "user_uid": None},
-            default_sort="created_at",
-            max_limit=100,
-        )
+            filters=(
+                "uid", "status", "action_name", "user_uid", "workspace_uid",
+                "next_execution_at", "last_executed_at", "created_at", "updated_at",
+            ),
+        )  # fmt: skip
 
     def _schedule(self, uid: str) -> Any:
         schedule = self.state.schedules.get(uuid_param(uid, "scheduled_run_uid"))

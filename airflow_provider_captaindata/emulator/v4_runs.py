@@ -184,9 +184,11 @@ async def drive_run(state: EmulatorState, run: V4Run, action: ActionSpec, indice
     final_page = pages[-1]
     if settings.callback_reorder and sequence:
         row_random(state.seed, "reorder", run.uid).shuffle(sequence)
-        # The final-status page overtakes a few RUNNING pages, as out-of-order HTTP does.
-        sequence.insert(max(0, len(sequence) - 3), (final_page, final))
-        await _deliver_all(state, run, action, sequence)
+        # The final-status page overtakes a few RUNNING pages, as out-of-order HTTP does: it is
+        # answered before they are sent, so it arrives before them whatever the concurrency.
+        cut = max(0, len(sequence) - 3)
+        await _deliver_all(state, run, action, [*sequence[:cut], (final_page, final)])
+        await _deliver_all(state, run, action, sequence[cut:])
     else:
         await _deliver_all(state, run, action, sequence)
         await asyncio.sleep(max(0.0, running - (time.monotonic() - started)))

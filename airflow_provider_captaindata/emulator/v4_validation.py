@@ -1,16 +1,24 @@
-"""v4 request bodies checked the way the official document's schemas check them.
+"""v4 requests checked the way the official document's schemas check them.
 
-Each action has its own allowed top-level fields per run mode (``ActionSpec.bodies``);
+Bodies: each action has its own allowed top-level fields per run mode (``ActionSpec.bodies``);
 ``integration_users`` (the first release's name for ``identity_ids``) is accepted wherever
-``identity_ids`` is. Every refusal is a 400 ``INVALID_INPUT`` naming the field.
+``identity_ids`` is. Query parameters: the rules of ``v4_queries.json``, derived from the
+document by ``scripts/derive_v4_queries.py`` (enums, UUID and date-time formats, bounds, item
+counts). Every refusal is a 400 ``INVALID_INPUT`` naming the field.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
+from functools import cache
+from importlib import resources
 from typing import Any
+
+from starlette.datastructures import QueryParams
 
 from airflow_provider_captaindata.catalog import (
     ActionSpec,
@@ -180,3 +188,87 @@ def _valid_cron(expression: str) -> bool:
     except ImportError:  # optional: without croniter, any five fields pass
         return len(expression.split()) in (5, 6)
     return bool(croniter.is_valid(expression))
+
+
+@cache
+def query_rules() -> dict[str, dict[str, dict[str, Any]]]:
+    """Per operation (``"GET /runs"``), each query parameter's rule from the document."""
+    text = resources.files(__package__).joinpath("v4_queries.json").read_text(encoding="utf-8")
+    operations: dict[str, dict[str, dict[str, Any]]] = json.loads(text)["operations"]
+    return operations
+
+
+def query_values(operation: str, query: QueryParams) -> dict[str, Any]:
+    """The operation's query parameters checked against the document, defaults filled in.
+
+    Arrays are repeated or comma-separated (``status=QUEUED,RUNNING``) and come back as lists
+    (empty when absent); integers as ints. Parameters the document does not list are left alone.
+    """
+    values: dict[str, Any] = {}
+    for name, rule in query_rules().get(operation, {}).items():
+        raw = query.getlist(name)
+        if rule.get("type") == "array":
+            items = [v.strip() for text in raw for v in text.split(",") if v.strip()]
+            if "maxItems" in rule and len(items) > rule["maxItems"]:
+                raise invalid_input(
+                    name,
+                    f"query parameter '{name}' takes at most {rule['maxItems']} values, got {len(items)}",
+                )
+            for item in items:
+                _check_scalar(name, item, rule["items"])
+            values[name] = items or list(rule.get("default") or [])
+        elif not raw or raw[-1] == "":
+            if rule.get("required"):
+                raise invalid_input(name, f"query parameter '{name}' is required")
+            values[name] = rule.get("default")
+        else:
+            values[name] = _check_scalar(name, raw[-1], rule)
+    return values
+
+
+def _check_scalar(name: str, text: str, rule: Mapping[str, Any]) -> Any:
+    """One query value against its schema: the value as the schema types it, or a 400."""
+    if rule.get("type") == "integer":
+        try:
+            number = int(text)
+        except ValueError:
+            raise invalid_input(
+                name, f"query parameter '{name}' must be a whole number, got {text!r}"
+            ) from None
+        low, high = rule.get("minimum"), rule.get("maximum")
+        if (low is not None and number < low) or (high is not None and number > high):
+            bounds = " and ".join(
+                part
+                for part in (f">= {low}" if low is not None else "", f"<= {high}" if high is not None else "")
+                if part
+            )
+            raise invalid_input(name, f"query parameter '{name}' must be {bounds}, got {number}")
+        return number
+    if "enum" in rule and text not in rule["enum"]:
+        raise invalid_input(
+            name, f"query parameter '{name}' must be one of {', '.join(rule['enum'])}, got {text!r}"
+        )
+    problem = _format_problem(text, rule)
+    if problem:
+        raise invalid_input(name, f"query parameter '{name}' must be {problem}, got {text!r}")
+    return text
+
+
+def _format_problem(text: str, rule: Mapping[str, Any]) -> str | None:
+    form = rule.get("format")
+    if form == "uuid":
+        try:
+            uuid.UUID(text)
+        except ValueError:
+            return "a UUID"
+    if form == "date-time" and parse_datetime(text) is None:
+        return "an ISO 8601 date-time with a time zone"
+    if form == "uri" and not re.match(r"^[a-z][a-z0-9+.-]*://\S+$", text, re.IGNORECASE):
+        return "a URI"
+    if "pattern" in rule and not re.search(rule["pattern"], text):
+        return f"a value matching {rule['pattern']}"
+    if "maxLength" in rule and len(text) > rule["maxLength"]:
+        return f"at most {rule['maxLength']} characters"
+    if "minLength" in rule and len(text) < rule["minLength"]:
+        return f"at least {rule['minLength']} characters"
+    return None
