@@ -8,15 +8,18 @@ PY := $(VENV)/bin/python
 PY_211 := $(VENV_211)/bin/python
 PYTEST_ARGS ?=
 # Every supported Airflow line has a lock; .venv is 3.3 (tests, lint, docs), .venv-X.Y the others.
-LINES := 3.3 2.11 3.0 3.1 3.2
+# `make test LINES="3.3 2.11"` runs a subset.
+ALL_LINES := 3.3 3.2 3.1 3.0 2.11
+LINES ?= $(ALL_LINES)
+ENVS := $(addprefix env-,$(filter-out 3.3,$(ALL_LINES)))
 export PYTHON
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help env env-2.11 test lint test-airflow3 test-airflow2 demo docs ui-check bench locks clean
+.PHONY: help env env-lines $(ENVS) test lint test-airflow3 test-airflow2 demo docs ui-check bench locks clean
 
 help:
 	@echo "make demo   - set up and run the example DAGs on real Airflow services against the emulator"
-	@echo "make test   - lint, type-check and run the tests on Airflow 3.3 and 2.11"
+	@echo "make test   - lint, type-check and run the tests on every supported Airflow line (LINES=...)"
 	@echo "make docs   - build the documentation (warnings are errors)"
 	@echo "make ui-check - check the connection form and extra link in the real UI (headless chromium)"
 	@echo "make bench  - run the benchmarks"
@@ -25,12 +28,15 @@ help:
 env:
 	@scripts/ensure-env.sh $(VENV) $(LOCK)
 
-env-2.11:
-	@scripts/ensure-env.sh $(VENV_211) $(LOCK_211)
+# One venv per other line: env-2.11, env-3.0, env-3.1, env-3.2.
+$(ENVS): env-%:
+	@scripts/ensure-env.sh .venv-$* requirements/airflow-$*.lock
 
-# Both Airflow lines run side by side (2 cores); each log is shown whole afterwards.
-test: lint env env-2.11
-	scripts/test-both.sh $(PYTEST_ARGS)
+env-lines: env $(addprefix env-,$(filter-out 3.3,$(LINES)))
+
+# Every line's suite, two at a time (2 cores); each log is shown whole afterwards.
+test: lint env-lines
+	LINES="$(LINES)" scripts/test-lines.sh $(PYTEST_ARGS)
 
 lint: env
 	$(VENV)/bin/ruff check .
@@ -62,4 +68,4 @@ locks:
 	done
 
 clean:
-	rm -rf $(VENV) $(VENV_211) site .demo .bench
+	rm -rf $(VENV) $(addprefix .venv-,$(filter-out 3.3,$(ALL_LINES))) site .demo .bench

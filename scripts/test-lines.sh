@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Run the test suite on every supported Airflow line, JOBS at a time (one core each), then show
+# each log in turn and one summary line per Airflow line.
+#   scripts/test-lines.sh [pytest args...]
+#   LINES="3.3 2.11" JOBS=1 scripts/test-lines.sh -x     # a subset, one at a time
+# .venv is the 3.3 line; .venv-X.Y the others (make env-lines creates them all).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+lines=${LINES:-"3.3 3.2 3.1 3.0 2.11"}
+jobs=${JOBS:-2}
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
+venv_of() { if [ "$1" = 3.3 ]; then echo .venv; else echo ".venv-$1"; fi; }
+
+run_line() {
+  local line=$1; shift
+  local start rc
+  start=$(date +%s)
+  "$(venv_of "$line")/bin/python" -m pytest "$@" > "$logs/$line.log" 2>&1
+  rc=$?
+  echo "$rc $(( $(date +%s) - start ))" > "$logs/$line.rc"
+}
+
+for line in $lines; do
+  [ -x "$(venv_of "$line")/bin/python" ] || { echo "test-lines: no $(venv_of "$line"): run make env-lines" >&2; exit 2; }
+done
+for line in $lines; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+  run_line "$line" "$@" &
+done
+wait
+
+status=0
+summary=""
+for line in $lines; do
+  read -r rc seconds < "$logs/$line.rc"
+  echo "=== tests on Airflow $line (exit $rc, $seconds s) ==="
+  cat "$logs/$line.log"
+  summary+="Airflow $line ($seconds s): $(grep -E '(passed|failed|error)' "$logs/$line.log" | tail -1)"$'\n'
+  [ "$rc" -eq 0 ] || status=1
+done
+printf '=== summary ===\n%s' "$summary"
+exit $status
