@@ -45,8 +45,10 @@ if TYPE_CHECKING:
 
 INPUT_TAG = "airflow_input_index"
 PROGRESS_EVERY_SECONDS = 10.0
-# How far ahead of the first unwritten input the workers may get, per worker: enough that a
-# slow input rarely stalls the others, small enough that their rows never pile up.
+# How far ahead of the first unwritten input the workers may get: 256 inputs is ~6 s of calls
+# at the fastest plan (40/s), so a slow input stalls the others only past that, while the rows
+# held stay a few MB at most; never under 4 per worker, so that workers do not starve.
+REORDER_WINDOW = 256
 WINDOW_PER_WORKER = 4
 MAX_ERRORS_XCOM_BYTES = 262_144  # the input_errors XCom: error texts vary in size, so bytes
 
@@ -77,7 +79,7 @@ class LiveFanOut:
         self.errors: list[dict[str, Any]] = []
         self.done = 0
         self.reused = 0
-        self.window = WINDOW_PER_WORKER * operator.max_concurrency
+        self.window = max(REORDER_WINDOW, WINDOW_PER_WORKER * operator.max_concurrency)
         self.most_held = 0  # the most inputs ever waiting in the reorder buffer
         self._waiting: dict[int, list[dict[str, Any]]] = {}
         self._next_to_write = 0
