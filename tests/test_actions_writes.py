@@ -7,6 +7,7 @@ processed (the message goes out, a LIVE run is listed), then the answer is lost 
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -279,7 +280,7 @@ class RetriedTI(_XComSink):
         self.try_number = try_number
 
 
-def crashed_try(op: CaptainDataRunActionOperator, store: StateStore, crash_on: str) -> None:
+def crashed_try(op: CaptainDataRunActionOperator, store: StateStore | None, crash_on: str) -> None:
     """Try 1 dies (like a killed worker) as the call of the input containing ``crash_on`` is sent."""
     import airflow_provider_captaindata.hooks.captaindata as sync_hook
     import airflow_provider_captaindata.hooks.captaindata_async as async_hook
@@ -300,8 +301,11 @@ def crashed_try(op: CaptainDataRunActionOperator, store: StateStore, crash_on: s
         patch.setattr(
             async_hook.CaptainDataAsyncHook, "_acall", die_on(async_hook.CaptainDataAsyncHook._acall)
         )
+        context: dict[str, Any] = {"ti": RetriedTI(1), "run_id": "r"}
+        if store is not None:
+            context["task_state_store"] = store
         with pytest.raises(WorkerDied):
-            op.execute({"ti": RetriedTI(1), "run_id": "r", "task_state_store": store})
+            op.execute(context)
 
 
 def test_retry_after_a_crash_mid_call_does_not_send_that_input_again(emulator: Any) -> None:
@@ -337,3 +341,50 @@ def test_single_write_retry_after_a_crash_mid_call_fails_without_sending(emulato
     other = CaptainDataRunActionOperator(task_id="m", action=MESSAGE, input=message_input(7))
     assert other.execute({"ti": RetriedTI(2), "run_id": "r", "task_state_store": store})
     assert len(live_posts(emulator, MESSAGE)) == 1 and store.data == {}
+
+
+def test_records_beside_an_s3_output_path_survive_a_crash(emulator: Any, s3_server: Any) -> None:
+    """No task_state_store (Airflow before 3.3): the records live beside output_path, on S3."""
+    import uuid
+
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    prefix = f"writes-{uuid.uuid4().hex[:8]}"
+    output_path = s3_server.uri(f"{prefix}/out.jsonl")
+    inputs = [message_input(i) for i in range(3)]
+    kwargs: dict[str, Any] = {"task_id": "message", "action": MESSAGE, "inputs": inputs, "max_concurrency": 1}
+    kwargs["output_path"] = output_path
+    crashed_try(CaptainDataRunActionOperator(**kwargs), None, "person-00001")
+    folder = ObjectStoragePath(s3_server.uri(prefix))
+    assert any(p.name.endswith(".checkpoint") for p in folder.iterdir())
+    ti = RetriedTI(2)
+    summary = CaptainDataRunActionOperator(**kwargs, on_input_error="continue").execute(
+        {"ti": ti, "run_id": "r"}
+    )
+    assert sends_per_input(emulator) == {0: 1, 2: 1}
+    assert summary["rows"] == 2 and summary["failed"] == 1
+    assert ti.pushed["input_errors"][0]["error_label"] == OUTCOME_UNKNOWN
+    lines = ObjectStoragePath(output_path).read_text().splitlines()
+    assert [json.loads(line)["custom_data"]["airflow_input_index"] for line in lines] == [0, 2]
+    assert not any(p.name.endswith(".checkpoint") for p in folder.iterdir())
+
+
+def test_retry_with_no_record_sends_nothing_if_the_action_ran(emulator: Any) -> None:
+    """Airflow 2.11 to 3.2 without output_path: the live runs listed since the DAG run started decide."""
+    from datetime import datetime, timedelta
+
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    inputs = [message_input(i) for i in range(2)]
+    op = CaptainDataRunActionOperator(task_id="message", action=MESSAGE, inputs=inputs)
+
+    class DagRun:
+        start_date = datetime.now(UTC) - timedelta(seconds=5)
+
+    # Try 2 of a task whose try 1 never reached the API: the action has no live run, it runs.
+    assert len(op.execute({"ti": RetriedTI(2), "run_id": "r", "dag_run": DagRun()})) == 2
+    assert sends_per_input(emulator) == {0: 1, 1: 1}
+    # Try 3: the action ran since the DAG run started, and which inputs went is unknown.
+    with pytest.raises(AirflowFailException, match=OUTCOME_UNKNOWN):
+        op.execute({"ti": RetriedTI(3), "run_id": "r", "dag_run": DagRun()})
+    assert sends_per_input(emulator) == {0: 1, 1: 1}
