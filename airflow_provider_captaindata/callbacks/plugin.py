@@ -39,7 +39,7 @@ def build_fastapi_app() -> Any:
 
     app = FastAPI(
         title=APP_NAME,
-        description="Receives Captain Data v4 async result pages (callbacks).",
+        description="Receives Captain Data v4 async result pages (callbacks) and v3 webhooks.",
         docs_url=None,  # nothing to browse: every route is machine-to-machine
         redoc_url=None,
         openapi_url=None,

@@ -250,6 +250,8 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
             return None
         try:
             store._single_accessor()  # one watched asset: the accessors act on it directly
+        except AttributeError:  # another accessor class: its aget/aset are used as they are
+            return store
         except ValueError:
             log.warning(
                 "%s watches several assets: its watermark is kept in memory only (a restart "
