@@ -63,6 +63,7 @@ class MissingPagesError(CaptainDataError):
         *,
         missing_pages: int | None = None,
         unverified: int = 0,
+        refused: int = 0,
     ) -> None:
         self.run_uid = run_uid
         self.missing = list(missing)
@@ -76,6 +77,12 @@ class MissingPagesError(CaptainDataError):
                 f"callback receiver ({replayed} replays made): batch uids {_named(self.missing)}. Check "
                 "that the receiver is reachable at the connection's callback_base_url and stores into "
                 "the same callback_storage."
+            )
+        if refused:
+            problems.append(
+                f"The receiver refused {refused} of those batches with 403: the callback URL had expired "
+                "(it lives as long as the task may wait; set callback_url_ttl for longer) or the "
+                "callback secret changed while the run was in flight."
             )
         if self.ambiguous:
             problems.append(
@@ -139,6 +146,7 @@ class ReconcileReport:
     ambiguous: list[str] = field(default_factory=list)  # batch uids with more stored pages than callbacks
     page_ids: list[str] = field(default_factory=list)  # the stored pages read, in this order
     records_complete: bool = True  # False: the hook may not have listed every record
+    refused: int = 0  # missing batches whose last delivery the receiver answered 403
     rows: int = 0  # rows yielded by iter_pages so far
     pages_with_error: int = 0  # pages whose ``error`` is set (an input failed), seen by iter_pages
     _store: CallbackStore | None = field(default=None, repr=False)
@@ -202,6 +210,7 @@ class ReconcileReport:
             self.ambiguous,
             missing_pages=self.expected - self.received,
             unverified=self.unverified,
+            refused=self.refused,
         )
         if on_missing == "fail":
             raise error
@@ -391,6 +400,11 @@ def _report(
         unlisted=unlisted,
         ambiguous=sorted(b for b, n in expected.items() if n > 1 and len(stored.get(b, [])) > n),
         page_ids=page_ids,
+        refused=sum(
+            1
+            for b, n in expected.items()
+            if len(stored.get(b, [])) < n and max(by_batch[b], key=lambda r: r.created_at).http_status == 403
+        ),
         records_complete=_takes_paging(hook.list_run_callbacks)
         or sum(len(recs) for recs in by_batch.values()) not in (10, RECORDS_PER_CALL),
         _store=store,

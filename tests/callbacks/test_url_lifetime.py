@@ -100,3 +100,22 @@ def test_over_http_a_short_ttl_expires_and_a_long_one_does_not(receiver_conn: Re
     assert (refused.status_code, refused.json()) == (403, {"error": "expired token"})
     assert stored.status_code == 200
     assert len(receiver_conn.stored_files()) == 1
+
+
+def test_pages_refused_as_expired_are_named_as_such(captaindata_emulator: Any, receiver: Receiver) -> None:
+    # A run whose URL expired before its pages came: every delivery and replay gets 403, and
+    # the error says why rather than only "unreachable".
+    from airflow_provider_captaindata.callbacks.reconcile import MissingPagesError, reconcile_run
+    from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+    from tests.callbacks.test_reconcile import run_to_the_end
+
+    captaindata_emulator.configure(v4_queued_seconds=0.05, v4_running_seconds=0.2)
+    key = "ab" * 12
+    expired = receiver.url(key, ttl_seconds=1, now=time.time() - 60)
+    hook = CaptainDataHook()
+    run_uid = run_to_the_end(hook, 3, expired)
+    report = reconcile_run(hook, run_uid, key, receiver.storage, poll_seconds=0.05, replay_wait_seconds=5)
+    assert (report.expected, report.received, report.replayed, report.refused) == (3, 0, 9, 3)
+    assert receiver.stored_files() == []
+    with pytest.raises(MissingPagesError, match="refused 3 of those batches with 403: the callback URL had"):
+        report.check("fail")
