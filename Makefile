@@ -4,6 +4,9 @@ VENV := .venv
 VENV_211 := .venv-2.11
 LOCK := requirements/airflow-3.3.lock
 LOCK_211 := requirements/airflow-2.11.lock
+# The benchmarks' own environment: the 3.3 line plus the baselines' packages (dbt Cloud, aiohttp).
+VENV_BENCH := .venv-bench
+LOCK_BENCH := requirements/bench.lock
 PY := $(VENV)/bin/python
 PY_211 := $(VENV_211)/bin/python
 PYTEST_ARGS ?=
@@ -15,7 +18,7 @@ ENVS := $(addprefix env-,$(filter-out 3.3,$(ALL_LINES)))
 export PYTHON
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help env env-lines $(ENVS) test lint test-airflow3 test-airflow2 demo docs ui-check bench locks clean
+.PHONY: help env env-lines $(ENVS) env-bench test lint test-airflow3 test-airflow2 demo docs ui-check bench locks clean
 
 help:
 	@echo "make demo   - set up and run the example DAGs on real Airflow services against the emulator"
@@ -59,13 +62,17 @@ docs: env
 ui-check: env
 	$(PY) scripts/ui_check.py
 
-bench: env
-	$(PY) -m pytest tests/benchmarks -p no:randomly -s -q --timeout 900 -o testpaths=tests/benchmarks
+env-bench:
+	@scripts/ensure-env.sh $(VENV_BENCH) $(LOCK_BENCH)
+
+bench: env-bench
+	$(VENV_BENCH)/bin/python -m pytest tests/benchmarks -p no:randomly -s -q --timeout 2400 -o testpaths=tests/benchmarks
 
 locks:
 	for line in $(LINES); do \
 	  $(PYTHON) -m uv pip compile -q --python-version 3.11 --universal requirements/airflow-$$line.in -o requirements/airflow-$$line.lock || exit 1; \
 	done
+	$(PYTHON) -m uv pip compile -q --python-version 3.11 --universal requirements/bench.in -o $(LOCK_BENCH)
 
 clean:
-	rm -rf $(VENV) $(addprefix .venv-,$(filter-out 3.3,$(ALL_LINES))) site .demo .bench
+	rm -rf $(VENV) $(addprefix .venv-,$(filter-out 3.3,$(ALL_LINES))) $(VENV_BENCH) site .demo .bench

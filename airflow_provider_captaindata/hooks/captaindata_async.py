@@ -7,6 +7,8 @@ Same connection, retry policy and errors as the blocking
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -16,6 +18,8 @@ from airflow_provider_captaindata.http import ApiResponse, AsyncTransport, Retry
 from airflow_provider_captaindata.statuses import RunSnapshot
 from airflow_provider_captaindata.versions import V3, V4, ApiVersion, get_version
 
+_Read = asyncio.Task[ConnectionSettings]
+
 
 class CaptainDataAsyncHook(CaptainDataBaseHook):
     """Non-blocking client for triggers and live fan-out: the endpoints that run on an event
@@ -23,17 +27,35 @@ class CaptainDataAsyncHook(CaptainDataBaseHook):
 
     _settings: ConnectionSettings | None = None
     _transports: ClassVar[dict[RetryPolicy, AsyncTransport]] = {}
+    # The connection reads in flight, per loop and connection id. Triggers deferred together
+    # (a mapped task's) all read the same connection at the same moment, and one read costs
+    # as much CPU as a few polls (Airflow's lookup hops to threads, parses, masks): they share
+    # one. Nothing is kept once it is done, so a changed connection is read afresh.
+    _reads: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Read]]] = (
+        weakref.WeakKeyDictionary()
+    )
 
     async def get_settings(self) -> ConnectionSettings:
         if self._settings is None:
-            from airflow.providers.common.compat.connection import (
-                get_async_connection,
-                get_async_extra_dejson,
-            )
-
-            conn = await get_async_connection(self.captaindata_conn_id)
-            self._settings = ConnectionSettings.from_connection(conn, await get_async_extra_dejson(conn))
+            reads = self._reads.setdefault(asyncio.get_running_loop(), {})
+            conn_id = self.captaindata_conn_id
+            read = reads.get(conn_id)
+            if read is None:
+                read = reads[conn_id] = asyncio.ensure_future(self._read_settings())
+                read.add_done_callback(lambda done: _forget(reads, conn_id, done))
+            # Shielded: one trigger cancelled must not cancel the read the others wait on.
+            settings = self._settings = await asyncio.shield(read)
+            return settings
         return self._settings
+
+    async def _read_settings(self) -> ConnectionSettings:
+        from airflow.providers.common.compat.connection import (
+            get_async_connection,
+            get_async_extra_dejson,
+        )
+
+        conn = await get_async_connection(self.captaindata_conn_id)
+        return ConnectionSettings.from_connection(conn, await get_async_extra_dejson(conn))
 
     @property
     def _transport(self) -> AsyncTransport:
@@ -114,3 +136,10 @@ class CaptainDataAsyncHook(CaptainDataBaseHook):
         target = url or f"/actions/{action}/run/live"
         with live_call(action) as idempotent:
             return await self._acall(V4, "POST", target, json=dict(body), gate=gate, idempotent=idempotent)
+
+
+def _forget(reads: dict[str, _Read], conn_id: str, done: _Read) -> None:
+    if reads.get(conn_id) is done:
+        del reads[conn_id]
+    if not done.cancelled():
+        done.exception()  # retrieved here too: every waiter may have been cancelled

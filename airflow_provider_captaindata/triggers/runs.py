@@ -147,9 +147,15 @@ class CaptainDataRunTrigger(BaseTrigger):
                 # The retry policy is exhausted for this poll; the run may be healthy, so keep waiting.
                 log.warning("Run %s: status unavailable (%s); still waiting", self.run_uid, exc)
             else:
-                if waiter.status_changed(snapshot):
-                    log.info("Run %s is %s", self.run_uid, snapshot.status)
+                first = waiter.last_status is None
+                changed = waiter.status_changed(snapshot)
                 event = waiter.on_snapshot(snapshot)
+                if changed:
+                    # INFO only for the news: the worker checked the run just before deferring,
+                    # and the event (logged by the triggerer) carries the last status.
+                    # Thousands of triggers pay for every line.
+                    level = logging.INFO if not first and event is None else logging.DEBUG
+                    log.log(level, "Run %s is %s", self.run_uid, snapshot.status)
             event = event or waiter.on_clock()
             if event is not None:
                 yield TriggerEvent(event)

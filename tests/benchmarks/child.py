@@ -120,8 +120,8 @@ async def _provider_pollers(params: dict[str, Any]) -> tuple[list[Any], Callable
 async def _baseline_pollers(params: dict[str, Any]) -> tuple[list[Any], Callable[[], Any]]:
     import httpx
 
-    # Same pool bounds as the provider's transport: the floor is "bare GETs through one
-    # shared client", not "a faster pool".
+    # The pool bounds the provider's httpx transport had when this baseline was set: the
+    # floor is "bare GETs through one shared client", not "a faster pool".
     client = httpx.AsyncClient(
         headers={"User-Agent": "bench-baseline"},
         timeout=httpx.Timeout(60.0, connect=10.0),
@@ -147,13 +147,18 @@ async def _baseline_pollers(params: dict[str, Any]) -> tuple[list[Any], Callable
 async def _triggers(params: dict[str, Any]) -> dict[str, Any]:
     # Imports happen before the measured phase, which starts at the same wall-clock offset
     # from the runs' finish times on both sides (``start_at``), so both poll the same schedule.
-    if params["side"] == "provider":
+    side = params["side"]
+    if side == "provider":
         import airflow_provider_captaindata.hooks.captaindata
         import airflow_provider_captaindata.triggers.runs  # noqa: F401
-
-        make = _provider_pollers
+    elif side == "dbt":
+        import airflow.providers.dbt.cloud.triggers.dbt  # noqa: F401
+    elif side == "aiohttp":
+        import aiohttp  # noqa: F401
+    if params.get("tls"):
+        make = TLS_SIDES[side]
     else:
-        make = _baseline_pollers
+        make = _provider_pollers if side == "provider" else _baseline_pollers
     import httpx  # noqa: F401
 
     ticker = Ticker(params.get("tick_s", 0.01))
@@ -164,7 +169,7 @@ async def _triggers(params: dict[str, Any]) -> dict[str, Any]:
     reset = reset_peak_rss()
     rss_before = rss_bytes()
     ticker.peak_rss = rss_before
-    with Profile(f"triggers-{params['side']}"):
+    with Profile(f"triggers-{side}" + (f"-tls-{len(params['runs'])}" if params.get("tls") else "")):
         cpu0, wall0 = time.process_time(), time.perf_counter()
         pollers, close = await make(params)
         tasks = [asyncio.ensure_future(p) for p in pollers]
@@ -182,7 +187,7 @@ async def _triggers(params: dict[str, Any]) -> dict[str, Any]:
         await closing
     # The kernel's high-water mark when it could be reset, else the ticker's samples.
     peak = peak_rss_bytes() if reset else ticker.peak_rss
-    setup = await _setup_cpu_per_trigger(params) if params["side"] == "provider" else 0.0
+    setup = await _setup_cpu_per_trigger(params) if side == "provider" and not params.get("tls") else 0.0
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome] = counts.get(outcome, 0) + 1
@@ -208,6 +213,64 @@ async def _setup_cpu_per_trigger(params: dict[str, Any], count: int = 200) -> fl
         trigger = CaptainDataRunTrigger(run_uid=uid, api_version="v3", poll_interval=params["poll_interval"])
         await trigger._hook().get_settings()
     return (time.process_time() - started) / min(count, len(params["runs"]))
+
+
+# -- 2b. triggerer scale over TLS, all triggers started together -----------------------------
+
+
+async def _tls_provider(params: dict[str, Any]) -> tuple[list[Any], Callable[[], Any]]:
+    from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
+
+    async def drive(uid: str) -> str:
+        trigger = CaptainDataRunTrigger(run_uid=uid, api_version="v3", poll_interval=params["poll_interval"])
+        async for event in trigger.run():
+            return str(event.payload["status"])
+        return "no event"
+
+    return [drive(uid) for uid in params["runs"]], lambda: None
+
+
+async def _tls_dbt(params: dict[str, Any]) -> tuple[list[Any], Callable[[], Any]]:
+    from airflow.providers.dbt.cloud.triggers.dbt import DbtCloudRunJobTrigger
+
+    async def drive(run_id: int) -> str:
+        trigger = DbtCloudRunJobTrigger(
+            conn_id="dbt_cloud_default",
+            run_id=run_id,
+            account_id=1,
+            end_time=time.time() + params["deadline_s"],
+            poll_interval=params["poll_interval"],
+        )
+        async for event in trigger.run():
+            return str(event.payload["status"])
+        return "no event"
+
+    return [drive(int(uid)) for uid in params["runs"]], lambda: None
+
+
+async def _tls_aiohttp(params: dict[str, Any]) -> tuple[list[Any], Callable[[], Any]]:
+    import aiohttp
+
+    # The floor: one shared session, no pool limit, no retries, no logging.
+    session = aiohttp.ClientSession(
+        headers=params["headers"], connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(60)
+    )
+    interval = params["poll_interval"]
+
+    async def poll(uid: str) -> str:
+        url = f"{params['v3_base_url']}/jobs/{uid}"
+        while True:
+            async with session.get(url) as response:
+                if response.status == 200:
+                    status = (await response.json())["status"]
+                    if status in V3_FINAL:
+                        return "success" if status in ("finished", "completed") else status
+            await asyncio.sleep(interval)
+
+    return [poll(uid) for uid in params["runs"]], session.close
+
+
+TLS_SIDES = {"provider": _tls_provider, "dbt": _tls_dbt, "aiohttp": _tls_aiohttp}
 
 
 # -- 3. results throughput ------------------------------------------------------------------

@@ -7,14 +7,18 @@ Run with ``make bench`` (``pytest tests/benchmarks -p no:randomly -s``). The par
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,17 +62,17 @@ def emulator_process() -> Iterator[str]:
         else [sys.executable, "-c", "from airflow_provider_captaindata.emulator.cli import main; main()"]
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [*argv, "--port", "0", "--host", "127.0.0.1"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            text=True,
-        )
-    try:
-        base_url = _wait_for_first_line(log_path, proc, timeout=60.0)
+    with _serve([*argv, "--port", "0", "--host", "127.0.0.1"], log_path, env, timeout=60.0) as base_url:
         yield base_url
+
+
+@contextlib.contextmanager
+def _serve(argv: list[str], log_path: Path, env: dict[str, str] | None, timeout: float) -> Iterator[str]:
+    """Run a server process whose first line of output is its base URL; stop it on exit."""
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        yield _wait_for_first_line(log_path, proc, timeout=timeout)
     finally:
         proc.terminate()
         try:
@@ -76,6 +80,39 @@ def emulator_process() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@dataclass
+class StatusServer:
+    """The TLS status server's process (``status_server.py``): base URL, CA file, counters."""
+
+    url: str
+    ca_file: Path
+
+    def _call(self, path: str, method: str = "GET") -> dict[str, Any]:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        request = urllib.request.Request(self.url + path, method=method)
+        with urllib.request.urlopen(request, context=context, timeout=30) as answer:
+            return dict(json.loads(answer.read()))
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("/_stats")
+
+    def reset(self) -> None:
+        self._call("/_reset", "POST")
+
+
+@pytest.fixture(scope="session")
+def status_server() -> Iterator[StatusServer]:
+    """The fake run-status server over TLS, in its own process (its CPU is not the client's),
+    with a throwaway CA that the children trust through SSL_CERT_FILE."""
+    from tests.benchmarks.status_server import make_certs
+
+    ca, cert, key = make_certs(BENCH_DIR / "tls")
+    script = Path(__file__).with_name("status_server.py")
+    argv = [sys.executable, str(script), "--certfile", str(cert), "--keyfile", str(key)]
+    with _serve(argv, BENCH_DIR / "status-server.log", None, timeout=30.0) as url:
+        yield StatusServer(url, ca)
 
 
 def _wait_for_first_line(path: Path, proc: subprocess.Popen[str], timeout: float) -> str:

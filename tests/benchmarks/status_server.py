@@ -11,8 +11,9 @@ then its final status, so every side of a benchmark makes the same polls.
 * ``GET /api/v2/accounts/{id}/runs/{id}/``: a dbt Cloud run (``{"data": {"status"}}``);
 * ``GET /_stats``: ``{"connections", "requests", "finished"}``; ``POST /_reset`` zeroes them.
 
-Connections are counted in ``connection_made``, which asyncio calls once the TLS handshake
-is done: one per handshake.
+A connection is counted at its first API request (so the harness's own ``/_stats`` calls
+are not): asyncio hands a connection over only once its TLS handshake is done, so this is
+one per handshake of a client.
 """
 
 from __future__ import annotations
@@ -132,11 +133,11 @@ class _StatusProtocol(asyncio.Protocol):
     def __init__(self, stats: Stats) -> None:
         self.stats = stats
         self.buffer = b""
+        self.counted = False
         self.transport: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        self.stats.connections += 1
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -159,6 +160,9 @@ class _StatusProtocol(asyncio.Protocol):
             return _answer(200, b"{}")
         parts = path.strip("/").split("/")
         stats.requests += 1
+        if not self.counted:  # counted at its first API request: a /_stats call is not a client's
+            self.counted = True
+            stats.connections += 1
         if len(parts) == 3 and parts[:2] == ["v3", "jobs"]:
             done = self._read(parts[2])
             return _answer(

@@ -15,6 +15,7 @@ trigger over the measured phase.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -180,3 +181,151 @@ def test_triggerer_scale(recorder: Recorder, emulator: Any, child_home: Path) ->
     recorder.section("triggerer", details, rows)
     if STRICT:
         assert all(r.met is not False for r in rows), [r.metric for r in rows if r.met is False]
+
+
+# -- over TLS, 1 s polls, every trigger started at the same moment ---------------------------
+#
+# A mapped task over thousands of workflows defers all its triggers at once, and a real API
+# is HTTPS. Each side polls the same runs on the TLS status server (``status_server.py``, its
+# own process), each run final at its TLS_POLLS-th read, so every side makes the same polls:
+#
+# * **aiohttp**: the floor, bare GETs through one shared aiohttp session, no pool limit;
+# * **provider**: ``CaptainDataRunTrigger.run()`` for every run, all on one loop;
+# * **dbt**: the dbt Cloud provider's ``DbtCloudRunJobTrigger`` (installed only in the
+#   benchmark environment), the usual shape of a provider trigger (a session per poll).
+#
+# Handshakes are the connections the server accepted (asyncio counts one per TLS handshake).
+
+TLS_TRIGGERS = [int(n) for n in os.environ.get("BENCH_TLS_TRIGGERS", "1000,5000").split(",")]
+TLS_POLL_INTERVAL = 1.0
+TLS_POLLS = 5
+TLS_SIDES = ("aiohttp", "provider", "dbt")
+# Every side must finish by then (it stops by itself; a side still polling is reported).
+TLS_DEADLINE = float(os.environ.get("BENCH_TLS_DEADLINE", "420"))
+TLS_LEAD = 8.0  # seconds for a child to import its code before the common start
+
+
+def _tls_side(side: str, count: int, server: Any, home: Path) -> dict[str, Any]:
+    server.reset()
+    runs = [str(10**6 + i) for i in range(count)]
+    host = server.url.removeprefix("https://")
+    conn = {
+        "conn_type": "captaindata",
+        "password": "bench-key-" + "x" * 22,
+        "extra": {"project_uid": "bench", "v3_base_url": f"{server.url}/v3"},
+    }
+    dbt = {"conn_type": "dbt_cloud", "host": host, "login": "1", "password": "bench-token"}
+    env = {
+        "AIRFLOW_CONN_CAPTAINDATA_DEFAULT": json.dumps(conn),
+        "AIRFLOW_CONN_DBT_CLOUD_DEFAULT": json.dumps(dbt),
+        "SSL_CERT_FILE": str(server.ca_file),
+    }
+    params = {
+        "side": side,
+        "tls": True,
+        "runs": runs,
+        "poll_interval": TLS_POLL_INTERVAL,
+        "start_at": time.time() + TLS_LEAD,
+        "deadline_s": TLS_DEADLINE,
+        "v3_base_url": f"{server.url}/v3",
+        "headers": {"X-API-Key": conn["password"]},
+    }
+    out = run_child(child_argv("triggers", **params), child_env(home, env), timeout=TLS_DEADLINE + 120).output
+    stats = server.stats()
+    polls = stats["requests"]
+    return {
+        "polls": polls,
+        "handshakes": stats["connections"],
+        "runs_final": stats["finished"],
+        "cpu_s": out["cpu_s"],
+        "cpu_ms_per_poll": out["cpu_s"] / polls * 1000 if polls else float("nan"),
+        "wall_s": out["wall_s"],
+        "lag_p50_ms": percentile(out["lags_ms"], 50),
+        "lag_p99_ms": percentile(out["lags_ms"], 99),
+        "lag_max_ms": max(out["lags_ms"], default=float("nan")),
+        "kb_per_trigger": (out["peak_rss"] - out["rss_before"]) / 1024 / count,
+        "outcomes": out["outcomes"],
+        "late_start_s": out["late_start_s"],
+    }
+
+
+def _tls_rows(count: int, sides: dict[str, dict[str, Any]], pool: int) -> list[Row]:
+    bare, ours, dbt = sides["aiohttp"], sides["provider"], sides["dbt"]
+    name = f"triggerer TLS N={count:,}"
+
+    def row(
+        metric: str,
+        key: str,
+        unit: str,
+        baseline: dict[str, Any] = bare,
+        target: str = "",
+        limit: float | None = None,
+    ) -> Row:
+        met = None if limit is None else ours[key] <= limit * baseline[key]
+        return Row(name, metric, ours[key], baseline[key], unit, target, met)
+
+    return [
+        row(
+            "CPU per poll (baseline: bare aiohttp)",
+            "cpu_ms_per_poll",
+            "ms",
+            target="<= 1.3x baseline",
+            limit=1.3,
+        ),
+        Row(
+            name,
+            "  dbt Cloud trigger: CPU per poll",
+            dbt["cpu_ms_per_poll"],
+            bare["cpu_ms_per_poll"],
+            "ms",
+            "",
+            None,
+        ),
+        row("event-loop lag p50", "lag_p50_ms", "ms"),
+        row("event-loop lag p99", "lag_p99_ms", "ms", target="<= 1.5x baseline", limit=1.5),
+        Row(name, "  dbt Cloud trigger: lag p99", dbt["lag_p99_ms"], bare["lag_p99_ms"], "ms", "", None),
+        row("peak RSS per trigger (baseline: dbt)", "kb_per_trigger", "KB", dbt, "<= 0.5x baseline", 0.5),
+        Row(
+            name,
+            "  bare aiohttp: peak RSS per trigger",
+            bare["kb_per_trigger"],
+            dbt["kb_per_trigger"],
+            "KB",
+            "",
+            None,
+        ),
+        Row(
+            name,
+            "TLS handshakes (baseline: pool size)",
+            ours["handshakes"],
+            pool,
+            "",
+            "<= 2x pool size",
+            ours["handshakes"] <= 2 * pool,
+        ),
+        Row(name, "  handshakes: bare aiohttp / dbt", bare["handshakes"], dbt["handshakes"], "", "", None),
+        row("wall time", "wall_s", "s"),
+        Row(name, "  dbt Cloud trigger: wall time", dbt["wall_s"], bare["wall_s"], "s", "", None),
+        Row(name, "polls (server count)", ours["polls"], bare["polls"], "", "", None),
+    ]
+
+
+def test_triggerer_scale_tls(recorder: Recorder, status_server: Any, child_home: Path) -> None:
+    from airflow_provider_captaindata.http import AsyncTransport
+
+    for count in TLS_TRIGGERS:
+        sides = {side: _tls_side(side, count, status_server, child_home) for side in TLS_SIDES}
+        for side, figures in sides.items():
+            assert figures["outcomes"] == {"success": count}, (side, figures["outcomes"])
+            assert figures["polls"] == count * TLS_POLLS, (side, figures["polls"])
+        rows = _tls_rows(count, sides, AsyncTransport.POOL_SIZE)
+        details = {
+            "triggers": count,
+            "poll_interval_s": TLS_POLL_INTERVAL,
+            "polls_per_run": TLS_POLLS,
+            "pool_size": AsyncTransport.POOL_SIZE,
+            **sides,
+        }
+        recorder.section(f"triggerer-tls-{count}", details, rows)
+        if STRICT:
+            assert all(r.met is not False for r in rows), [r.metric for r in rows if r.met is False]
