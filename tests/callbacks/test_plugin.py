@@ -133,6 +133,17 @@ def test_callback_stored_through_the_airflow_api_server(tmp_path: Path) -> None:
             name = f"{body['run']['batch_uid']}.{page_digest(body)}.json"
             page = storage / key / body["run"]["run_uid"] / name
             assert json.loads(page.read_text()) == body
+            # v3 webhooks go through the same mount (see test_webhooks.py for the whole chain).
+            from airflow_provider_captaindata.callbacks.webhooks import webhook_url_for
+
+            webhook = {"job_uid": str(uuid.uuid4()), "message": "Run 'x' succeeded", "error": None}
+            hook_url = webhook_url_for(base_url, SECRET)
+            assert client.post(hook_url, json=webhook).status_code == 200
+            (stored,) = (storage / "webhooks" / "v3" / "default").iterdir()
+            assert json.loads(stored.read_text()) == webhook
+            server_log = log_path.read_text(errors="replace")
+            assert "/webhooks/v3/default/REDACTED" in server_log
+            assert hook_url.rsplit("/", 1)[1] not in server_log
             # The rest of the API server still needs its own auth; ours did not open it up.
             assert client.get(f"http://127.0.0.1:{port}/api/v2/connections").status_code in (401, 403)
     finally:
