@@ -46,6 +46,7 @@ def child(workflow_uid: str, failing_uid: str, output_path: str) -> None:
             inputs=PROFILES,
             poll_interval=0.2,
             output_path=output_path,
+            deferrable=True,  # the complete event comes from the resumed task (execute_complete)
         )
         CaptainDataRunActionOperator(
             task_id="action_to_xcom",
@@ -191,3 +192,23 @@ def test_failed_run_has_an_error_facet_with_the_run_and_its_message(emitted: Emi
 )
 def test_output_dataset_follows_openlineage_naming(path: str, expected: tuple[str, str]) -> None:
     assert output_dataset_name(path) == expected
+
+
+def test_parsing_a_dag_imports_no_lineage() -> None:
+    """The operator modules a DAG file imports load neither OpenLineage nor our lineage or
+    asset code (a fresh interpreter: this one has them all loaded)."""
+    code = (
+        "import sys, airflow_provider_captaindata.operators.workflows, "
+        "airflow_provider_captaindata.operators.actions; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'openlineage' "
+        "or m.startswith(('airflow_provider_captaindata.lineage', 'airflow_provider_captaindata.assets'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -16,7 +16,6 @@ from airflow_provider_captaindata.action_inputs import (
     action_body,
     validate_action_input,
 )
-from airflow_provider_captaindata.assets import record_landed
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
@@ -297,6 +296,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
             if self.output_path:
                 object_storage_path(self.output_path)
             self.validate_rendered()
+        from airflow_provider_captaindata.assets import record_landed
         from airflow_provider_captaindata.operators.fanout import run_live_fanout
 
         # Live calls have no run to link to: the link opens the runs list, where they show too.

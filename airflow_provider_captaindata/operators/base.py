@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
 
-from airflow_provider_captaindata.assets import record_landed
 from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
@@ -353,6 +352,8 @@ class CaptainDataRunOperatorBase(BaseOperator):
             result = (
                 self.collect(context, run_uid) if self.fetch_results else {"run_uid": run_uid, "rows": None}
             )
+            from airflow_provider_captaindata.assets import record_landed  # not needed to parse a DAG
+
             return record_landed(self, context, result)
         if status == "timeout":
             if event.get("deadline") == DEADLINE_EXECUTION:
