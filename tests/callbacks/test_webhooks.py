@@ -207,3 +207,28 @@ def test_trigger_in_webhook_mode_fires_from_stored_webhooks(emulated: Api, capta
     assert all(e["workflow_uid"] == first for e in events)
     # No run list was read: each run named by a webhook was read once it was final.
     assert captaindata_emulator.requests("GET", "/v3/workflows/*/jobs") == []
+
+
+def test_webhook_mode_for_every_workflow_skips_runs_it_cannot_read(
+    emulated: Api, receiver: Receiver, captaindata_emulator: Any, client: httpx.Client
+) -> None:
+    first, second = workflows()[:2]
+    trigger = CaptainDataRunFinishedTrigger(mode="webhook", poll_interval=0.1)  # any workflow
+
+    async def scenario() -> list[dict[str, Any]]:
+        watch = Watch(trigger)
+        await asyncio.sleep(0.3)
+        # Someone holding the URL posts a run uid that is not in the workspace: read once (404), dropped.
+        forged = webhook_body(job_uid="0b1c2d3e-aaaa-4bbb-8ccc-000000000000")
+        assert client.post(webhook_url_for(receiver.base_url, SECRET), json=forged).status_code == 200
+        uids = [emulated.start_v3(first, "one"), emulated.start_v3(second, "two")]
+        events = await watch.take(2)
+        await watch.nothing_more()
+        await watch.stop()
+        assert sorted(e["run_uid"] for e in events) == sorted(uids)
+        return events
+
+    events = asyncio.run(scenario())
+    assert {e["workflow_uid"] for e in events} == {first, second}
+    forged_reads = captaindata_emulator.requests("GET", "/v3/jobs/0b1c2d3e-aaaa-4bbb-8ccc-000000000000")
+    assert [r["status"] for r in forged_reads] == [404]
