@@ -150,34 +150,37 @@ class CallbackStore:
     def page_ids(self, launch_key: str, run_uid: str) -> list[str]:
         """The pages stored for a run, ``{batch_uid}.{digest}``, sorted (temporary files are not
         pages)."""
-        folder = self.run_folder(launch_key, run_uid)
-        if self.local:
-            try:
-                names = [entry.name for entry in os.scandir(folder)]
-            except FileNotFoundError:
-                return []
-        else:
-            # s3fs and gcsfs cache directory listings (fsspec's dircache): pages written since by
-            # the receiver, another process, would never show. Always list afresh.
-            self.fs.invalidate_cache(folder)
-            try:
-                names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False)]
-            except FileNotFoundError:
-                return []
+        names = self.list_names(self.run_folder(launch_key, run_uid))
         found = (_PAGE_NAME_RE.fullmatch(name) for name in names)
         return sorted(m.group(1) for m in found if m)
 
     def read_page(self, launch_key: str, run_uid: str, page_id: str) -> dict[str, Any]:
         path = self.page_path(launch_key, run_uid, page_id)
-        if self.local:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        else:
-            data = self.fs.cat_file(path)
-        page = json.loads(data)
+        page = json.loads(self.read_bytes(path))
         if not isinstance(page, dict):
             raise ValueError(f"{path} does not hold a callback body")
         return page
+
+    def list_names(self, folder: str) -> list[str]:
+        """The names of the files in ``folder`` (none when it does not exist), listed afresh."""
+        if self.local:
+            try:
+                return [entry.name for entry in os.scandir(folder)]
+            except FileNotFoundError:
+                return []
+        # s3fs and gcsfs cache directory listings (fsspec's dircache): files written since by
+        # the receiver, another process, would never show. Always list afresh.
+        self.fs.invalidate_cache(folder)
+        try:
+            return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False)]
+        except FileNotFoundError:
+            return []
+
+    def read_bytes(self, path: str) -> bytes:
+        if self.local:
+            with open(path, "rb") as handle:
+                return handle.read()
+        return bytes(self.fs.cat_file(path))
 
 
 def _local_folder(uri: str) -> str | None:

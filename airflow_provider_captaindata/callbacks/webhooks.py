@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import time
 import uuid
@@ -154,16 +153,7 @@ class WebhookStore:
 
     def list_events(self, name: str, since: float = float("-inf")) -> list[tuple[str, float]]:
         """``(file name, receipt time)`` of the webhooks received at or after ``since``, in order."""
-        folder = self.folder(name)
-        try:
-            if self.files.local:
-                names = [entry.name for entry in os.scandir(folder)]
-            else:
-                names = [
-                    str(p).rstrip("/").rsplit("/", 1)[-1] for p in self.files.fs.ls(folder, detail=False)
-                ]
-        except FileNotFoundError:
-            return []
+        names = self.files.list_names(self.folder(name))
         found = []
         for file_name in names:
             match = EVENT_NAME_RE.fullmatch(file_name)
@@ -177,11 +167,7 @@ class WebhookStore:
             raise ValueError("not a stored webhook name")
         path = f"{self.folder(name)}/{file_name}"
         try:
-            if self.files.local:
-                with open(path, "rb") as handle:
-                    data = handle.read()
-            else:
-                data = self.files.fs.cat_file(path)
+            data = self.files.read_bytes(path)
         except FileNotFoundError:
             return None
         return parse_webhook(data)

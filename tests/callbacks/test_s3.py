@@ -87,3 +87,20 @@ def test_async_task_with_s3_callback_storage_returns_every_row(
     assert sorted(r["custom_data"]["row"] for r in rows) == list(range(300))
     summary = xcom(dag_run, "action", "callback_summary")
     assert summary["pages_replayed"] > 0 and summary["pages_missing"] == 0
+
+
+def test_webhooks_written_by_another_process_are_listed_on_s3(s3_server: SeaweedS3, s3_storage: str) -> None:
+    # The receiver writes webhooks from its own process: the event trigger's listing must not
+    # answer from s3fs's cached listing of the folder it already listed.
+    from airflow_provider_captaindata.callbacks.webhooks import WebhookStore
+
+    store = WebhookStore(s3_storage)
+    body = {"job_uid": "job-1", "workflow_uid": "wf-1"}
+    first = store.write_event("default", json.dumps(body).encode(), received=1_700_000_000.0)
+    assert [name for name, _ in store.list_events("default")] == [first.rsplit("/", 1)[1]]
+    later = "1700000005000-abcdef01.json"
+    key = f"{first.split(f'{s3_server.bucket}/', 1)[1].rsplit('/', 1)[0]}/{later}"
+    s3_server.client().put_object(Bucket=s3_server.bucket, Key=key, Body=json.dumps(body).encode())
+
+    assert store.list_events("default", since=1_700_000_001.0) == [(later, 1_700_000_005.0)]
+    assert store.read_event("default", later) == body
