@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urljoin
 
-from airflow_provider_captaindata.exceptions import CaptainDataConfigError
+from airflow_provider_captaindata.exceptions import CaptainDataConfigError, CaptainDataPagingError
 
 MAX_ASYNC_INPUTS = 100_000
 _NEXT_PAGE_HEADER = "X-Pagination-Next"
@@ -40,11 +40,17 @@ def action_body(
 
 
 def next_page_url(headers: Mapping[str, str], current_url: str) -> str | None:
-    """The ``X-Pagination-Next`` URL of a live answer; absent, empty or "null" ends the pages."""
+    """The ``X-Pagination-Next`` URL of a live answer; absent, empty or "null" ends the pages.
+    A page that names itself as the next one would be read forever: that fails."""
     value = (headers.get(_NEXT_PAGE_HEADER) or "").strip()
     if not value or value.lower() == "null":
         return None
-    return urljoin(current_url, value)
+    next_url = urljoin(current_url, value)
+    if next_url == current_url:
+        raise CaptainDataPagingError(
+            f"{_NEXT_PAGE_HEADER} of {current_url} names that same page: the API's paging loops"
+        )
+    return next_url
 
 
 def validate_action_input(action: str, input: Mapping[str, Any], *, where: str = "input") -> None:

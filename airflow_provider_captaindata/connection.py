@@ -29,6 +29,7 @@ EXTRA_FIELDS = (
     "callback_base_url",
     "callback_secret",
     "callback_storage",
+    "deployment",
 )
 
 
@@ -45,6 +46,7 @@ class ConnectionSettings:
     callback_base_url: str | None = None
     callback_secret: SecretStr | None = field(default=None, repr=False)
     callback_storage: str | None = None
+    deployment: str | None = None  # names this Airflow deployment in launch identities
 
     @classmethod
     def from_connection(cls, conn: Any, extra: dict[str, Any] | None = None) -> ConnectionSettings:
@@ -83,6 +85,7 @@ class ConnectionSettings:
             ),
             callback_secret=SecretStr(extra["callback_secret"]) if extra.get("callback_secret") else None,
             callback_storage=extra.get("callback_storage") or None,
+            deployment=str(extra.get("deployment") or "").strip() or None,
         )
 
     def base_url(self, version: ApiVersion) -> str:

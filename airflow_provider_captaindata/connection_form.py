@@ -45,6 +45,12 @@ CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Where received result pages are written: any object-storage URI (file:///..., s3://...).",
         "schema": {"type": ["string", "null"]},
     },
+    "deployment": {
+        "label": "Deployment name",
+        "description": "Names this Airflow deployment (e.g. prod) so that deployments sharing a "
+        "workspace never resume each other's runs. Default: the host of Airflow's base URL.",
+        "schema": {"type": ["string", "null"]},
+    },
 }
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {

@@ -121,6 +121,11 @@ class CaptainDataRunError(CaptainDataError):
         super().__init__(f"Captain Data run {run_uid} ended {status}: {message}")
 
 
+class CaptainDataPagingError(CaptainDataError):
+    """A paged read cannot be complete: a page URL repeats (the paging loops), a page has no
+    paging object, or the rows read differ from the count the run reports."""
+
+
 class CaptainDataInputErrors(CaptainDataError):
     """Some inputs of a live fan-out failed (``on_input_error="fail"``)."""
 

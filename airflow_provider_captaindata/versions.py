@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from airflow_provider_captaindata.statuses import RunSnapshot, RunState
@@ -26,6 +27,9 @@ class ApiVersion:
     app_run_url: str  # link to the run in the Captain Data app, formatted with run_uid
     status_states: Mapping[str, RunState]
     case_sensitive: bool
+    # Fields of a listed run that are never earlier than its creation: a lookup stops paging
+    # at runs created before the first try (the earliest of them is used).
+    created_fields: tuple[str, ...] = ()
 
     def auth_headers(self, api_key: str, project_uid: str | None) -> dict[str, str]:
         if self.name == "v3":
@@ -37,6 +41,12 @@ class ApiVersion:
         """Map a raw status to a RunState; unknown statuses are UNKNOWN (waiters fail closed)."""
         key = (status or "") if self.case_sensitive else (status or "").upper()
         return self.status_states.get(key, RunState.UNKNOWN)
+
+    def created_at(self, run: Mapping[str, Any]) -> float | None:
+        """Epoch seconds no earlier than the run's creation, None when its fields say nothing."""
+        times = [_epoch(run.get(name)) for name in self.created_fields]
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
 
     def snapshot(self, run: Mapping[str, Any]) -> RunSnapshot:
         """Read uid, status and the error message from a run object of this version."""
@@ -69,6 +79,9 @@ V3 = ApiVersion(
         "paused": RunState.NEEDS_ATTENTION,
     },
     case_sensitive=True,
+    # (uncertain) the job object has no created_at: scheduled_time is the launch time (or a
+    # later repeat), start_time is later still.
+    created_fields=("scheduled_time", "start_time"),
 )
 
 V4 = ApiVersion(
@@ -90,9 +103,21 @@ V4 = ApiVersion(
         "STOPPED": RunState.CANCELLED,
     },
     case_sensitive=False,
+    created_fields=("created_at",),
 )
 
 VERSIONS: dict[str, ApiVersion] = {"v3": V3, "v4": V4}
+
+
+def _epoch(value: Any) -> float | None:
+    """An API date (ISO 8601, ``Z`` or an offset; naive is UTC) as epoch seconds."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def get_version(name: str) -> ApiVersion:

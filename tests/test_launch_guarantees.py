@@ -18,7 +18,11 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_captaindata.exceptions import CaptainDataRunError, CaptainDataTransportError
+from airflow_provider_captaindata.exceptions import (
+    CaptainDataPagingError,
+    CaptainDataRunError,
+    CaptainDataTransportError,
+)
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 from airflow_provider_captaindata.http import RetryPolicy
 from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
@@ -91,11 +95,9 @@ def workflow_uid(hook: CaptainDataHook) -> str:
 
 
 def v3_operator(workflow_uid: str, **kwargs: Any) -> CaptainDataLaunchWorkflowOperator:
-    kwargs = {"poll_interval": 0.1, "deferrable": False, **kwargs}
+    kwargs = {"poll_interval": 0.1, "deferrable": False, "inputs": PROFILES, **kwargs}
     return with_hook(
-        CaptainDataLaunchWorkflowOperator(
-            task_id=TaskInstance.task_id, workflow_uid=workflow_uid, inputs=PROFILES, **kwargs
-        )
+        CaptainDataLaunchWorkflowOperator(task_id=TaskInstance.task_id, workflow_uid=workflow_uid, **kwargs)
     )
 
 
@@ -133,7 +135,7 @@ def test_v3_run_a_failed_try_launched_unrecorded_is_resumed(
     op = v3_operator(workflow_uid)
     run_b = hook.launch_workflow(
         workflow_uid,
-        job_name=op.default_job_name(new_context(store)),
+        job_name=op.run_name(new_context(store)),
         inputs=PROFILES,
         steps=[{"step_uid": hook.get_workflow_details(workflow_uid).steps[0].step_uid}],
     ).job_uid
@@ -305,3 +307,98 @@ def test_v4_an_unknown_status_never_allows_a_relaunch(
     with pytest.raises(CaptainDataRunError, match="'ON_HOLD', which this provider does not know"):
         v4_operator().execute(new_context(None))
     assert len(captaindata_emulator.requests(method="POST", path=V4_LAUNCH)) == 1
+
+
+# -- paging guards: a loop, a missing paging object, a row count that does not add up -----------
+
+SEARCH = "linkedin-search-people"
+SEARCH_INPUT = {"linkedin_people_search_url": "https://www.linkedin.com/search/results/people/?keywords=x"}
+
+
+def finished_run(captaindata_emulator: Any, workflow_uid: str, rows: int) -> str:
+    captaindata_emulator.configure(v3_total_rows=rows, v3_page_size=10)
+    run_uid = v3_operator(workflow_uid, fetch_results=False).execute(new_context(None))["run_uid"]
+    assert run_uid
+    return str(run_uid)
+
+
+def test_v3_a_results_page_pointing_back_fails_instead_of_looping(
+    captaindata_emulator: Any, hook: CaptainDataHook, workflow_uid: str
+) -> None:
+    run_uid = finished_run(captaindata_emulator, workflow_uid, 25)
+    again = f"{captaindata_emulator.info()['v3_url']}/jobs/{run_uid}/results?page=1"
+    page = {"results": [{"row_index": 0}], "paging": {"next": again, "have_next_page": True}}
+    captaindata_emulator.add_fault("GET", f"/v3/jobs/{run_uid}/results", body=page, times=None)
+    pages = 0
+    with pytest.raises(CaptainDataPagingError, match="points to a page already read"):
+        for pages, _ in enumerate(hook.iter_workflow_results(run_uid), start=1):
+            assert pages < 20, "the paging loops forever"
+    assert pages == 2
+
+
+def test_v3_a_results_page_without_paging_fails_instead_of_stopping(
+    captaindata_emulator: Any, workflow_uid: str, tmp_path: Path
+) -> None:
+    run_uid = finished_run(captaindata_emulator, workflow_uid, 25)
+    rows = [{"row_index": i} for i in range(10)]
+    captaindata_emulator.add_fault("GET", f"/v3/jobs/{run_uid}/results", body={"results": rows})
+    op = v3_operator(workflow_uid, output_path=f"file://{tmp_path}/rows.jsonl")
+    with pytest.raises(CaptainDataPagingError, match="page 1 has no paging object"):
+        op.collect(new_context(None), run_uid)
+    assert list(tmp_path.iterdir()) == []  # 10 of 25 rows never reach the path
+
+
+def test_v3_rows_that_do_not_add_up_to_total_row_count_fail(
+    captaindata_emulator: Any, workflow_uid: str
+) -> None:
+    run_uid = finished_run(captaindata_emulator, workflow_uid, 25)
+    last = {
+        "results": [{"row_index": i} for i in range(3)],
+        "paging": {"next": None, "have_next_page": False},
+    }
+    captaindata_emulator.add_fault("GET", f"/v3/jobs/{run_uid}/results", body=last)
+    with pytest.raises(
+        CaptainDataPagingError, match="read 3 rows in 1 pages, but the run reports total_row_count=25"
+    ):
+        v3_operator(workflow_uid).collect(new_context(None), run_uid)
+    assert len(v3_operator(workflow_uid).collect(new_context(None), run_uid)) == 25  # the real pages
+
+
+def test_v4_live_pages_that_loop_fail(captaindata_emulator: Any, hook: CaptainDataHook) -> None:
+    live = f"{captaindata_emulator.info()['v4_url']}/actions/{SEARCH}/run/live"
+    for page in (2, 3, 2):  # page 1 -> 2 -> 3 -> 2 again
+        captaindata_emulator.add_fault(
+            "POST",
+            f"/v4/actions/{SEARCH}/run/live",
+            body=[{"n": page}],
+            headers={"X-Pagination-Next": f"{live}?page={page}"},
+        )
+    pages = 0
+    with pytest.raises(CaptainDataPagingError, match=r"points to a page already read \(.*page=2\)"):
+        for pages, _ in enumerate(hook.iter_live_pages(SEARCH, SEARCH_INPUT), start=1):
+            assert pages < 20, "the paging loops forever"
+    assert pages == 3
+
+
+@pytest.mark.parametrize("fan_out", [False, True], ids=["one-input", "fan-out"])
+def test_v4_a_live_page_naming_itself_next_fails_the_task(
+    captaindata_emulator: Any, fan_out: bool, tmp_path: Path
+) -> None:
+    live = f"{captaindata_emulator.info()['v4_url']}/actions/{SEARCH}/run/live?page=2"
+    captaindata_emulator.add_fault(
+        "POST",
+        f"/v4/actions/{SEARCH}/run/live",
+        body=[{"n": 1}],
+        headers={"X-Pagination-Next": live},
+        times=30,
+    )
+    op = CaptainDataRunActionOperator(
+        task_id=TaskInstance.task_id,
+        action=SEARCH,
+        **({"inputs": [SEARCH_INPUT]} if fan_out else {"input": SEARCH_INPUT}),
+        output_path=f"file://{tmp_path}/rows.jsonl",
+    )
+    with_hook(op)
+    with pytest.raises(CaptainDataPagingError, match="names that same page"):
+        op.execute(new_context(None))
+    assert len(captaindata_emulator.requests(method="POST", path=f"/v4/actions/{SEARCH}/run/live")) == 2

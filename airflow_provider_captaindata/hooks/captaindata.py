@@ -9,11 +9,13 @@ Each public method is one API endpoint; v3 and v4 differences come from
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from airflow_provider_captaindata.action_inputs import (
     MAX_ASYNC_INPUTS,
@@ -26,6 +28,7 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
     CaptainDataError,
+    CaptainDataPagingError,
     CaptainDataTransportError,
     may_have_acted,
 )
@@ -39,6 +42,8 @@ from airflow_provider_captaindata.http import (
     SyncRateGate,
     SyncTransport,
 )
+from airflow_provider_captaindata.launch_identity import LOOKUP_CLOCK_MARGIN, runs_since
+from airflow_provider_captaindata.results import PageTrail
 from airflow_provider_captaindata.statuses import RunSnapshot
 from airflow_provider_captaindata.versions import V3, V4, ApiVersion, get_version
 
@@ -165,8 +170,10 @@ class CaptainDataHook(CaptainDataBaseHook):
         ``stale_run_uids``: earlier runs with the same name (a failed try) that the lookup must
         not mistake for this launch."""
 
+        since = time.time() - LOOKUP_CLOCK_MARGIN  # a run this call creates is newer
+
         def launched() -> str | None:
-            run = self.find_workflow_run(workflow_uid, job_name)
+            run = self.find_workflow_run(workflow_uid, job_name, since=since)
             return run.uid if run is not None and run.uid not in stale_run_uids else None
 
         return self._launch_once(
@@ -205,16 +212,14 @@ class CaptainDataHook(CaptainDataBaseHook):
         data = self._call(V3, "GET", f"/workflows/{workflow_uid}/jobs", params={"page": page}).data
         return [V3Job.model_validate(j) for j in data or []]
 
-    def find_workflow_run(self, workflow_uid: str, job_name: str, *, max_pages: int = 10) -> V3Job | None:
-        """The newest run of a workflow named ``job_name`` (the API lists the last two months)."""
-        for page in range(max_pages):
-            runs = self.list_workflow_runs(workflow_uid, page)
-            for run in runs:
-                if run.name == job_name:
-                    return run
-            if not runs:
-                break
-        return None
+    def find_workflow_run(
+        self, workflow_uid: str, job_name: str, *, since: float | None = None
+    ) -> V3Job | None:
+        """The newest run of a workflow named ``job_name`` among those created since ``since``
+        (epoch seconds; None: every run the API lists, the last two months), page by page."""
+        pages = (self.list_workflow_runs(workflow_uid, page) for page in itertools.count())
+        runs = runs_since(pages, since, V3, f"runs of workflow {workflow_uid}")
+        return next((run for run in runs if run.name == job_name), None)
 
     def get_workflow_run(self, job_uid: str) -> V3Job:
         """``GET /v3/jobs/{uid}``."""
@@ -223,14 +228,32 @@ class CaptainDataHook(CaptainDataBaseHook):
         return V3Job.model_validate(self._call(V3, "GET", f"/jobs/{job_uid}").data)
 
     def iter_workflow_results(self, job_uid: str) -> Iterator[list[dict[str, Any]]]:
-        """``GET /v3/jobs/{uid}/results``, page by page, following ``paging.next``."""
+        """``GET /v3/jobs/{uid}/results``, page by page, following ``paging.next``.
+
+        Fails (:class:`CaptainDataPagingError`) rather than loop on a repeated ``next``, stop
+        early on a page without ``paging``, or end with fewer or more rows than a finished
+        run's ``total_row_count``."""
         from airflow_provider_captaindata.models import V3ResultsPage
 
+        trail = PageTrail(f"Results of run {job_uid}")
         url: str | None = f"/jobs/{job_uid}/results"
         while url:
-            page = V3ResultsPage.model_validate(self._call(V3, "GET", url).data)
+            data = self._call(V3, "GET", url).data
+            if not isinstance(data, dict) or not isinstance(data.get("paging"), dict):
+                raise CaptainDataPagingError(
+                    f"{trail.what}: page {trail.pages + 1} has no paging object, so whether more "
+                    "pages follow is unknown; failing rather than returning part of the rows"
+                )
+            page = V3ResultsPage.model_validate(data)
             yield page.results
-            url = page.next_url
+            url = trail.next_url(url, page.next_url, len(page.results))
+        job = self.get_workflow_run(job_uid)
+        # (uncertain) total_row_count counts the rows /results returns for a finished run.
+        if V3.state_of(job.status).is_success and job.total_row_count not in (None, trail.rows):
+            raise CaptainDataPagingError(
+                f"{trail.what}: read {trail.rows} rows in {trail.pages} pages, but the run reports "
+                f"total_row_count={job.total_row_count}; rows were lost or doubled in the paging"
+            )
 
     def get_workflow_run_inputs(self, job_uid: str) -> Any:
         """``GET /v3/jobs/{uid}/inputs``."""
@@ -246,8 +269,9 @@ class CaptainDataHook(CaptainDataBaseHook):
         return self._call(V3, "POST", V3.stop_path.format(run_uid=job_uid)).data
 
     def delete_workflow_schedule(self, job_name: str) -> Any:
-        """``DELETE /v3/jobs/{job_name}``: remove a repeating schedule, by job name."""
-        return self._call(V3, "DELETE", f"/jobs/{job_name}").data
+        """``DELETE /v3/jobs/{job_name}``: remove a repeating schedule, by job name (quoted:
+        the operator's names hold ``|`` and ``#``)."""
+        return self._call(V3, "DELETE", f"/jobs/{quote(job_name, safe='')}").data
 
     # -- v4: actions and runs -----------------------------------------------------------------
 
@@ -269,13 +293,15 @@ class CaptainDataHook(CaptainDataBaseHook):
         validate_action_input(action, input)
         body = action_body(input, parameters, identity_ids, identity_mode, integration_users)
         url: str | None = self.settings.v4_base_url + f"/actions/{action}/run/live"
+        trail = PageTrail(f"{action} live pages")
         while url:
             with live_call(action) as idempotent:
                 answer = self._call(
                     V4, "POST", url, json=body, gate=self._live_gate.wait, idempotent=idempotent
                 )
             yield answer.data
-            url = next_page_url(answer.headers, url) if isinstance(answer.data, list) else None
+            next_url = next_page_url(answer.headers, url) if isinstance(answer.data, list) else None
+            url = trail.next_url(url, next_url, len(answer.data) if isinstance(answer.data, list) else 1)
 
     def run_action_live(self, action: str, input: Mapping[str, Any], **kwargs: Any) -> Any:
         """One live call: the first answer only (no pagination)."""
@@ -327,8 +353,10 @@ class CaptainDataHook(CaptainDataBaseHook):
                 "launch_tag: must be part of callback_url, or no lookup can find the run"
             )
 
+        since = time.time() - LOOKUP_CLOCK_MARGIN  # a run this call creates is newer
+
         def launched() -> str | None:
-            run = self.find_action_run_by_callback(action, launch_tag)
+            run = self.find_action_run_by_callback(action, launch_tag, since=since)
             return run.uid if run is not None and run.uid not in stale_run_uids else None
 
         return self._launch_once(
@@ -370,16 +398,21 @@ class CaptainDataHook(CaptainDataBaseHook):
         }
         return [V4Run.model_validate(r) for r in self._call(V4, "GET", "/runs", params=params).data or []]
 
-    def find_action_run_by_callback(self, action: str, marker: str, *, max_pages: int = 5) -> V4Run | None:
-        """The newest async run of ``action`` whose callback URL contains ``marker`` (the launch tag)."""
-        for page in range(max_pages):
-            runs = self.list_action_runs(action_name=action, execution_mode="ASYNC", offset=page * 100)
-            for run in runs:
-                if marker in str((run.callback or {}).get("url") or ""):
-                    return run
-            if len(runs) < 100:
-                break
-        return None
+    def find_action_run_by_callback(
+        self, action: str, marker: str, *, since: float | None = None
+    ) -> V4Run | None:
+        """The newest async run of ``action`` whose callback URL contains ``marker`` (the launch
+        tag) among those created since ``since`` (epoch seconds; None: all), page by page."""
+
+        def pages() -> Iterator[list[V4Run]]:
+            for offset in itertools.count(0, 100):
+                runs = self.list_action_runs(action_name=action, execution_mode="ASYNC", offset=offset)
+                yield runs
+                if len(runs) < 100:
+                    return
+
+        runs = runs_since(pages(), since, V4, f"async runs of {action}")
+        return next((run for run in runs if marker in str((run.callback or {}).get("url") or "")), None)
 
     def resume_action_run(self, run_uid: str) -> V4Run:
         """``POST /v4/runs/{uid}/resume``: resume a stopped run."""

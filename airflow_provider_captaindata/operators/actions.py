@@ -3,7 +3,6 @@ many) or as an async run waited on deferrably."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -23,6 +22,7 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataRunError,
     CaptainDataTransportError,
 )
+from airflow_provider_captaindata.launch_identity import lookup_since
 from airflow_provider_captaindata.links import RUN_URL_KEY
 from airflow_provider_captaindata.operators.base import (
     CaptainDataRunOperatorBase,
@@ -377,10 +377,22 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
 
     # -- async -------------------------------------------------------------------------------
 
+    def launch_fingerprint(self) -> dict[str, Any]:
+        return {
+            "api": "v4",
+            "action": self.action,
+            "inputs": self.inputs,
+            "parameters": self.parameters,
+            "identity_ids": self.identity_ids,
+            "identity_mode": self.identity_mode,
+            "integration_users": self.integration_users,
+            "callback_url": self.callback_url,  # yours, before the launch key is added
+            "callback_headers": self.callback_headers,
+        }
+
     def launch_key(self, context: Any) -> str:
-        ti = context["ti"]
-        raw = f"{ti.dag_id}|{ti.task_id}|{context['run_id']}|{getattr(ti, 'map_index', -1)}"
-        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+        """24 hex characters of the launch identity, carried by the callback URL."""
+        return self.launch_identity(context).launch_key
 
     def callback_url_for_launch(self, context: Any) -> str:
         """The receiver's signed URL for this launch, or the author's ``callback_url`` tagged with
@@ -414,7 +426,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
 
     def find_earlier_run(self, context: Any) -> tuple[RunSnapshot | None, str]:
         key = self.launch_key(context)
-        run = self.hook.find_action_run_by_callback(self.action, key)
+        run = self.hook.find_action_run_by_callback(self.action, key, since=lookup_since(context))
         return (V4.snapshot(run.model_dump()) if run else None), f"found by launch key {key}"
 
     def launch(self, context: Any, stale_run_uids: list[str]) -> str:

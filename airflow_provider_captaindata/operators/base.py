@@ -25,6 +25,7 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataRunError,
     CaptainDataTransportError,
 )
+from airflow_provider_captaindata.launch_identity import LaunchIdentity, airflow_deployment, identity_for
 from airflow_provider_captaindata.links import RUN_UID_KEY, RUN_URL_KEY, CaptainDataRunLink
 from airflow_provider_captaindata.results import (
     DEFAULT_MAX_XCOM_BYTES,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
     from airflow_provider_captaindata.statuses import RunSnapshot
 
-STATE_STORE_KEY = "captaindata_run_uid"
+STATE_STORE_KEY = "captaindata_run_uid"  # {"run_uid": ..., "launch": LaunchIdentity.digest}
 
 
 class CaptainDataRunStoppedError(CaptainDataRunError, AirflowFailException):
@@ -173,6 +174,7 @@ class CaptainDataRunOperatorBase(BaseOperator):
         # that window finds the run by name or tag (see on_kill).
         self._skip_while_launching: list[str] | None = None
         self._stopped_runs: set[str] = set()  # runs this task stopped (kill, execution_timeout)
+        self._identity: LaunchIdentity | None = None
 
     # -- to implement -------------------------------------------------------------------------
 
@@ -184,9 +186,16 @@ class CaptainDataRunOperatorBase(BaseOperator):
         instance that ended badly, which the lookup after an ambiguous failure must skip."""
         raise NotImplementedError
 
+    def launch_fingerprint(self) -> dict[str, Any]:
+        """Everything the launch sends that changes the run (rendered values): part of the
+        launch identity, so a run launched with other values is never resumed."""
+        raise NotImplementedError
+
     def find_earlier_run(self, context: Any) -> tuple[RunSnapshot | None, str]:
-        """The newest run an earlier try of this task instance launched, found by its launch
-        name or tag, and how it was found (for the log)."""
+        """The newest run an earlier try of this same launch made (see :meth:`launch_identity`),
+        found by its launch name or tag among the runs created since the first try
+        (:func:`~airflow_provider_captaindata.launch_identity.lookup_since`), and how it was
+        found (for the log)."""
         raise NotImplementedError
 
     def result_pages(self, run_uid: str) -> Iterable[list[dict[str, Any]]]:
@@ -215,10 +224,27 @@ class CaptainDataRunOperatorBase(BaseOperator):
             return run_uid
         return self.wait(context, run_uid)
 
+    def launch_identity(self, context: Any) -> LaunchIdentity:
+        """This launch: the task instance, the deployment (the connection's ``deployment``, or
+        the host Airflow is served at) and the fingerprint of what is launched."""
+        if self._identity is None:
+            deployment = self.hook.settings.deployment or airflow_deployment()
+            self._identity = identity_for(context, deployment, self.launch_fingerprint())
+        return self._identity
+
     def remembered_run(self, context: Any) -> str | None:
-        """The run uid an earlier try stored (Airflow 3.3+ task_state_store), if any."""
+        """The run uid an earlier try of this same launch stored (Airflow 3.3+
+        task_state_store), if any: a run stored for other inputs is not this launch's."""
         store = context.get("task_state_store")
-        return store.get(STATE_STORE_KEY) if store is not None else None
+        stored = store.get(STATE_STORE_KEY) if store is not None else None
+        if not isinstance(stored, dict) or not stored.get("run_uid"):
+            return None
+        if stored.get("launch") != self.launch_identity(context).digest:
+            self.log.info(
+                "Run %s in task_state_store was another launch (other inputs): not resumed", stored["run_uid"]
+            )
+            return None
+        return str(stored["run_uid"])
 
     def launch_or_resume(self, context: Any) -> str:
         """Return the uid of the run to wait on, launching it only when no earlier try did."""
@@ -273,7 +299,7 @@ class CaptainDataRunOperatorBase(BaseOperator):
         self._run_uid = run_uid
         store = context.get("task_state_store")
         if store is not None:
-            store.set(STATE_STORE_KEY, run_uid)
+            store.set(STATE_STORE_KEY, {"run_uid": run_uid, "launch": self.launch_identity(context).digest})
         ti = context["ti"]
         ti.xcom_push(key=RUN_UID_KEY, value=run_uid)
         ti.xcom_push(key=RUN_URL_KEY, value=get_version(self.api_version).app_run_url.format(run_uid=run_uid))

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
+from airflow_provider_captaindata.launch_identity import lookup_since
 from airflow_provider_captaindata.operators.base import (
     CaptainDataRunOperatorBase,
     as_json_value,
@@ -39,18 +40,21 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
     """Launch a Captain Data v3 workflow, wait for its run, and hand on every result row.
 
     A retried task never launches twice: the run uid is kept in ``task_state_store``
-    (Airflow 3.3+) and the run is also found by its deterministic ``job_name``. A run still
-    going is waited on again, a finished one has its results collected, a failed or missing
-    one is launched anew.
+    (Airflow 3.3+) and the run is also found by its ``job_name``, which carries the launch
+    identity (task instance, deployment, and a fingerprint of the workflow, inputs, steps and
+    options). A run of this same launch still going is waited on again, a finished one has
+    its results collected, a failed or missing one is launched anew; a run launched with
+    other inputs (a clear after they changed) or by another deployment is never resumed.
 
     :param workflow_uid: uid of the workflow (templated).
     :param inputs: list of input dicts, e.g. ``[{"linkedin_profile_url": "..."}]`` (templated;
         a template or XComArg that renders to a JSON string of that list is accepted).
     :param steps: launch steps ``[{"step_uid": ..., "accounts": [...], "parameters": {...}}]``;
         default: the workflow's only step, read from its details.
-    :param job_name: the run's name; default ``airflow__{dag_id}__{task_id}__{run_id}``
-        (plus the map index), which is how an earlier try's run is found. A custom name
-        must be unique per DAG run and mapped task.
+    :param job_name: the start of the run's name (templated); the launch's tag `` #<16 hex>``
+        is appended. Default ``airflow|{dag_id}|{task_id}|{run_id}|{map_index}|{deployment}``
+        (``|`` and ``%`` in a part are %-escaped), then ``|#<tag>``: readable in the Captain
+        Data app, at most 255 characters, and how an earlier try's run is found.
     :param repeat_option: ``{"type": "minute|hour|day|week|month", "value": n}`` to repeat.
     :param unstructure_meta: sent as is when set.
     :param retry_on_failure: times to call the API's retry on a run that ends ``warning`` or
@@ -168,14 +172,23 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
     def validate_rendered(self) -> None:
         self._validate(rendered=True)
 
-    def default_job_name(self, context: Any) -> str:
-        ti = context["ti"]
-        name = f"airflow__{ti.dag_id}__{ti.task_id}__{context['run_id']}"
-        map_index = getattr(ti, "map_index", -1)
-        return f"{name}__{map_index}" if map_index is not None and map_index >= 0 else name
+    def launch_fingerprint(self) -> dict[str, Any]:
+        return {
+            "api": "v3",
+            "workflow_uid": self.workflow_uid,
+            "inputs": self.inputs,
+            "steps": self.steps,  # None: the workflow's only step
+            "repeat_option": self.repeat_option,
+            "unstructure_meta": self.unstructure_meta,
+        }
+
+    def run_name(self, context: Any) -> str:
+        """The ``job_name`` sent: it carries the launch identity, which is how a retry finds
+        this launch's run (and only it)."""
+        return self.launch_identity(context).job_name(self.job_name)
 
     def launch(self, context: Any, stale_run_uids: list[str]) -> str:
-        job_name = self.job_name or self.default_job_name(context)
+        job_name = self.run_name(context)
         steps = list(self.steps) if self.steps else self._default_steps()
         run_uid = self.hook.launch_workflow_once(
             self.workflow_uid,
@@ -196,8 +209,8 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
         return run_uid
 
     def find_earlier_run(self, context: Any) -> tuple[RunSnapshot | None, str]:
-        job_name = self.job_name or self.default_job_name(context)
-        job = self.hook.find_workflow_run(self.workflow_uid, job_name)
+        job_name = self.run_name(context)
+        job = self.hook.find_workflow_run(self.workflow_uid, job_name, since=lookup_since(context))
         return (V3.snapshot(job.model_dump()) if job else None), f"found by job name {job_name!r}"
 
     def _default_steps(self) -> list[dict[str, Any]]:
