@@ -12,7 +12,7 @@ AIRFLOW_3 = AIRFLOW_VERSION_INFO >= (3, 0)
 AIRFLOW_3_3 = AIRFLOW_VERSION_INFO >= (3, 3)
 
 
-def run_dag(dag: Any, run_conf: dict[str, Any] | None = None) -> Any:
+def run_dag(dag: Any, run_conf: dict[str, Any] | None = None, **test_kwargs: Any) -> Any:
     """``dag.test()`` with deferrals run inline; returns the DagRun.
 
     Airflow 3.1+ only runs serialized DAGs, so the DAG is registered in the database first
@@ -31,7 +31,7 @@ def run_dag(dag: Any, run_conf: dict[str, Any] | None = None) -> Any:
         bag = DagBag(dag_folder=os.devnull)
         bag.bag_dag(dag)
         sync_bag_to_db(bag, "dags-folder", None)
-    return dag.test(run_conf=run_conf) if run_conf else dag.test()
+    return dag.test(run_conf=run_conf, **test_kwargs) if run_conf else dag.test(**test_kwargs)
 
 
 def task_states(dag_run: Any) -> dict[str, str]:

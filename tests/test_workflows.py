@@ -347,3 +347,28 @@ def test_reschedule_sensor_goes_on_when_a_pause_ends(emulator: Any, workflow_uid
     dag_run = run_dag(dag)
     assert task_states(dag_run) == {"wait": "success"}
     assert xcom(dag_run, "wait") == {"run_uid": run_uid, "run_status": "finished"}
+
+
+def test_a_dag_run_redone_with_new_inputs_launches_anew(emulator: Any, workflow_uid: str) -> None:
+    # dag.test() on a logical date that has a DAG run replaces it under the same run id, as a
+    # backfill over it does; the inputs come from the run's conf and change in between.
+    import datetime
+
+    from tests.airflow_helpers import AIRFLOW_3
+
+    with make_dag("v3_redone_new_inputs") as dag:
+        CaptainDataLaunchWorkflowOperator(
+            task_id="launch",
+            workflow_uid=workflow_uid,
+            inputs="{{ dag_run.conf['inputs'] | tojson }}",
+            poll_interval=0.3,
+        )
+    when = datetime.datetime(2026, 1, 5, tzinfo=datetime.UTC)
+    dates = {"logical_date": when, "run_after": when} if AIRFLOW_3 else {"execution_date": when}
+    first = run_dag(dag, {"inputs": PROFILES[:1]}, **dates)
+    first_run_id = first.run_id
+    second = run_dag(dag, {"inputs": PROFILES[2:3]}, **dates)
+    assert second.run_id == first_run_id and task_states(second) == {"launch": "success"}
+    rows = xcom(second, "launch")
+    assert {r["linkedin_profile_url"] for r in rows} == {PROFILES[2]["linkedin_profile_url"]}
+    assert len(launches(emulator)) == 2
