@@ -18,11 +18,13 @@ ENVS := $(addprefix env-,$(filter-out 3.3,$(ALL_LINES)))
 export PYTHON
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help env env-lines $(ENVS) env-bench test lint test-airflow3 test-airflow2 demo docs ui-check bench locks clean
+.PHONY: help env env-lines $(ENVS) env-bench test lint test-airflow3 test-airflow2 demo stack stack-test stack-tools docs ui-check bench locks clean
 
 help:
 	@echo "make demo   - set up and run the example DAGs on real Airflow services against the emulator"
 	@echo "make test   - lint, type-check and run the tests on every supported Airflow line (LINES=...)"
+	@echo "make stack  - the example DAGs on a production-like stack (Celery, Redis, S3, 2 API servers, 2 triggerers, TLS)"
+	@echo "make stack-test - the stack's fault scenarios (tests/test_stack.py)"
 	@echo "make docs   - build the documentation (warnings are errors)"
 	@echo "make ui-check - check the connection form and extra link in the real UI (headless chromium)"
 	@echo "make bench  - run the benchmarks"
@@ -55,6 +57,17 @@ test-airflow2: env-2.11
 demo: env
 	$(PY) scripts/demo.py $(if $(KEEP),--keep,)
 
+# The stack's one system package: Debian's redis-server (the Celery broker), installed as root.
+stack-tools:
+	@command -v redis-server >/dev/null 2>&1 || { echo "make: installing Debian's redis-server for the stack"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
+
+stack: env stack-tools
+	$(PY) scripts/stack.py $(if $(KEEP),--keep,)
+
+stack-test: env stack-tools
+	CAPTAINDATA_STACK_TEST=1 $(PY) -m pytest tests/test_stack.py -p no:randomly -v -s --timeout 1500
+
 docs: env
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
@@ -75,4 +88,4 @@ locks:
 	$(PYTHON) -m uv pip compile -q --python-version 3.11 --universal requirements/bench.in -o $(LOCK_BENCH)
 
 clean:
-	rm -rf $(VENV) $(addprefix .venv-,$(filter-out 3.3,$(ALL_LINES))) $(VENV_BENCH) site .demo .bench
+	rm -rf $(VENV) $(addprefix .venv-,$(filter-out 3.3,$(ALL_LINES))) $(VENV_BENCH) site .demo .bench .stack

@@ -46,6 +46,7 @@ from demo_services import (
     start_airflow,
     start_emulator,
     supervised,
+    wait_for_dags,
 )
 
 PREFERRED_API_PORT = 8080
@@ -87,30 +88,6 @@ class Tracked:
 
 def ti_key(ti: dict[str, Any]) -> str:
     return ti["task_id"] + (f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else "")
-
-
-def wait_for_dags(
-    api: AirflowApi, supervisor: Supervisor, expected: list[str], timeout: float = 180.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        supervisor.check()
-        errors = api.call("GET", "/importErrors").get("import_errors", [])
-        if errors:
-            first = errors[0]
-            raise StepFailed(
-                f"{first.get('filename')} does not import:\n{first.get('stack_trace', '')[-1500:]}",
-                "fix the example DAG; `pytest tests/test_examples.py` shows the same error",
-            )
-        found = {d["dag_id"] for d in api.call("GET", "/dags", params={"limit": 100})["dags"]}
-        if set(expected) <= found:
-            return
-        time.sleep(2.0)
-    raise StepFailed(
-        f"the dag-processor did not parse {sorted(set(expected) - found)} within {timeout:.0f} s",
-        "read the dag-processor log",
-        LOG_DIR / "dag-processor.log",
-    )
 
 
 def trigger_all(api: AirflowApi, dag_ids: list[str]) -> dict[str, Tracked]:

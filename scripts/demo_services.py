@@ -1,6 +1,7 @@
-"""Starting and stopping the demo's processes: the emulator and the four Airflow parts.
+"""Starting and stopping the demo's processes: the emulator and the Airflow parts.
 
-Shared by ``scripts/demo.py`` (``make demo``) and ``scripts/ui_check.py``. Everything lives
+Shared by ``scripts/demo.py`` (``make demo``), ``scripts/ui_check.py`` and ``scripts/stack.py``
+(``make stack``: several API servers and triggerers, a Celery worker). Everything lives
 under ``.demo/`` (gitignored): the Airflow home with its SQLite database, one log file per
 process in ``.demo/logs/``, result files and callback pages. Every process is bound to
 127.0.0.1, started in its own session (so its children are stopped with it) and stopped by
@@ -78,6 +79,8 @@ class Service:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    argv: list[str]
+    env: dict[str, str]
 
 
 @dataclass
@@ -85,12 +88,13 @@ class Supervisor:
     """The processes this script started; ``stop_all`` ends them (also on errors and Ctrl-C)."""
 
     log_dir: Path = LOG_DIR
+    label: str = "demo"  # names the script in what it prints
     services: list[Service] = field(default_factory=list)
 
-    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Service:
+    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str], append: bool = False) -> Service:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
-        with log.open("wb") as out:
+        with log.open("ab" if append else "wb") as out:
             proc = subprocess.Popen(
                 list(argv),
                 cwd=ROOT,
@@ -101,9 +105,36 @@ class Supervisor:
                 start_new_session=True,  # own process group: stopped with its children
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - single-threaded at this point
             )
-        service = Service(name, proc, log)
+        service = Service(name, proc, log, list(argv), dict(env))
         self.services.append(service)
         return service
+
+    def get(self, name: str) -> Service:
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(f"no process named {name!r} (known: {', '.join(s.name for s in self.services)})")
+
+    def kill(self, name: str) -> Service:
+        """SIGKILL a process and its whole group (a lost machine: nothing gets to clean up)."""
+        service = self.get(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(service.proc.pid, signal.SIGKILL)
+        service.proc.wait(10)
+        self.services.remove(service)
+        return service
+
+    def stop(self, name: str) -> None:
+        """Stop one process as ``stop_all`` does (SIGTERM, bounded wait, then SIGKILL)."""
+        service = self.get(name)
+        self.services.remove(service)
+        Supervisor(self.log_dir, self.label, [service]).stop_all(quiet=True)
+
+    def restart(self, name: str, kill: bool = False) -> Service:
+        """Stop (or ``kill``) a process and start it again, its log appended to."""
+        service = self.get(name)
+        (self.kill if kill else self.stop)(name)
+        return self.start(name, service.argv, service.env, append=True)
 
     def check(self) -> None:
         """Raise StepFailed naming the first process that exited on its own."""
@@ -120,7 +151,7 @@ class Supervisor:
         """SIGTERM every process group, wait (bounded), SIGKILL what is left."""
         alive = [s for s in self.services if s.proc.poll() is None]
         if alive and not quiet:
-            print(f"demo: stopping {', '.join(s.name for s in alive)} ...", flush=True)
+            print(f"{self.label}: stopping {', '.join(s.name for s in alive)} ...", flush=True)
         for service in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(service.proc.pid, signal.SIGTERM)
@@ -133,16 +164,16 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(service.proc.pid, signal.SIGKILL)
                 if service.proc.poll() is None and not quiet:
-                    print(f"demo: {service.name} did not stop in {STOP_GRACE_SECONDS:.0f} s: killed")
+                    print(f"{self.label}: {service.name} did not stop in {STOP_GRACE_SECONDS:.0f} s: killed")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 service.proc.wait(5)
         self.services.clear()
 
 
 @contextlib.contextmanager
-def supervised(log_dir: Path = LOG_DIR) -> Iterator[Supervisor]:
+def supervised(log_dir: Path = LOG_DIR, label: str = "demo") -> Iterator[Supervisor]:
     """A Supervisor whose processes are stopped on exit, Ctrl-C and SIGTERM included."""
-    supervisor = Supervisor(log_dir)
+    supervisor = Supervisor(log_dir, label)
 
     def on_sigterm(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -152,7 +183,7 @@ def supervised(log_dir: Path = LOG_DIR) -> Iterator[Supervisor]:
         yield supervisor
     finally:
         # A second Ctrl-C must not cut the clean-up short and leave processes behind.
-        signal.signal(signal.SIGINT, lambda *_: print("demo: still stopping, please wait", flush=True))
+        signal.signal(signal.SIGINT, lambda *_: print(f"{label}: still stopping, please wait", flush=True))
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             supervisor.stop_all()
@@ -161,9 +192,12 @@ def supervised(log_dir: Path = LOG_DIR) -> Iterator[Supervisor]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def start_emulator(supervisor: Supervisor, settings: Mapping[str, Any], timeout: float = 30.0) -> str:
+def start_emulator(
+    supervisor: Supervisor, settings: Mapping[str, Any], timeout: float = 30.0, extra_args: Sequence[str] = ()
+) -> str:
     """The emulator CLI on a free port; returns its base URL (the first line it prints)."""
     argv = [sys.executable, "-m", "airflow_provider_captaindata.emulator", "--host", HOST, "--port", "0"]
+    argv += extra_args
     for name, value in settings.items():
         argv += ["--set", f"{name}={json.dumps(value)}"]
     service = supervisor.start("emulator", argv, os.environ)
@@ -182,10 +216,17 @@ def start_emulator(supervisor: Supervisor, settings: Mapping[str, Any], timeout:
 
 
 def airflow_env(
-    api_port: int, connection: Mapping[str, Any], extra: Mapping[str, str], home: Path = AIRFLOW_HOME
+    api_port: int,
+    connection: Mapping[str, Any],
+    extra: Mapping[str, str],
+    home: Path = AIRFLOW_HOME,
+    api_url: str | None = None,
 ) -> dict[str, str]:
-    """The environment shared by every Airflow part: home, DAGs, auth, sizes, the connection."""
-    api = f"http://{HOST}:{api_port}"
+    """The environment shared by every Airflow part: home, DAGs, auth, sizes, the connection.
+
+    ``api_url`` is where the other parts reach the API (a load balancer in front of several
+    API servers); by default the one API server on ``api_port``."""
+    api = api_url or f"http://{HOST}:{api_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
         {
@@ -306,3 +347,32 @@ class AirflowApi:
 
     def close(self) -> None:
         self.http.close()
+
+
+def wait_for_dags(
+    api: AirflowApi,
+    supervisor: Supervisor,
+    expected: list[str],
+    timeout: float = 180.0,
+    log_dir: Path = LOG_DIR,
+) -> None:
+    """Until the dag-processor has parsed every DAG of ``expected``; an import error fails at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        supervisor.check()
+        errors = api.call("GET", "/importErrors").get("import_errors", [])
+        if errors:
+            first = errors[0]
+            raise StepFailed(
+                f"{first.get('filename')} does not import:\n{first.get('stack_trace', '')[-1500:]}",
+                "fix the example DAG; `pytest tests/test_examples.py` shows the same error",
+            )
+        found = {d["dag_id"] for d in api.call("GET", "/dags", params={"limit": 100})["dags"]}
+        if set(expected) <= found:
+            return
+        time.sleep(2.0)
+    raise StepFailed(
+        f"the dag-processor did not parse {sorted(set(expected) - found)} within {timeout:.0f} s",
+        "read the dag-processor log",
+        log_dir / "dag-processor.log",
+    )
