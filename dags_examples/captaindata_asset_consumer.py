@@ -47,8 +47,9 @@ def captaindata_asset_consumer() -> None:
             rows = sum(1 for _ in iter(lines.readline, ""))
         if extra and rows != extra["rows"]:
             raise ValueError(f"{path} has {rows} rows, run {extra['run_uid']} wrote {extra['rows']}")
-        print(f"{rows} rows from Captain Data run {extra.get('run_uid', '(triggered by hand)')} in {path}")
-        return {"rows": rows, "run_uid": extra.get("run_uid"), "path": str(path)}
+        run_uid = extra.get("run_uid") or "(triggered by hand)"
+        print(f"{rows} rows from Captain Data run {run_uid} in {path}")
+        return {"rows": rows, "run_uid": run_uid, "path": str(path)}
 
     load_people()
 

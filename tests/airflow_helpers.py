@@ -31,7 +31,27 @@ def run_dag(dag: Any, run_conf: dict[str, Any] | None = None, **test_kwargs: Any
         bag = DagBag(dag_folder=os.devnull)
         bag.bag_dag(dag)
         sync_bag_to_db(bag, "dags-folder", None)
+    if AIRFLOW_3:
+        activate_outlet_assets(dag)
     return dag.test(run_conf=run_conf, **test_kwargs) if run_conf else dag.test(**test_kwargs)
+
+
+def activate_outlet_assets(dag: Any) -> None:
+    """Mark the assets of the DAG's outlets active, as the scheduler does once the DAG is
+    parsed: without it Airflow 3.0 fails a task whose outlet is not active."""
+    from airflow.models.asset import AssetActive, AssetModel
+    from airflow.sdk import Asset
+    from airflow.utils.session import create_session
+
+    outlets = {(o.name, o.uri): o for t in dag.tasks for o in t.outlets if isinstance(o, Asset)}
+    with create_session() as session:
+        for outlet in outlets.values():
+            model = session.query(AssetModel).filter_by(name=outlet.name, uri=outlet.uri).one_or_none()
+            if model is None:
+                model = AssetModel(name=outlet.name, uri=outlet.uri, group=outlet.group, extra=outlet.extra)
+                session.add(model)
+            if not session.query(AssetActive).filter_by(name=outlet.name, uri=outlet.uri).count():
+                session.add(AssetActive.for_asset(model))
 
 
 def task_states(dag_run: Any) -> dict[str, str]:

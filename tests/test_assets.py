@@ -48,8 +48,8 @@ def asset_events(dag_id: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def run_registered(dag: Any) -> Any:
-    """Run the DAG once its assets are known to Airflow, as the DAG processor would have made
-    them (Airflow 2.11's dag.test() does not; an event for an unknown dataset is dropped)."""
+    """Run the DAG once its datasets are known to Airflow 2.11, as the DAG processor would have
+    made them (2.11's dag.test() does not, and an event for an unknown dataset is dropped)."""
     if not AIRFLOW_3:
         from airflow.models.dag import DAG
 
