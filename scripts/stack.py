@@ -367,10 +367,13 @@ class Stack:
             self.api.close()
         with contextlib.suppress(AttributeError):
             self.emulator.close()
+        started = time.monotonic()
         try:
             self.supervisor.stop_all()
         finally:
             self._exit.close()
+            self.timings["stop"] = time.monotonic() - started
+            self.say(f"stopped in {self.timings['stop']:.1f} s")
             for name, value in self._saved_env.items():
                 if value is None:
                     os.environ.pop(name, None)
