@@ -6,6 +6,7 @@ processed (the message goes out, a LIVE run is listed), then the answer is lost 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC
 from typing import Any
@@ -225,21 +226,28 @@ def test_slow_head_input_holds_at_most_a_window_of_rows(emulator: Any) -> None:
 
 
 def test_fan_out_closes_its_http_client(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import aiohttp
+    # The loop's shutdown would close a forgotten session too: check it is closed when the
+    # fan-out itself returns, while its loop still runs.
+    from airflow_provider_captaindata.http import AsyncTransport
+    from airflow_provider_captaindata.operators.fanout import LiveFanOut
 
-    closed: list[aiohttp.ClientSession] = []
-    original = aiohttp.ClientSession.close
+    pools: list[Any] = []
+    new_pool = AsyncTransport._new_pool
 
-    async def close(self: aiohttp.ClientSession) -> None:
-        closed.append(self)
-        await original(self)
+    def recording_new_pool(self: AsyncTransport) -> Any:
+        pools.append(new_pool(self))
+        return pools[-1]
 
-    monkeypatch.setattr(aiohttp.ClientSession, "close", close)
+    monkeypatch.setattr(AsyncTransport, "_new_pool", recording_new_pool)
     op = CaptainDataRunActionOperator(
         task_id="extract", action=EXTRACT, inputs=[message_input(i) for i in range(2)]
     )
-    op.execute({"ti": _XComSink(), "run_id": "r"})
-    assert len(closed) == 1
+
+    async def fan_out() -> list[bool]:
+        await LiveFanOut(op, [message_input(i) for i in range(2)]).run()
+        return [pool.session.closed for pool in pools]
+
+    assert asyncio.run(fan_out()) == [True]
 
 
 def test_input_errors_xcom_is_capped_by_bytes() -> None:
