@@ -1,4 +1,5 @@
-"""The transport: one retry/timeout/error policy, a sync client (requests) and an async one (aiohttp).
+"""The transport: one retry/timeout/error policy and the sync client (requests); the async one
+(aiohttp) is :mod:`airflow_provider_captaindata.http_async`, with the same policy.
 
 The policy decides; the two clients only send bytes and turn answers into ``ApiResponse`` or
 the errors of :mod:`airflow_provider_captaindata.exceptions`. Retries use tenacity, with the
@@ -15,18 +16,13 @@ same rules on both paths:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import email.utils
 import json
 import logging
-import os
 import random
-import ssl
 import threading
 import time
-import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
@@ -39,7 +35,6 @@ from airflow_provider_captaindata.exceptions import (
 )
 
 if TYPE_CHECKING:
-    import aiohttp
     import requests
     import tenacity
 
@@ -377,171 +372,6 @@ def _transport_error(request: ApiRequest, exc: BaseException, *, sent: bool) -> 
     )
 
 
-@dataclass
-class _LoopPool:
-    """One event loop's session and the slots that bound its requests in flight."""
-
-    session: aiohttp.ClientSession
-    slots: asyncio.Semaphore
-    closer: AsyncGenerator[None, None]  # see _close_with_loop; held here, the loop holds it weakly
-
-
-class AsyncTransport:
-    """Non-blocking client for triggers and fan-out: one pooled aiohttp session per event loop.
-
-    Opening a session per poll is what makes other providers' triggers cost ~5x a bare GET
-    (and a TLS handshake per poll). Sharing one pool per loop keeps thousands of triggers
-    cheap when it holds under load, so:
-
-    * at most ``POOL_SIZE`` requests are in flight per loop (the others wait on a semaphore,
-      outside the client): however many triggers poll at the same moment, the pool never
-      opens more connections than that, and every connection is kept alive and reused;
-    * aiohttp, not httpx: httpcore's pool rescans every queued request against every
-      connection on each request and answer (its cost per poll grew with the number of
-      triggers), and closes idle connections whenever more than its keep-alive bound exist.
-      Even bounded, httpx cost about 2.5x a bare aiohttp GET per poll over TLS.
-    """
-
-    # Requests in flight, hence connections, per event loop: enough for the plans' rate
-    # limits and thousands of triggers at a 100 ms round trip, few enough that a triggerer
-    # holds a small, reused set of TLS connections.
-    POOL_SIZE = 50
-
-    _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = weakref.WeakKeyDictionary()
-    _lock = threading.Lock()
-
-    def __init__(self, policy: RetryPolicy = DEFAULT_POLICY) -> None:
-        self.policy = policy
-
-    def _pool(self) -> _LoopPool:
-        loop = asyncio.get_running_loop()
-        pool = self._pools.get(loop)
-        if pool is not None and not pool.session.closed:
-            return pool
-        with self._lock:
-            pool = self._pools.get(loop)
-            if pool is None or pool.session.closed:
-                pool = self._pools[loop] = self._new_pool()
-        return pool
-
-    def _new_pool(self) -> _LoopPool:
-        import aiohttp
-
-        session = aiohttp.ClientSession(
-            headers={"User-Agent": USER_AGENT},
-            connector=aiohttp.TCPConnector(limit=self.POOL_SIZE, ssl=_ssl_context()),
-            # Per socket operation, not in total: the wait for a slot is the caller's (a
-            # trigger bounds it by its deadline), never a connect timeout.
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=self.policy.connect_timeout, sock_read=self.policy.read_timeout
-            ),
-            trust_env=True,  # HTTPS_PROXY and friends, as the sync path (requests) honours them
-        )
-        return _LoopPool(session, asyncio.Semaphore(self.POOL_SIZE), _close_with_loop(session))
-
-    async def send(
-        self, request: ApiRequest, gate: Callable[[], Awaitable[Any]] | None = None
-    ) -> ApiResponse:
-        """Send with retries; ``gate`` (a rate limiter) is awaited before every attempt."""
-        try:
-            return await self._attempt(request, gate)
-        except CaptainDataError as exc:
-            if not self.policy.should_retry(exc, request.idempotent):
-                raise
-            failed: CaptainDataError | None = exc
-        async for attempt in self.policy.async_retrying(request):
-            with attempt:
-                first, failed = failed, None
-                if first is not None:
-                    raise first  # see RetryPolicy.retrying
-                return await self._attempt(request, gate)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
-
-    async def _attempt(self, request: ApiRequest, gate: Callable[[], Awaitable[Any]] | None) -> ApiResponse:
-        if gate is not None:
-            await gate()
-        return await self._send_once(request)
-
-    async def _send_once(self, request: ApiRequest) -> ApiResponse:
-        import aiohttp
-
-        pool = self._pool()
-        try:
-            async with (
-                pool.slots,
-                pool.session.request(
-                    request.method,
-                    request.url,
-                    headers=request.headers,
-                    json=request.json,
-                    params=_query(request.params),
-                    allow_redirects=False,  # decode() turns a 3xx into an error (see redirect_error)
-                ) as response,
-            ):
-                content = await response.read()
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise _transport_error(request, exc, sent=False) from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transport_error(request, exc, sent=True) from None
-        return decode(request, response.status, response.headers, content)
-
-    @classmethod
-    async def aclose(cls) -> None:
-        """Close the running loop's client. A loop that ends with its work (the live fan-out's
-        ``asyncio.run``) would otherwise leave its connections open until garbage collection."""
-        pool = cls._pools.pop(asyncio.get_running_loop(), None)
-        if pool is not None:
-            await pool.closer.aclose()  # closes the session
-
-
-def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
-    """Query pairs as text, encoded as httpx did: a list repeats its key, ``True`` is ``true``,
-    ``None`` is empty (aiohttp itself refuses bools and lists)."""
-    if not params:
-        return None
-
-    def text(value: Any) -> str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return "" if value is None else str(value)
-
-    return [
-        (key, text(item))
-        for key, value in params.items()
-        for item in (value if isinstance(value, list | tuple) else [value])
-    ]
-
-
-def _ssl_context() -> ssl.SSLContext:
-    """Trust certifi's roots (as requests does on the sync path), or SSL_CERT_FILE/SSL_CERT_DIR."""
-    import certifi
-
-    if os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(
-            cafile=os.environ.get("SSL_CERT_FILE"), capath=os.environ.get("SSL_CERT_DIR")
-        )
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
-    """A started async generator that closes ``session`` when its loop shuts down.
-
-    ``asyncio.run`` (and so the triggerer) closes the async generators it tracks before it
-    closes the loop: the session is closed then, not at garbage collection, where aiohttp
-    warns of an unclosed session. The caller keeps it; dropped, it would close at once."""
-
-    async def closer() -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            await session.close()
-
-    agen = closer()
-    with contextlib.suppress(StopIteration):  # run to its yield: the loop now tracks it
-        agen.asend(None).send(None)
-    return agen
-
-
 class SyncRateGate:
     """Spaces blocking calls at most ``per_second`` apart (sequential calls on a worker)."""
 
@@ -564,7 +394,6 @@ __all__ = [
     "USER_AGENT",
     "ApiRequest",
     "ApiResponse",
-    "AsyncTransport",
     "CaptainDataError",
     "RetryPolicy",
     "SyncRateGate",

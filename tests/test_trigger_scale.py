@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_captaindata.http import AsyncTransport
+from airflow_provider_captaindata.http_async import AsyncTransport
 from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
 from tests.benchmarks.status_server import make_certs, server_context, start
 

@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 from airflow_provider_captaindata.connection import ConnectionSettings
 from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, live_call
-from airflow_provider_captaindata.http import ApiResponse, AsyncTransport, RetryPolicy
+from airflow_provider_captaindata.http import ApiResponse, RetryPolicy
+from airflow_provider_captaindata.http_async import AsyncTransport
 from airflow_provider_captaindata.statuses import RunSnapshot
 from airflow_provider_captaindata.versions import V3, V4, ApiVersion, get_version
 
