@@ -12,7 +12,7 @@ import ssl
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_captaindata.exceptions import CaptainDataError
@@ -24,6 +24,7 @@ from airflow_provider_captaindata.http import (
     RetryPolicy,
     _transport_error,
     decode,
+    origin_key,
 )
 
 if TYPE_CHECKING:
@@ -37,6 +38,24 @@ class _LoopPool:
     session: aiohttp.ClientSession
     slots: asyncio.Semaphore
     closer: AsyncGenerator[None, None]  # see _close_with_loop; held here, the loop holds it weakly
+    proxies: dict[tuple[str, str, int | None], tuple[Any, Any]] = field(default_factory=dict)
+
+    def proxy_for(self, url: str) -> tuple[Any, Any]:
+        """The proxy (and its auth) that HTTPS_PROXY, HTTP_PROXY and NO_PROXY give ``url``'s
+        origin, read once per origin. aiohttp's own ``trust_env`` reads them, and ~/.netrc, in
+        two thread hops on every request: that alone cost more CPU than the request."""
+        key = origin_key(url)
+        found = self.proxies.get(key)
+        if found is None:
+            from aiohttp.helpers import get_env_proxy_for_url
+            from yarl import URL
+
+            try:
+                found = get_env_proxy_for_url(URL(url))
+            except LookupError:
+                found = (None, None)
+            self.proxies[key] = found
+        return found
 
 
 class AsyncTransport:
@@ -88,7 +107,7 @@ class AsyncTransport:
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self.policy.connect_timeout, sock_read=self.policy.read_timeout
             ),
-            trust_env=True,  # HTTPS_PROXY and friends, as the sync path (requests) honours them
+            trust_env=False,  # the proxy variables are read once per origin (see proxy_for)
         )
         return _LoopPool(session, asyncio.Semaphore(self.POOL_SIZE), _close_with_loop(session))
 
@@ -119,6 +138,7 @@ class AsyncTransport:
         import aiohttp
 
         pool = self._pool()
+        proxy, proxy_auth = pool.proxy_for(request.url)
         try:
             async with (
                 pool.slots,
@@ -128,6 +148,8 @@ class AsyncTransport:
                     headers=request.headers,
                     json=request.json,
                     params=_query(request.params),
+                    proxy=proxy,
+                    proxy_auth=proxy_auth,
                     allow_redirects=False,  # decode() turns a 3xx into an error (see redirect_error)
                 ) as response,
             ):

@@ -66,3 +66,38 @@ def test_the_loops_session_is_closed_when_the_loop_shuts_down() -> None:
     used = asyncio.run(pool())
     # asyncio.run closed it (no "Unclosed client session" at garbage collection).
     assert used.session.closed
+
+
+def test_requests_go_through_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The proxy variables are read once per origin (not by aiohttp on every request): a local
+    # forward proxy must still see the request, and NO_PROXY must still bypass it.
+    from airflow_provider_captaindata.http import ApiRequest
+
+    seen: list[str] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request_line = (await reader.readline()).decode().strip()
+        while (await reader.readline()).strip():
+            pass
+        seen.append(request_line)
+        body = b'{"via": "proxy"}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    async def main() -> tuple[Any, Any]:
+        server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("NO_PROXY", "bypassed.invalid")
+        async with server:
+            transport = AsyncTransport()
+            answer = await transport.send(ApiRequest("GET", "http://api.invalid/v3/jobs/1", headers={}))
+            bypassed = transport._pool().proxy_for("http://bypassed.invalid/v3/jobs/1")
+        return answer.data, bypassed
+
+    data, bypassed = asyncio.run(main())
+    assert data == {"via": "proxy"}
+    assert seen == ["GET http://api.invalid/v3/jobs/1 HTTP/1.1"]
+    assert bypassed == (None, None)
