@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     raw = args.document.read_bytes()
     table = {
-        "source": {"document": args.document.name, "sha256": hashlib.sha256(raw).hexdigest()},
+        # A 16-digit prefix, as in the catalog: it identifies the document and never looks
+        # like an API key.
+        "source": {"document": args.document.name, "sha256_prefix": hashlib.sha256(raw).hexdigest()[:16]},
         "operations": derive(json.loads(raw)),
     }
     text = json.dumps(table, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
