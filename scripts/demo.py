@@ -399,10 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ndemo: interrupted; everything it started is stopped.")
         code = 130 if code is None else code
     except StepFailed as exc:
-        print(f"\ndemo: FAILED at {current_step[0]}: {exc.problem}", file=sys.stderr)
-        if exc.log is not None:
-            print(f"  last lines of {exc.log.relative_to(ROOT)}:\n{log_tail(exc.log)}", file=sys.stderr)
-        print(f"  fix: {exc.fix}", file=sys.stderr)
+        exc.report(f"\ndemo: FAILED at {current_step[0]}: ")
         code = 2
     except Exception:
         print(f"\ndemo: FAILED at {current_step[0]} with an unexpected error:", file=sys.stderr)

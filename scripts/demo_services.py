@@ -44,6 +44,14 @@ class StepFailed(Exception):
         self.fix = fix
         self.log = log
 
+    def report(self, heading: str) -> None:
+        """Print the failure to stderr: ``{heading}{problem}``, the log's last lines, the fix."""
+        print(f"{heading}{self.problem}", file=sys.stderr)
+        if self.log is not None:
+            where = self.log.relative_to(ROOT) if self.log.is_relative_to(ROOT) else self.log
+            print(f"  last lines of {where}:\n{log_tail(self.log)}", file=sys.stderr)
+        print(f"  fix: {self.fix}", file=sys.stderr)
+
 
 def log_tail(path: Path, lines: int = 20) -> str:
     try:

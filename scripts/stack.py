@@ -51,7 +51,6 @@ from demo_services import (
     airflow,
     airflow_env,
     free_port,
-    log_tail,
     migrate,
     start_emulator,
     wait_for_dags,
@@ -90,10 +89,6 @@ def require(tool: str | None, what: str, fix: str) -> str:
     if tool is None:
         raise StepFailed(f"{what} is not installed", fix)
     return tool
-
-
-def shown(path: Path) -> str:
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def group_rss_mb(pgid: int) -> float:
@@ -659,10 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nstack: interrupted; everything it started is stopped.")
         code = 130 if code == 2 else code
     except StepFailed as exc:
-        print(f"\nstack: FAILED: {exc.problem}", file=sys.stderr)
-        if exc.log is not None:
-            print(f"  last lines of {shown(exc.log)}:\n{log_tail(exc.log)}", file=sys.stderr)
-        print(f"  fix: {exc.fix}", file=sys.stderr)
+        exc.report("\nstack: FAILED: ")
         code = 2
     print(f"stack: done in {time.monotonic() - started:.0f} s (exit code {code})")
     return code

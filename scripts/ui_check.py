@@ -41,7 +41,6 @@ from demo_services import (
     airflow,
     airflow_env,
     free_port,
-    log_tail,
     migrate,
     start_emulator,
     supervised,
@@ -307,10 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                     api.close()
                     supervisor.stop_all(quiet=True)  # chromium first, before its profile goes
     except StepFailed as exc:
-        print(f"ui-check: FAILED: {exc.problem}", file=sys.stderr)
-        if exc.log is not None:
-            print(f"  last lines of {exc.log.relative_to(ROOT)}:\n{log_tail(exc.log)}", file=sys.stderr)
-        print(f"  fix: {exc.fix}", file=sys.stderr)
+        exc.report("ui-check: FAILED: ")
         return 2
     except KeyboardInterrupt:
         print("\nui-check: interrupted; everything it started is stopped.")
