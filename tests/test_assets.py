@@ -14,6 +14,7 @@ from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
 from airflow_provider_captaindata.operators.workflows import CaptainDataLaunchWorkflowOperator
+from tests import polling
 from tests.airflow_helpers import AIRFLOW_3, make_dag, run_dag, task_states, xcom
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -192,7 +193,6 @@ def test_asset_event_starts_the_consumer_dag_on_real_services(
     scheduler start the consumer, which gets the run in the asset event's extra."""
     import shutil
     import sys
-    import time
 
     sys.path.insert(0, str(EXAMPLES.parent / "scripts"))
     import demo_services as services
@@ -223,14 +223,10 @@ def test_asset_event_starts_the_consumer_dag_on_real_services(
         api.wait_until_up(supervisor)
 
         def wait_for(what: str, found: Any, timeout: float = 240.0) -> Any:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                supervisor.check()
-                value = found()
-                if value:
-                    return value
-                time.sleep(1.0)
-            raise AssertionError(f"no {what} after {timeout:.0f} s; logs in {logs}")
+            # A service that exited fails the wait at once (supervisor.check raises).
+            return polling.wait_for(
+                lambda: supervisor.check() or found(), f"{what}; logs in {logs}", timeout, 1.0
+            )
 
         wait_for(
             "parsed DAGs",

@@ -12,13 +12,14 @@ import os
 import shutil
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.airflow3, pytest.mark.timeout(900)]
 
@@ -27,16 +28,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 DAG_ID = "captaindata_event_scheduled"
 WORKFLOW = "e5384e86-64ce-50b8-945d-903f83098906"  # the example's workflow (emulator seed 0)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 180.0, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -105,13 +96,13 @@ def start_run(emulator: Any, name: str) -> str:
 
 def test_a_finished_run_starts_the_dag_once_across_a_triggerer_restart(services: dict[str, Any]) -> None:
     api, emulator = services["api"], services["emulator"]
-    wait_for("the DAG to be parsed", lambda: _dag_exists(api))
+    wait_for(lambda: _dag_exists(api), "the DAG to be parsed", 180, 1.0)
     api.call("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
     looks = f"/v3/workflows/{WORKFLOW}/jobs"
-    wait_for("the watcher's first look", lambda: emulator.requests("GET", looks))
+    wait_for(lambda: emulator.requests("GET", looks), "the watcher's first look", 180, 1.0)
 
     first = start_run(emulator, "started in the Captain Data app")
-    (run,) = wait_for("a DAG run from the event", lambda: _finished_runs(api, 1))
+    (run,) = wait_for(lambda: _finished_runs(api, 1), "a DAG run from the event", 180, 1.0)
     assert run["run_type"] == "asset_triggered" and run["state"] == "success", run
     assert _triggering_runs(api, run) == [first]
     assert _rows(api, run) == 4  # 2 inputs x 2 rows, read by CaptainDataCollectRunOperator
@@ -119,16 +110,18 @@ def test_a_finished_run_starts_the_dag_once_across_a_triggerer_restart(services:
     def finish_one_while_down() -> None:
         uid = start_run(emulator, "finished while the triggerer was down")
         status = lambda: emulator_status(emulator, uid) not in ("pending", "running")  # noqa: E731
-        wait_for("the run to finish", status, 30, 0.2)
+        wait_for(status, "the run to finish", 30, 0.2)
         finished_while_down.append(uid)
 
     finished_while_down: list[str] = []
     services["restart_triggerer"](finish_one_while_down)
-    runs = wait_for("the DAG run of the run that finished meanwhile", lambda: _finished_runs(api, 2), 240)
+    runs = wait_for(
+        lambda: _finished_runs(api, 2), "the DAG run of the run that finished meanwhile", 240, 1.0
+    )
     assert [_triggering_runs(api, r) for r in runs] == [[first], finished_while_down]
     # Several more looks of the restarted watcher: neither run fires again.
     seen = len(emulator.requests("GET", looks))
-    wait_for("more looks", lambda: len(emulator.requests("GET", looks)) >= seen + 5, 60)
+    wait_for(lambda: len(emulator.requests("GET", looks)) >= seen + 5, "more looks", 60, 1.0)
     assert len(_dag_runs(api)) == 2
     # The restarted watcher read its watermark from the asset state store: no new baseline.
     logs = services["logs"]

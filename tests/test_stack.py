@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.polling import wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [
@@ -83,16 +85,6 @@ def read_back(stack: Any, prefix: str) -> dict[str, Any]:
     run_id = stack.trigger("stack_downstream", {"prefix": prefix})
     assert stack.wait_for_runs([("stack_downstream", run_id)]) == {("stack_downstream", run_id): "success"}
     return dict(stack.xcom("stack_downstream", run_id, "read_results"))
-
-
-def wait_for(check: Any, what: str, timeout: float = 300, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 def tries(stack: Any, dag_id: str, run_id: str) -> dict[str, int]:
@@ -200,7 +192,7 @@ def test_worker_killed_during_a_live_fan_out(stack: Any, emulator: Any) -> None:
     emulator.configure(live_latency_seconds=0.5)
     try:
         run_id = stack.trigger("stack_fanout", {"profiles": 24})
-        wait_for(lambda: sum(live_calls(stack).values()) >= 8, "8 live calls", every=0.1)
+        wait_for(lambda: sum(live_calls(stack).values()) >= 8, "8 live calls", timeout=300, every=0.1)
         started = time.monotonic()
         stack.kill("celery-worker")
         stack.revive("celery-worker")
@@ -231,6 +223,7 @@ def test_s3_refusing_writes_while_results_are_written(stack: Any, emulator: Any)
         wait_for(
             lambda: stack.emulator.requests(method="GET", path="/v3/jobs/*/results"),
             "the first results page",
+            timeout=300,
             every=0.1,
         )
         started = time.monotonic()

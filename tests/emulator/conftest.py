@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -60,16 +59,6 @@ def raw(emu: EmulatorClient, _clients: dict[str, httpx.Client]) -> httpx.Client:
 def is_error_body(body: Any, status: int) -> bool:
     keys = {"error_label", "error_scope", "error_ref", "message", "status_code", "params"}
     return isinstance(body, dict) and set(body) == keys and body["status_code"] == status
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(interval)
 
 
 class Receiver:

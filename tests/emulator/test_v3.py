@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from airflow_provider_captaindata.emulator import EmulatorClient
-from tests.emulator.conftest import is_error_body, wait_for
+from tests.emulator.conftest import is_error_body
+from tests.polling import wait_for
 
 JOB_FIELDS = {
     "uid", "name", "workflow_uid", "workflow_name", "main_job_uid", "step_uid", "status", "error_message",

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from airflow_provider_captaindata.emulator import EmulatorClient
-from tests.emulator.conftest import Receiver, is_error_body, wait_for
+from tests.emulator.conftest import Receiver, is_error_body
+from tests.polling import wait_for
 
 EXTRACT = "linkedin-extract-people"
 SEARCH = "linkedin-search-people"
