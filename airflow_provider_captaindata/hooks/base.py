@@ -3,7 +3,7 @@ is addressed and authenticated."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,6 +23,29 @@ from airflow_provider_captaindata.http import (
     origin_key,
 )
 from airflow_provider_captaindata.versions import ApiVersion
+
+
+def v4_runs_params(
+    *,
+    status: str | Sequence[str] | None,
+    action_name: str | None,
+    execution_mode: str | None,
+    limit: int,
+    offset: int,
+    sort: str,
+) -> dict[str, Any]:
+    """The query of ``GET /v4/runs`` for both hooks: filters left out when not given, ``status``
+    repeated once per value."""
+    statuses = [status] if isinstance(status, str) else list(status or ())
+    given = {
+        "status": statuses or None,
+        "action_name": action_name,
+        "execution_mode": execution_mode,
+        "limit": limit,
+        "offset": offset,
+        "sort": sort,
+    }
+    return {key: value for key, value in given.items() if value is not None}
 
 
 class CaptainDataBaseHook(BaseHook):

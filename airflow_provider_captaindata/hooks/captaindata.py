@@ -32,7 +32,7 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataTransportError,
     may_have_acted,
 )
-from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, live_call
+from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, live_call, v4_runs_params
 
 # Re-exported: both hooks are public under this module path.
 from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
@@ -384,18 +384,14 @@ class CaptainDataHook(CaptainDataBaseHook):
         """``GET /v4/runs`` with its filters (``limit`` up to 100)."""
         from airflow_provider_captaindata.models import V4Run
 
-        params = {
-            k: v
-            for k, v in {
-                "status": status,
-                "action_name": action_name,
-                "execution_mode": execution_mode,
-                "limit": limit,
-                "offset": offset,
-                "sort": sort,
-            }.items()
-            if v is not None
-        }
+        params = v4_runs_params(
+            status=status,
+            action_name=action_name,
+            execution_mode=execution_mode,
+            limit=limit,
+            offset=offset,
+            sort=sort,
+        )
         return [V4Run.model_validate(r) for r in self._call(V4, "GET", "/runs", params=params).data or []]
 
     def find_action_run_by_callback(

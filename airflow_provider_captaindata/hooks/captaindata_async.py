@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from airflow_provider_captaindata.connection import ConnectionSettings
-from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, live_call
+from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, live_call, v4_runs_params
 from airflow_provider_captaindata.http import ApiResponse, RetryPolicy
 from airflow_provider_captaindata.http_async import AsyncTransport
 from airflow_provider_captaindata.statuses import RunSnapshot
@@ -103,13 +103,14 @@ class CaptainDataAsyncHook(CaptainDataBaseHook):
         sort: str = "-created_at",
     ) -> list[RunSnapshot]:
         """``GET /v4/runs`` with its filters (``status`` may name several; ``limit`` up to 100)."""
-        params: dict[str, Any] = {"limit": limit, "offset": offset, "sort": sort}
-        if status:
-            params["status"] = list(status)
-        if action_name is not None:
-            params["action_name"] = action_name
-        if execution_mode is not None:
-            params["execution_mode"] = execution_mode
+        params = v4_runs_params(
+            status=status,
+            action_name=action_name,
+            execution_mode=execution_mode,
+            limit=limit,
+            offset=offset,
+            sort=sort,
+        )
         answer = await self._acall(V4, "GET", "/runs", params=params)
         return [V4.snapshot(run) for run in answer.data or []]
 
