@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_captaindata.emulator.tls import make_local_tls
 from airflow_provider_captaindata.http_async import AsyncTransport
 from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
-from tests.benchmarks.status_server import make_certs, server_context, start
+from tests.benchmarks.status_server import server_context, start
 
 TRIGGERS = 300
 POLLS = 3  # status reads until each run is final: two "running", then "finished"
@@ -48,9 +49,9 @@ async def _wait_all(context: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[list
 def test_triggers_over_tls_share_a_bounded_pool_of_reused_connections(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ca, cert, key = make_certs(tmp_path)
-    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the client trusts the test CA
-    events, connections = asyncio.run(_wait_all(server_context(cert, key), monkeypatch))
+    tls = make_local_tls(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_file))  # the client trusts the test CA
+    events, connections = asyncio.run(_wait_all(server_context(tls.cert_file, tls.key_file), monkeypatch))
 
     assert [e["status"] for e in events] == ["success"] * TRIGGERS
     assert [e["run_uid"] for e in events] == [f"run-{i:03d}" for i in range(TRIGGERS)]

@@ -106,9 +106,10 @@ class StatusServer:
 def status_server() -> Iterator[StatusServer]:
     """The fake run-status server over TLS, in its own process (its CPU is not the client's),
     with a throwaway CA that the children trust through SSL_CERT_FILE."""
-    from tests.benchmarks.status_server import make_certs
+    from airflow_provider_captaindata.emulator.tls import make_local_tls
 
-    ca, cert, key = make_certs(BENCH_DIR / "tls")
+    tls = make_local_tls(BENCH_DIR / "tls")
+    ca, cert, key = tls.ca_file, tls.cert_file, tls.key_file
     script = Path(__file__).with_name("status_server.py")
     argv = [sys.executable, str(script), "--certfile", str(cert), "--keyfile", str(key)]
     with _serve(argv, BENCH_DIR / "status-server.log", None, timeout=30.0) as url:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import ipaddress
 import json
 import ssl
 import sys
@@ -48,69 +46,6 @@ class Stats:
         return json.dumps(
             {"connections": self.connections, "requests": self.requests, "finished": self.finished}
         ).encode()
-
-
-def make_certs(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a leaf for 127.0.0.1/localhost signed by it (EC P-256: cheap handshakes).
-
-    Returns the CA file (for ``SSL_CERT_FILE``), the leaf and its key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def build(
-        subject: str,
-        key: ec.EllipticCurvePrivateKey,
-        issuer: x509.Name,
-        signer: ec.EllipticCurvePrivateKey,
-        *,
-        ca: bool,
-    ) -> x509.Certificate:
-        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(issuer)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .add_extension(ski, critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
-            )
-        )
-        if ca:
-            builder = builder.add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-            )
-        else:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench test CA")])
-    ca_cert = build("bench test CA", ca_key, ca_name, ca_key, ca=True)
-    leaf = build("127.0.0.1", leaf_key, ca_name, ca_key, ca=False)
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_path, cert_path, key_path = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        leaf_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return ca_path, cert_path, key_path
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
