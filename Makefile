@@ -18,7 +18,7 @@ ENVS := $(addprefix env-,$(filter-out 3.3,$(ALL_LINES)))
 export PYTHON
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help env env-lines $(ENVS) env-bench test lint test-airflow3 test-airflow2 demo stack stack-test stack-tools docs ui-check bench locks clean
+.PHONY: help env env-lines $(ENVS) env-bench test lint test-airflow3 test-airflow2 demo stack stack-test stack-tools docs ui-check bench locks dist wheel-check clean
 
 help:
 	@echo "make demo   - set up and run the example DAGs on real Airflow services against the emulator"
@@ -29,6 +29,8 @@ help:
 	@echo "make ui-check - check the connection form and extra link in the real UI (headless chromium)"
 	@echo "make bench  - run the benchmarks"
 	@echo "make locks  - recompile the lock files after changing dependencies"
+	@echo "make dist   - build the wheel and sdist into dist/ and check them with twine"
+	@echo "make wheel-check - install the built wheel as a user would (Airflow 3.3.2 from the index) and run an example DAG"
 
 env:
 	@scripts/ensure-env.sh $(VENV) $(LOCK)
@@ -87,5 +89,14 @@ locks:
 	done
 	$(PYTHON) -m uv pip compile -q --python-version 3.11 --universal requirements/bench.in -o $(LOCK_BENCH)
 
+# The release artefacts, built in an isolated environment (hatchling) and checked as PyPI would.
+dist: env
+	rm -rf dist
+	$(PYTHON) -m uv build -q --out-dir dist
+	$(VENV)/bin/twine check --strict dist/*
+
+wheel-check: dist
+	scripts/wheel-check.sh
+
 clean:
-	rm -rf $(VENV) $(addprefix .venv-,$(filter-out 3.3,$(ALL_LINES))) $(VENV_BENCH) site .demo .bench .stack
+	rm -rf $(VENV) $(addprefix .venv-,$(filter-out 3.3,$(ALL_LINES))) $(VENV_BENCH) site dist .demo .bench .stack .wheel-check

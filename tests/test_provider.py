@@ -116,3 +116,20 @@ def test_connection_form_as_the_airflow_3_ui_builds_it() -> None:
     for field in ("project_uid", "rate_limit_per_second", "v3_base_url", "v4_base_url", "callback_secret"):
         assert field in form["extra"] or f"extra__captaindata__{field}" in form["extra"], form["extra"]
     assert form["standard"]["password"]["title"] == "API key"
+
+
+def test_provider_documentation_url_comes_from_the_package_metadata() -> None:
+    """Airflow reads documentation-url from the distribution's "Documentation" Project-URL
+    (3.x); it was None before pyproject.toml had [project.urls]."""
+    from importlib.metadata import distribution
+
+    urls = dict(
+        entry.split(", ", 1)
+        for entry in distribution("airflow-provider-captaindata").metadata.get_all("Project-URL") or []
+    )
+    assert urls["Documentation"].startswith("https://")
+    from airflow.providers_manager import ProvidersManager
+
+    data = ProvidersManager().providers["airflow-provider-captaindata"].data
+    if "documentation-url" in data:  # Airflow 2.11 does not read it
+        assert data["documentation-url"] == urls["Documentation"]
