@@ -8,6 +8,8 @@ taken from an answer are scrubbed of the key first, since an answer may echo the
 
 from __future__ import annotations
 
+import enum
+from http import HTTPStatus
 from typing import Any
 
 
@@ -38,6 +40,7 @@ class CaptainDataAPIError(CaptainDataError):
         method: str = "",
         path: str = "",
         retry_after: float | None = None,
+        hint: str = "",
     ) -> None:
         self.status_code = status_code
         self.message = message
@@ -48,6 +51,7 @@ class CaptainDataAPIError(CaptainDataError):
         self.method = method
         self.path = path
         self.retry_after = retry_after
+        self.hint = hint  # what to fix, in this provider's words (e.g. the connection of a 401)
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -58,22 +62,25 @@ class CaptainDataAPIError(CaptainDataError):
             for name, value in (("scope", self.error_scope), ("ref", self.error_ref))
             if value
         )
-        return f"{where}failed with HTTP {self.status_code}: {label}{self.message}" + (
-            f" ({details})" if details else ""
+        return (
+            f"{where}failed with HTTP {self.status_code}: {label}{self.message}"
+            + (f" ({details})" if details else "")
+            + (f"; {self.hint}" if self.hint else "")
         )
 
     @property
     def is_retryable(self) -> bool:
-        """Whether the shared retry policy retries this answer (429 and 500/502/503/504)."""
-        return self.status_code in RETRYABLE_STATUSES
+        """Whether the shared retry policy retries this answer for a read: a 429 and every 5xx
+        (a gateway's 520 or 524 as much as a 503)."""
+        return self.status_code == 429 or 500 <= self.status_code <= 599
 
 
 class CaptainDataTransportError(CaptainDataError):
     """No answer: connection refused or dropped, or a timeout.
 
     ``sent`` tells whether the request may have reached the API (a dropped connection or a
-    read timeout) or surely did not (connection refused, connect timeout). A launch is only
-    re-sent blindly when ``sent`` is false.
+    read timeout) or surely did not (connection refused, name not resolved, TLS handshake
+    refused, connect timeout). A launch is only re-sent blindly when ``sent`` is false.
     """
 
     def __init__(self, message: str, *, sent: bool, method: str = "", path: str = "") -> None:
@@ -103,12 +110,46 @@ class CaptainDataOutcomeUnknown(CaptainDataError):
         )
 
 
-def may_have_acted(exc: BaseException) -> bool:
-    """Whether a failed call may have been processed anyway (a 5xx, a lost or truncated answer),
-    as opposed to a refusal (a 4xx, or a 429: refused before any work) or a request never sent."""
+class Fault(enum.Enum):
+    """What a failed call tells about the API having acted on it (see :func:`classify`)."""
+
+    #: The API answered that it did not act: a 4xx it documents, a 429, a redirect.
+    REFUSED = "refused"
+    #: The request never left: the connection (TCP, DNS or TLS) never opened.
+    NOT_SENT = "not sent"
+    #: Anything else: the API may have acted (every 5xx, an answer the client cannot classify,
+    #: a connection dropped or a timeout after the request was written, a body cut short).
+    MAY_HAVE_ACTED = "may have acted"
+
+
+# Redirects that ask for the request to be made elsewhere: the API did not process it (a 303
+# "see other" is the answer to a request that was processed, so it is not here).
+_NOT_PROCESSED_REDIRECTS = frozenset({301, 302, 307, 308})
+
+
+def classify(exc: BaseException) -> Fault:
+    """The one classification of failures, for retries, launches and live actions with effects.
+
+    Only what surely means "not acted" is REFUSED or NOT_SENT; whatever the client cannot
+    classify (a 520 from a gateway, a 499, a 6xx, a 303, an unparsable 200) may have acted,
+    since counting it as a refusal is what sends a message twice."""
     if isinstance(exc, CaptainDataAPIError):
-        return exc.is_retryable and exc.status_code != 429
-    return isinstance(exc, CaptainDataTransportError) and exc.sent
+        status = exc.status_code
+        if 400 <= status <= 499 and status in _KNOWN_STATUSES:
+            return Fault.REFUSED
+        if status in _NOT_PROCESSED_REDIRECTS:
+            return Fault.REFUSED
+        return Fault.MAY_HAVE_ACTED
+    if isinstance(exc, CaptainDataTransportError):
+        return Fault.MAY_HAVE_ACTED if exc.sent else Fault.NOT_SENT
+    if isinstance(exc, CaptainDataError):
+        return Fault.NOT_SENT  # the provider's own refusal (a bad parameter, a foreign page URL)
+    return Fault.MAY_HAVE_ACTED
+
+
+def may_have_acted(exc: BaseException) -> bool:
+    """Whether a failed call may have been processed anyway (see :func:`classify`)."""
+    return classify(exc) is Fault.MAY_HAVE_ACTED
 
 
 class CaptainDataRunError(CaptainDataError):
@@ -148,4 +189,4 @@ def _failure_text(failure: dict[str, Any]) -> str:
     return text + (f" ({details})" if details else "")
 
 
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+_KNOWN_STATUSES = frozenset(int(status) for status in HTTPStatus)

@@ -5,13 +5,15 @@ The policy decides; the two clients only send bytes and turn answers into ``ApiR
 the errors of :mod:`airflow_provider_captaindata.exceptions`. Retries use tenacity, with the
 same rules on both paths:
 
-* 429, 500, 502, 503, 504, timeouts and dropped connections are retried with capped
-  exponential backoff and jitter; ``Retry-After`` (seconds or an HTTP date) wins when given;
+* 429, every 5xx, timeouts and dropped connections are retried with capped exponential
+  backoff and jitter; ``Retry-After`` (seconds or an HTTP date) wins when given;
 * any other 4xx is raised at once, and so is a 3xx: redirects are never followed, since they
   would carry the API key to wherever they point;
-* a non-idempotent request (a launch) is only retried when it surely was not processed:
-  429 (refused before any work) or a connection that never opened. Anything ambiguous is
-  raised so the caller can look the run up before launching again.
+* a non-idempotent request (a launch, a live action with effects) is only retried when it
+  surely was not processed: a 429 (refused before any work) or a connection that never opened.
+  Anything else may have acted (:func:`~airflow_provider_captaindata.exceptions.classify`, the
+  one classification of faults) and is raised so the caller can look the run up, or report
+  ``OUTCOME_UNKNOWN``, before anything is sent again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import email.utils
 import json
 import logging
 import random
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +36,8 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataError,
     CaptainDataTransportError,
+    Fault,
+    classify,
 )
 
 if TYPE_CHECKING:
@@ -50,8 +56,9 @@ _SCRUBBED = "***"
 class ApiRequest:
     """One call: full URL, headers (auth included), optional JSON body and query.
 
-    ``secrets`` are the values (the API key) that an error text must never show: an error body
-    may echo the request, so :func:`api_error` replaces them with ``***``.
+    ``secrets`` are the values (the API key, a callback URL's token) that an error text must
+    never show: an error body may echo the request, so :func:`api_error` replaces them with
+    ``***``.
     """
 
     method: str
@@ -61,6 +68,7 @@ class ApiRequest:
     params: Mapping[str, Any] | None = None
     idempotent: bool = True
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    conn_id: str = ""  # the Airflow connection, named in errors that a DAG author fixes there
 
     @property
     def path(self) -> str:
@@ -104,7 +112,7 @@ class RetryPolicy:
                 return True
             return idempotent and exc.is_retryable
         if isinstance(exc, CaptainDataTransportError):
-            return idempotent or not exc.sent
+            return idempotent or classify(exc) is Fault.NOT_SENT
         return False
 
     def wait_seconds(self, retry_state: tenacity.RetryCallState) -> float:
@@ -239,6 +247,7 @@ def api_error(
     except ValueError:
         body = None
     retry_after = parse_retry_after(headers.get("Retry-After")) if status_code in (429, 503) else None
+    hint = _status_hint(request, status_code)
     if isinstance(body, dict) and ("error_label" in body or "message" in body):
         return CaptainDataAPIError(
             status_code,
@@ -250,13 +259,24 @@ def api_error(
             method=request.method,
             path=request.path,
             retry_after=retry_after,
+            hint=hint,
         )
     # Scrubbed before the cut, so a key straddling the limit cannot leave a prefix behind.
     text = _scrub(content.decode("utf-8", "replace"), secrets)
     snippet = " ".join(text.split())[:_ERROR_TEXT_LIMIT] or "empty body"
     return CaptainDataAPIError(
-        status_code, snippet, method=request.method, path=request.path, retry_after=retry_after
+        status_code, snippet, method=request.method, path=request.path, retry_after=retry_after, hint=hint
     )
+
+
+def _status_hint(request: ApiRequest, status_code: int) -> str:
+    """What to fix for an answer that names its fix: a refused key is the connection's."""
+    if status_code == 401 and request.conn_id:
+        return (
+            f"the API at {describe_origin(request.url)} refused the key of Airflow connection "
+            f"{request.conn_id!r}: check its password field, labelled 'API key'"
+        )
+    return ""
 
 
 def redirect_error(request: ApiRequest, status_code: int, headers: Mapping[str, str]) -> CaptainDataAPIError:
@@ -345,7 +365,8 @@ class SyncTransport:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            raise _transport_error(request, exc, sent=not _never_sent_requests(exc)) from None
+            sent = not _never_sent_requests(exc)
+            raise transport_error(request, exc, sent=sent, policy=self.policy) from None
         return decode(request, response.status_code, response.headers, response.content)
 
     def close(self) -> None:
@@ -353,23 +374,93 @@ class SyncTransport:
 
 
 def _never_sent_requests(exc: requests.RequestException) -> bool:
+    """Whether requests failed before any byte of the request left: a connect timeout, or a
+    connection that never opened (refused, name not resolved, certificate refused).
+
+    A pooled keep-alive connection that the server closed while idle is not such a failure:
+    urllib3 sees the close before reusing it and opens a new one (tests/test_transport_faults.py).
+    A connection that fails once the request was written (reset, closed before the answer) may
+    have carried it: "sent", whatever the server did with it."""
     import requests
     import urllib3.exceptions
 
     if isinstance(exc, requests.ConnectTimeout):
         return True
-    reason = exc.args[0] if exc.args else None
-    reason = getattr(reason, "reason", reason)
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    for cause in _causes(exc):
+        if isinstance(cause, urllib3.exceptions.NewConnectionError | ssl.SSLCertVerificationError):
+            return True
+    return False
 
 
-def _transport_error(request: ApiRequest, exc: BaseException, *, sent: bool) -> CaptainDataTransportError:
-    # Only the exception's class name: its text can hold the full URL and, in some client
-    # versions, request details. Chaining is cut (``from None``) for the same reason.
-    what = "no connection" if not sent else "connection dropped or timed out"
-    return CaptainDataTransportError(
-        f"{what} ({type(exc).__name__})", sent=sent, method=request.method, path=request.path
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (chained, ``reason``, ``os_error``, exception arguments)."""
+    found: list[BaseException] = []
+    pending = [exc]
+    while pending and len(found) < 20:
+        current = pending.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        for inner in (
+            current.__cause__,
+            current.__context__,
+            getattr(current, "reason", None),
+            getattr(current, "os_error", None),
+            getattr(current, "certificate_error", None),
+            *current.args,
+        ):
+            if isinstance(inner, BaseException):
+                pending.append(inner)
+    return found
+
+
+def describe_cause(exc: BaseException, policy: RetryPolicy) -> str:
+    """Why a connection failed, in words a DAG author can act on (DNS, refused, TLS, timeout).
+
+    Only fixed words and the TLS verification reason: the exceptions' own texts may hold the
+    full URL, hence a token in a callback or page URL."""
+    causes = _causes(exc)
+    names = {type(cause).__name__ for cause in causes}
+
+    def has(*kinds: type[BaseException]) -> bool:
+        return any(isinstance(cause, kinds) for cause in causes)
+
+    for cause in causes:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS: the server's certificate is not trusted ({cause.verify_message})"
+    if has(socket.gaierror) or names & {"NameResolutionError", "ClientConnectorDNSError"}:
+        return "DNS: the host name does not resolve"
+    if has(ssl.SSLError) or names & {"SSLError", "ClientSSLError", "ClientConnectorSSLError"}:
+        return "TLS: the handshake failed"
+    if has(ConnectionRefusedError):
+        return "connection refused: nothing listens on that host and port"
+    if names & {"ConnectTimeout", "ConnectTimeoutError", "ConnectionTimeoutError"}:
+        return f"connect timed out after {policy.connect_timeout:g} s"
+    if has(TimeoutError) or names & {"ReadTimeout", "ReadTimeoutError", "SocketTimeoutError"}:
+        return f"no answer within {policy.read_timeout:g} s"
+    if has(ConnectionResetError, BrokenPipeError):
+        return "connection reset by the server"
+    if names & {"RemoteDisconnected", "ServerDisconnectedError", "IncompleteRead", "ClientPayloadError"}:
+        return "connection closed before the whole answer"
+    return type(exc).__name__
+
+
+def transport_error(
+    request: ApiRequest, exc: BaseException, *, sent: bool, policy: RetryPolicy
+) -> CaptainDataTransportError:
+    """The error for a call that got no (whole) answer, naming the host, the cause and the
+    connection. Chaining is cut by the callers (``from None``): the wrapped exceptions' texts
+    can hold the full URL."""
+    origin = describe_origin(request.url)
+    cause = describe_cause(exc, policy)
+    what = (
+        f"the connection to {origin} failed after the request was sent ({cause})"
+        if sent
+        else f"no connection to {origin} ({cause})"
     )
+    if request.conn_id:
+        what += f"; check the host or base URL of Airflow connection {request.conn_id!r}"
+    return CaptainDataTransportError(what, sent=sent, method=request.method, path=request.path)
 
 
 class SyncRateGate:

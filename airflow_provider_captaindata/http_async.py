@@ -22,9 +22,9 @@ from airflow_provider_captaindata.http import (
     ApiRequest,
     ApiResponse,
     RetryPolicy,
-    _transport_error,
     decode,
     origin_key,
+    transport_error,
 )
 
 if TYPE_CHECKING:
@@ -155,9 +155,9 @@ class AsyncTransport:
             ):
                 content = await response.read()
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise _transport_error(request, exc, sent=False) from None
+            raise transport_error(request, exc, sent=False, policy=self.policy) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transport_error(request, exc, sent=True) from None
+            raise transport_error(request, exc, sent=True, policy=self.policy) from None
         return decode(request, response.status, response.headers, content)
 
     @classmethod

@@ -98,6 +98,7 @@ class CaptainDataBaseHook(BaseHook):
             params=params,
             idempotent=idempotent,
             secrets=(settings.api_key.get_secret_value(),),
+            conn_id=settings.conn_id,
         )
 
 

@@ -1,0 +1,297 @@
+"""Fault classification over real HTTP: what may have acted is "outcome unknown" for a live
+action with effects, what surely did not is retried or raised as a refusal.
+
+The one classification is ``exceptions.classify`` (docs/retries.md has the table). The emulator
+injects statuses after acting; a small loopback server stands for the connection-level cases the
+emulator does not model (a keep-alive connection closed while idle, a reset after the request
+was read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from airflow_provider_captaindata.exceptions import (
+    OUTCOME_UNKNOWN,
+    CaptainDataAPIError,
+    CaptainDataOutcomeUnknown,
+    CaptainDataTransportError,
+    Fault,
+    classify,
+)
+from airflow_provider_captaindata.hooks.captaindata import CaptainDataAsyncHook, CaptainDataHook
+from airflow_provider_captaindata.http import RetryPolicy
+
+FAST = RetryPolicy(attempts=3, backoff_initial=0.01, backoff_max=0.05, read_timeout=5.0)
+MESSAGE = "linkedin-message-profile"
+EXTRACT = "linkedin-extract-people"
+PROFILE = {"linkedin_profile_url": "https://www.linkedin.com/in/person-00000"}
+CONN_ID = "cd_transport_faults"
+API_KEY = "test-key-not-real-0002"
+
+
+@pytest.fixture
+def emulator(captaindata_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    conn = captaindata_emulator.connection_json()
+    conn["extra"]["rate_limit_per_second"] = 1000
+    monkeypatch.setenv("AIRFLOW_CONN_CAPTAINDATA_DEFAULT", json.dumps(conn))
+    return captaindata_emulator
+
+
+def _live_posts(emulator: Any, action: str) -> list[dict[str, Any]]:
+    return emulator.requests(method="POST", path=f"/v4/actions/{action}/run/live")
+
+
+# -- statuses --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "fault"),
+    [
+        (400, Fault.REFUSED),
+        (401, Fault.REFUSED),
+        (408, Fault.REFUSED),
+        (422, Fault.REFUSED),
+        (429, Fault.REFUSED),
+        (301, Fault.REFUSED),
+        (307, Fault.REFUSED),
+        (303, Fault.MAY_HAVE_ACTED),  # "see other": the answer to a request that was processed
+        (499, Fault.MAY_HAVE_ACTED),  # no standard meaning: cannot be classified
+        (500, Fault.MAY_HAVE_ACTED),
+        (501, Fault.MAY_HAVE_ACTED),
+        (520, Fault.MAY_HAVE_ACTED),
+        (524, Fault.MAY_HAVE_ACTED),
+        (599, Fault.MAY_HAVE_ACTED),
+        (600, Fault.MAY_HAVE_ACTED),
+        (199, Fault.MAY_HAVE_ACTED),
+    ],
+)
+def test_classification_of_statuses(status: int, fault: Fault) -> None:
+    assert classify(CaptainDataAPIError(status, "x")) is fault
+
+
+def test_classification_of_transport_failures() -> None:
+    assert classify(CaptainDataTransportError("x", sent=False)) is Fault.NOT_SENT
+    assert classify(CaptainDataTransportError("x", sent=True)) is Fault.MAY_HAVE_ACTED
+    assert classify(RuntimeError("anything else")) is Fault.MAY_HAVE_ACTED
+
+
+@pytest.mark.parametrize("status", [501, 505, 520, 522, 524, 599])
+def test_any_5xx_after_a_message_was_sent_is_outcome_unknown(emulator: Any, status: int) -> None:
+    """A gateway's 520/524 (the API did act) was a definite refusal: the retry sent again."""
+    emulator.add_fault("POST", f"/v4/actions/{MESSAGE}/run/live", status=status, after=True)
+    hook = CaptainDataHook(retry_policy=FAST)
+    with pytest.raises(CaptainDataOutcomeUnknown, match=OUTCOME_UNKNOWN):
+        hook.run_action_live(MESSAGE, PROFILE)
+    assert len(_live_posts(emulator, MESSAGE)) == 1
+    assert len(hook.list_action_runs(action_name=MESSAGE, execution_mode="LIVE")) == 1
+
+
+@pytest.mark.parametrize("status", [520, 524])
+def test_any_5xx_is_outcome_unknown_on_the_async_path_too(emulator: Any, status: int) -> None:
+    emulator.add_fault("POST", f"/v4/actions/{MESSAGE}/run/live", status=status, after=True)
+    hook = CaptainDataAsyncHook(retry_policy=FAST)
+    with pytest.raises(CaptainDataOutcomeUnknown):
+        asyncio.run(hook.run_action_live(MESSAGE, {"input": PROFILE}))
+    assert len(_live_posts(emulator, MESSAGE)) == 1
+
+
+@pytest.mark.parametrize("status", [520, 524])
+def test_any_5xx_to_a_read_is_retried(emulator: Any, status: int) -> None:
+    emulator.add_fault("POST", f"/v4/actions/{EXTRACT}/run/live", status=status)
+    assert CaptainDataHook(retry_policy=FAST).run_action_live(EXTRACT, PROFILE)
+    assert [r["status"] for r in _live_posts(emulator, EXTRACT)] == [status, 200]
+
+
+def test_a_documented_refusal_of_a_message_is_not_outcome_unknown(emulator: Any) -> None:
+    emulator.add_fault("POST", f"/v4/actions/{MESSAGE}/run/live", status=422)
+    with pytest.raises(CaptainDataAPIError) as info:
+        CaptainDataHook(retry_policy=FAST).run_action_live(MESSAGE, PROFILE)
+    assert not isinstance(info.value, CaptainDataOutcomeUnknown) and info.value.status_code == 422
+    assert len(_live_posts(emulator, MESSAGE)) == 1
+
+
+# -- connections: never opened, closed while idle, dropped after the request ------------------
+
+
+class _KeepAliveServer:
+    """HTTP/1.1 on loopback, keep-alive, closing a connection idle for ``idle_close`` seconds.
+
+    ``reset_after_read``: the POSTs (counted from 1) that are read in full and then answered
+    by a TCP reset instead of an answer, as a server dying mid-request would."""
+
+    def __init__(self, idle_close: float, reset_after_read: tuple[int, ...] = ()) -> None:
+        self.posts = 0
+        self.connections = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = idle_close  # an idle keep-alive connection is closed (FIN) after this
+
+            def setup(self) -> None:
+                outer.connections += 1
+                super().setup()
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.posts += 1
+                if outer.posts in reset_after_read:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return
+                body = json.dumps({"sent": outer.posts}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _use(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    conn = {
+        "conn_type": "captaindata",
+        "password": API_KEY,
+        "extra": {"v4_base_url": f"{url}/v4", "rate_limit_per_second": "1000"},
+    }
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
+
+
+@pytest.fixture
+def keepalive(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    servers: list[_KeepAliveServer] = []
+
+    def start(**kwargs: Any) -> _KeepAliveServer:
+        server = _KeepAliveServer(**kwargs)
+        servers.append(server)
+        _use(monkeypatch, server.url)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_sync_keepalive_connection_closed_while_idle_does_not_lose_a_message(keepalive: Any) -> None:
+    """Settles the suspicion that a stale keep-alive connection's reset counts as "sent" and
+    loses a message that never left: a connection the server closed while idle is seen closed
+    before reuse, and the message goes out once on a new connection."""
+    server = keepalive(idle_close=0.1)
+    hook = CaptainDataHook(CONN_ID, retry_policy=FAST)
+    assert hook.run_action_live(MESSAGE, PROFILE) == {"sent": 1}
+    time.sleep(0.5)  # the server has closed the idle connection by now
+    assert hook.run_action_live(MESSAGE, PROFILE) == {"sent": 2}
+    assert (server.posts, server.connections) == (2, 2)
+
+
+def test_async_keepalive_connection_closed_while_idle_does_not_lose_a_message(keepalive: Any) -> None:
+    server = keepalive(idle_close=0.1)
+
+    async def two_messages() -> list[Any]:
+        hook = CaptainDataAsyncHook(CONN_ID, retry_policy=FAST)
+        first = await hook.run_action_live(MESSAGE, {"input": PROFILE})
+        await asyncio.sleep(0.5)
+        second = await hook.run_action_live(MESSAGE, {"input": PROFILE})
+        await hook.aclose()
+        return [first.data, second.data]
+
+    assert asyncio.run(two_messages()) == [{"sent": 1}, {"sent": 2}]
+    assert (server.posts, server.connections) == (2, 2)
+
+
+def test_sync_reset_after_the_request_was_read_is_outcome_unknown(keepalive: Any) -> None:
+    """The other side of the same question: a kept-alive connection that fails once the
+    request was written may have carried it, so the message is not sent again."""
+    server = keepalive(idle_close=5.0, reset_after_read=(2,))
+    hook = CaptainDataHook(CONN_ID, retry_policy=FAST)
+    hook.run_action_live(MESSAGE, PROFILE)
+    with pytest.raises(CaptainDataOutcomeUnknown) as info:
+        hook.run_action_live(MESSAGE, PROFILE)
+    assert server.posts == 2
+    assert "after the request was sent" in str(info.value)
+
+
+def test_async_reset_after_the_request_was_read_is_outcome_unknown(keepalive: Any) -> None:
+    server = keepalive(idle_close=5.0, reset_after_read=(2,))
+
+    async def two_messages() -> None:
+        hook = CaptainDataAsyncHook(CONN_ID, retry_policy=FAST)
+        try:
+            await hook.run_action_live(MESSAGE, {"input": PROFILE})
+            await hook.run_action_live(MESSAGE, {"input": PROFILE})
+        finally:
+            await hook.aclose()
+
+    with pytest.raises(CaptainDataOutcomeUnknown):
+        asyncio.run(two_messages())
+    assert server.posts == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_refused_connection_names_host_cause_and_connection_and_is_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    _use(monkeypatch, url)
+    with pytest.raises(CaptainDataTransportError) as info:
+        CaptainDataHook(CONN_ID, retry_policy=FAST).run_action_live(MESSAGE, PROFILE)
+    error = info.value
+    assert not isinstance(error, CaptainDataOutcomeUnknown) and classify(error) is Fault.NOT_SENT
+    assert f"no connection to {url} (connection refused" in str(error)
+    assert repr(CONN_ID) in str(error)
+
+    with pytest.raises(CaptainDataTransportError) as async_info:
+        asyncio.run(
+            CaptainDataAsyncHook(CONN_ID, retry_policy=FAST).run_action_live(MESSAGE, {"input": PROFILE})
+        )
+    assert f"no connection to {url} (connection refused" in str(async_info.value)
+    assert repr(CONN_ID) in str(async_info.value)
+
+
+def test_unresolvable_host_is_named_as_a_dns_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    # .invalid never resolves (RFC 2606): no query leaves for a real name server's answer.
+    _use(monkeypatch, "http://captaindata-api.invalid")
+    with pytest.raises(CaptainDataTransportError) as info:
+        CaptainDataHook(CONN_ID, retry_policy=FAST).get_workspaces()
+    assert "no connection to http://captaindata-api.invalid (DNS:" in str(info.value)
+    with pytest.raises(CaptainDataTransportError) as async_info:
+        asyncio.run(CaptainDataAsyncHook(CONN_ID, retry_policy=FAST).get_run("v4", "run"))
+    assert "no connection to http://captaindata-api.invalid (DNS:" in str(async_info.value)
+
+
+def test_wrong_key_names_the_connection(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = emulator.connection_json()
+    conn["password"] = "test-wrong-key-not-real"
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
+    with pytest.raises(CaptainDataAPIError) as info:
+        CaptainDataHook(CONN_ID, retry_policy=FAST).get_workspaces()
+    assert info.value.status_code == 401
+    assert f"Airflow connection {CONN_ID!r}" in str(info.value)
+    assert "test-wrong-key-not-real" not in str(info.value)
