@@ -42,6 +42,20 @@ class ResultSink(Protocol):
     def abort(self) -> None: ...
 
 
+# The provider's extra that brings each scheme's filesystem (pyproject.toml's extras).
+SCHEME_EXTRAS = {"s3": "s3", "s3a": "s3"}
+# The error's wording is quoted in docs/troubleshooting.md and docs/results.md (a test compares).
+UNAVAILABLE_SCHEME = "output_path {path!r}: the {scheme!r} scheme is not available here ({cause}). "
+INSTALL_EXTRA = (
+    "Install the provider's {extra!r} extra where tasks run: "
+    'pip install "airflow-provider-captaindata[{extra}]", or use file://.'
+)
+INSTALL_OTHER = (
+    "Install the Airflow provider or fsspec package for the {scheme!r} scheme where tasks run, "
+    "or use file://."
+)
+
+
 def object_storage_path(output_path: str) -> Any:
     """An ObjectStoragePath for ``output_path``, checked to be writable by this installation."""
     from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -55,13 +69,13 @@ def object_storage_path(output_path: str) -> Any:
         path.fs  # noqa: B018 - resolving the filesystem is the check: unknown schemes fail here
     except Exception as exc:
         scheme = output_path.split("://", 1)[0]
+        extra = SCHEME_EXTRAS.get(scheme.lower())
         hint = unsupported_pathlib_hint() or (
-            f"If the {scheme!r} scheme is not available here, install the provider or fsspec "
-            "package for it, or use file://."
+            INSTALL_EXTRA.format(extra=extra) if extra else INSTALL_OTHER.format(scheme=scheme)
         )
+        cause = f"{type(exc).__name__}: {exc}"
         raise CaptainDataConfigError(
-            f"output_path {output_path!r}: Airflow's ObjectStoragePath failed "
-            f"({type(exc).__name__}: {exc}). {hint}"
+            UNAVAILABLE_SCHEME.format(path=output_path, scheme=scheme, cause=cause) + hint
         ) from None
     return path
 
