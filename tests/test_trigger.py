@@ -434,3 +434,21 @@ def test_v4_statuses_are_case_insensitive(captaindata_emulator: Any, monkeypatch
         first_event(CaptainDataRunTrigger(run_uid=run.uid, api_version="v4", poll_interval=0.2))
     )
     assert event["status"] == "success" and event["run_status"] == "succeeded"
+
+
+def test_trigger_logs_the_status_it_starts_from_and_each_change_at_info(
+    run_uid: str, captaindata_emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/troubleshooting.md says the trigger logs "Run ... is running" lines: a long wait
+    must show them at INFO (they were DEBUG for the first status and the last one)."""
+    caplog.set_level("INFO", logger="airflow_provider_captaindata.triggers.runs")
+    event = asyncio.run(first_event(CaptainDataRunTrigger(run_uid=run_uid, poll_interval=0.1)))
+    assert event["status"] == "success"
+    lines = [r.getMessage() for r in caplog.records if r.name == "airflow_provider_captaindata.triggers.runs"]
+    assert all(r.levelname == "INFO" for r in caplog.records if r.name.endswith("triggers.runs"))
+    # It starts from pending or running (timing), then one line per change, the last included.
+    first, *changes = lines
+    assert first in (f"Run {run_uid} is {s}: polling every 0.1 s" for s in ("pending", "running")), lines
+    assert changes[-1] == f"Run {run_uid} is finished", lines
+    statuses = [first.split(" is ")[1].split(":")[0]] + [c.rsplit(" ", 1)[1] for c in changes]
+    assert len(statuses) == len(set(statuses)), lines  # changes only, never a repeat

@@ -23,7 +23,7 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataTransportError,
 )
 from airflow_provider_captaindata.launch_identity import lookup_since
-from airflow_provider_captaindata.links import RUN_URL_KEY
+from airflow_provider_captaindata.links import push_run_url
 from airflow_provider_captaindata.operators.base import (
     CaptainDataRunOperatorBase,
     as_json_value,
@@ -300,7 +300,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         from airflow_provider_captaindata.operators.fanout import run_live_fanout
 
         # Live calls have no run to link to: the link opens the runs list, where they show too.
-        context["ti"].xcom_push(key=RUN_URL_KEY, value=V4.app_run_url.rsplit("/", 1)[0])
+        push_run_url(self, context["ti"], V4.app_run_url.rsplit("/", 1)[0])
         with fail_without_retry_on_bad_request():
             if self.input is not None:
                 try:

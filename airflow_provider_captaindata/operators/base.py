@@ -26,7 +26,7 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataTransportError,
 )
 from airflow_provider_captaindata.launch_identity import LaunchIdentity, airflow_deployment, identity_for
-from airflow_provider_captaindata.links import RUN_UID_KEY, RUN_URL_KEY, CaptainDataRunLink
+from airflow_provider_captaindata.links import RUN_UID_KEY, CaptainDataRunLink, push_run_url, run_url
 from airflow_provider_captaindata.results import (
     DEFAULT_MAX_XCOM_BYTES,
     aborted_on_error,
@@ -34,7 +34,6 @@ from airflow_provider_captaindata.results import (
     open_sink,
 )
 from airflow_provider_captaindata.statuses import RunState
-from airflow_provider_captaindata.versions import get_version
 from airflow_provider_captaindata.waiting import (
     DEADLINE_EXECUTION,
     RunWaiter,
@@ -302,7 +301,12 @@ class CaptainDataRunOperatorBase(BaseOperator):
             store.set(STATE_STORE_KEY, {"run_uid": run_uid, "launch": self.launch_identity(context).digest})
         ti = context["ti"]
         ti.xcom_push(key=RUN_UID_KEY, value=run_uid)
-        ti.xcom_push(key=RUN_URL_KEY, value=get_version(self.api_version).app_run_url.format(run_uid=run_uid))
+        push_run_url(self, ti, run_url(self.api_version, run_uid))
+
+    def captaindata_run_url(self) -> str | None:
+        """The link this try pushed, or, resumed after a deferral, its run's; None before a run."""
+        pushed = getattr(self, "_captaindata_run_url", None)
+        return pushed or (run_url(self.api_version, self._run_uid) if self._run_uid else None)
 
     def wait(self, context: Any, run_uid: str, retries_done: int = 0) -> Any:
         self._run_uid = run_uid

@@ -16,7 +16,7 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataRunError,
     CaptainDataTransportError,
 )
-from airflow_provider_captaindata.links import RUN_UID_KEY, RUN_URL_KEY, CaptainDataRunLink
+from airflow_provider_captaindata.links import RUN_UID_KEY, CaptainDataRunLink, push_run_url, run_url
 from airflow_provider_captaindata.operators.base import (
     check_flag,
     default_deferrable,
@@ -40,7 +40,8 @@ class CaptainDataRunSensor(BaseSensorOperator):
     """Succeed when a Captain Data run succeeds; fail with the remote error when it fails.
 
     :param run_uid: the run to wait on (v3 job uid or v4 run uid; templated).
-    :param api_version: ``"v3"`` (default) or ``"v4"``.
+    :param api_version: ``"v3"`` (default) or ``"v4"``; not templated (it chooses the API polled),
+        so a Jinja string or an XComArg is refused when the DAG is parsed.
     :param captaindata_conn_id: Airflow connection of type ``captaindata``.
     :param deferrable: wait on the triggerer (default from ``[operators] default_deferrable``);
         ``poke_interval`` is the poll interval in both modes, ``timeout`` the sensor's limit.
@@ -65,6 +66,12 @@ class CaptainDataRunSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if is_templated(api_version):
+            raise CaptainDataConfigError(
+                f"api_version cannot be templated (got {api_version!r:.80}): it is not a template "
+                "field, because it chooses the API (v3 or v4) the sensor polls. Pass 'v3' or 'v4' "
+                "as a literal; for runs of both kinds, use one sensor per version."
+            )
         get_version(api_version)
         if not isinstance(captaindata_conn_id, str):
             raise CaptainDataConfigError("captaindata_conn_id must be a connection id (a string)")
@@ -89,6 +96,13 @@ class CaptainDataRunSensor(BaseSensorOperator):
 
         return CaptainDataHook(self.captaindata_conn_id)
 
+    def captaindata_run_url(self) -> str | None:
+        """The link this try pushed, or, resumed after a deferral, the run's; None when the
+        run uid was refused (nothing was pushed)."""
+        pushed = getattr(self, "_captaindata_run_url", None)
+        resumed = isinstance(self.run_uid, str) and self.run_uid.strip() and not is_templated(self.run_uid)
+        return pushed or (run_url(self.api_version, self.run_uid) if resumed else None)
+
     def _check_run_uid(self) -> None:
         if not isinstance(self.run_uid, str) or not self.run_uid.strip():
             raise CaptainDataConfigError(f"run_uid must be a non-empty string, got {self.run_uid!r}")
@@ -103,9 +117,7 @@ class CaptainDataRunSensor(BaseSensorOperator):
         self._check_run_uid()
         ti = context["ti"]
         ti.xcom_push(key=RUN_UID_KEY, value=self.run_uid)
-        ti.xcom_push(
-            key=RUN_URL_KEY, value=get_version(self.api_version).app_run_url.format(run_uid=self.run_uid)
-        )
+        push_run_url(self, ti, run_url(self.api_version, self.run_uid))
         if not self.deferrable:
             super().execute(context)
             return self._result()

@@ -150,12 +150,13 @@ class CaptainDataRunTrigger(BaseTrigger):
                 first = waiter.last_status is None
                 changed = waiter.status_changed(snapshot)
                 event = waiter.on_snapshot(snapshot)
-                if changed:
-                    # INFO only for the news: the worker checked the run just before deferring,
-                    # and the event (logged by the triggerer) carries the last status.
-                    # Thousands of triggers pay for every line.
-                    level = logging.INFO if not first and event is None else logging.DEBUG
-                    log.log(level, "Run %s is %s", self.run_uid, snapshot.status)
+                if first:
+                    # One line when the wait starts, so a long wait does not look hung.
+                    log.info(
+                        "Run %s is %s: polling every %s s", self.run_uid, snapshot.status, self.poll_interval
+                    )
+                elif changed:
+                    log.info("Run %s is %s", self.run_uid, snapshot.status)
             event = event or waiter.on_clock()
             if event is not None:
                 yield TriggerEvent(event)
