@@ -27,7 +27,7 @@ from starlette.types import Message, Receive, Scope, Send
 from airflow_provider_captaindata.emulator.control import PREFIX as CONTROL_PREFIX
 from airflow_provider_captaindata.emulator.control import ControlApi
 from airflow_provider_captaindata.emulator.errors import ApiError, error_body, json_response, parse_json_body
-from airflow_provider_captaindata.emulator.records import Fault
+from airflow_provider_captaindata.emulator.records import Fault, redact_headers
 from airflow_provider_captaindata.emulator.state import EmulatorState
 from airflow_provider_captaindata.emulator.v3 import V3Api
 from airflow_provider_captaindata.emulator.v4 import V4Actions
@@ -73,7 +73,7 @@ class EmulatorApp:
     async def _serve_api(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
         method, path = scope["method"], scope["path"]
-        record = _request_record(scope, body)
+        record = _request_record(scope, body, self.state.api_key)
         self.state.log_request(record)
         started = False
         answer_delay = 0.0
@@ -279,7 +279,7 @@ def _headers(scope: Scope) -> dict[str, str]:
     return headers
 
 
-def _request_record(scope: Scope, body: bytes) -> dict[str, Any]:
+def _request_record(scope: Scope, body: bytes, own_key: str) -> dict[str, Any]:
     query = {
         k: v[0] if len(v) == 1 else v for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()
     }
@@ -293,7 +293,7 @@ def _request_record(scope: Scope, body: bytes) -> dict[str, Any]:
         "method": scope["method"],
         "path": scope["path"],
         "query": query,
-        "headers": _headers(scope),
+        "headers": redact_headers(_headers(scope), own_key),
         "body": parsed,
         "status": None,
         "time": time.time(),

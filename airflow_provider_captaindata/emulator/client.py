@@ -92,6 +92,9 @@ class EmulatorClient:
 
         url = f"{self.base_url}/_emulator/{path}"
         try:
+            # The control API takes JSON POSTs only (a browser page cannot send them cross-origin).
+            if body is None and method == "POST":
+                body = {}
             answer = self._client().request(method, url, json=body, params=params)
         except httpx.HTTPError as exc:
             raise EmulatorControlError(f"cannot reach the emulator at {self.base_url}: {exc}") from exc

@@ -2,10 +2,16 @@
 
 No authentication and not logged. Anything it does not understand (unknown endpoint or
 method, unknown field, bad value) gets a 400 saying why, in the same error body as the API.
+
+It changes what the emulator answers and shows its API key, so a web page in a browser on the
+same machine must not reach it: a ``Host`` that is not an IP literal or ``localhost`` (DNS
+rebinding) gets 403, and every POST must be ``Content-Type: application/json``, which a page
+cannot send to another origin without a CORS preflight (which is never answered): 415 else.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +60,29 @@ WEBHOOK_FIELDS = {"workflow_uid": str, "url": str}
 OUTCOME_FIELDS = {"target": str, "status": str, "error_message": str, "times": int}
 
 
+def is_local_host(host: str | None) -> bool:
+    """An IP literal (a browser page cannot have one rebound to us) or ``localhost``."""
+    if not host:
+        return False
+    if host.startswith("[") and "]" in host:  # [IPv6]:port
+        name = host[1 : host.index("]")]
+    elif host.count(":") == 1:  # name:port or IPv4:port
+        name = host.split(":", 1)[0]
+    else:  # a name, an IPv4, or a bare IPv6
+        name = host
+    if name.lower() == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def is_json(content_type: str | None) -> bool:
+    return bool(content_type) and str(content_type).split(";", 1)[0].strip().lower() == "application/json"
+
+
 def bad_control(message: str) -> ApiError:
     return ApiError(400, message, label=CONTROL_LABEL, scope="input")
 
@@ -75,11 +104,32 @@ class ControlApi:
     def __init__(self, state: EmulatorState, is_workflow: Callable[[str], bool]) -> None:
         self.state = state
         self.is_workflow = is_workflow
-        self.app = Starlette(
+        self.api = Starlette(
             routes=self.routes(),
             exception_handlers={ApiError: self._api_error, HTTPException: self._unknown},
         )
-        self.app.router.redirect_slashes = False
+        self.api.router.redirect_slashes = False
+
+    async def app(self, scope: Any, receive: Any, send: Any) -> None:
+        """The control API behind its Host and Content-Type checks."""
+        request = Request(scope)
+        problem: ApiError | None = None
+        if not is_local_host(request.headers.get("host")):
+            problem = ApiError(
+                403, "the control API answers only to a loopback Host or an IP address", label=CONTROL_LABEL
+            )
+        elif request.method == "POST" and not is_json(request.headers.get("content-type")):
+            problem = ApiError(
+                415,
+                "the control API takes JSON bodies only (Content-Type: application/json)",
+                label=CONTROL_LABEL,
+            )
+        if problem is not None:
+            await json_response(error_body(problem, self.state.next_error_ref()), problem.status)(
+                scope, receive, send
+            )
+            return
+        await self.api(scope, receive, send)
 
     def routes(self) -> list[Route]:
         return [

@@ -279,3 +279,24 @@ class Schedule:
             "created_at": iso(self.created),
             "updated_at": iso(self.updated or self.created),
         }
+
+
+# Headers that carry credentials: kept in the request log only when they hold this emulator's
+# own key (public through /_emulator/info); any other value (a real key pointed here by
+# mistake, a refused one) is replaced, since every local process can read the log.
+SECRET_HEADERS = ("x-api-key", "authorization", "proxy-authorization", "cookie")
+REDACTED_VALUE = "***"
+
+
+def redact_headers(headers: dict[str, str], own_key: str) -> dict[str, str]:
+    """``headers`` (lowercase names) for the request log, credentials redacted."""
+    shown = dict(headers)
+    for name in SECRET_HEADERS:
+        value = shown.get(name)
+        if value is None:
+            continue
+        scheme, _, rest = value.partition(" ")
+        if value == own_key or (rest and rest.strip() == own_key):
+            continue
+        shown[name] = f"{scheme} {REDACTED_VALUE}" if rest and name != "x-api-key" else REDACTED_VALUE
+    return shown
