@@ -3,8 +3,13 @@
 ``POST /v1/{launch_key}/{expires}/{token}`` with a callback body
 ``{run{run_uid, batch_uid, status}, input, custom_data, error, results_count, results[]}``:
 
+* every path is redacted before routing (``redact.py``): no answer, 405 and 404 included,
+  puts a token in an access log;
 * token missing or malformed → 401, wrong or expired → 403 (nothing read, nothing written);
-* body larger than ``max_body_bytes`` → 413 (checked on Content-Length and while streaming);
+* receiver not configured → 503, decided once a minute (no connection lookup per request);
+* ``max_in_flight`` bodies already being read → 503 with Retry-After;
+* body larger than ``max_body_bytes`` → 413 (checked on Content-Length and while streaming),
+  not received within ``body_timeout_seconds`` → 408;
 * body not JSON, not the callback shape, or ids that are not UUIDs → 400;
 * else the page is written durably and only then answered ``200 {"stored": batch_uid}``, so
   Captain Data's own retry covers a crash between receipt and write.
@@ -19,8 +24,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -31,6 +38,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from airflow_provider_captaindata.callbacks import tokens
+from airflow_provider_captaindata.callbacks.redact import ROUTE_PATH, RedactPaths
 from airflow_provider_captaindata.callbacks.storage import CallbackStore, is_uuid
 from airflow_provider_captaindata.callbacks.webhooks import WebhookReceiver
 from airflow_provider_captaindata.connection import CONN_TYPE, DEFAULT_CONN_ID
@@ -38,15 +46,19 @@ from airflow_provider_captaindata.connection import CONN_TYPE, DEFAULT_CONN_ID
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-# Everything after /v1/ but a well-formed launch key is replaced in the request scope, so access
-# logs (uvicorn's, the Airflow API server's) never show a token, even one sent to a wrong path.
-_AFTER_V1 = re.compile(r"(/v1/)(?:([0-9a-f]{24})(?=/|$))?.*", re.DOTALL)
-_AFTER_V1_RAW = re.compile(rb"(/v1/)(?:([0-9a-f]{24})(?=/|$))?.*", re.DOTALL)
-REDACTED = "REDACTED"
+DEFAULT_MAX_IN_FLIGHT = 8  # callbacks read or written at once, per receiver process
+DEFAULT_BODY_TIMEOUT_SECONDS = 60.0  # a sender slower than this holds a slot for nothing
+SETTINGS_TTL_SECONDS = 60.0  # the connection is read again after this (rotation, no restart)
+REFRESH_ON_REFUSAL_SECONDS = 10.0  # a refused token re-reads the connection at most this often
+RETRY_AFTER_SECONDS = 5
 
 
 class BadCallback(ValueError):
     """The body is not a callback; the message names the problem, never a value."""
+
+
+class NotConfigured(RuntimeError):
+    """The receiver has no usable secret or storage; kept for a while, so each refusal is cheap."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +67,21 @@ class ReceiverSettings:
     # rich tracebacks may record, in the API server where Airflow's log masking does not run.
     secret: str = field(repr=False)
     store: CallbackStore
+    # Rotation: URLs signed with the previous secret stay valid until ``previous_until``.
+    previous_secret: str | None = field(default=None, repr=False)
+    previous_until: float | None = None
+
+    def secrets(self, now: float | None = None) -> list[str]:
+        """The secrets a token may be signed with now: the current one, then the previous one
+        while its overlap window lasts."""
+        current = [self.secret]
+        moment = time.time() if now is None else now
+        if self.previous_secret and self.previous_until is not None and moment < self.previous_until:
+            current.append(self.previous_secret)
+        return current
 
 
-def parse_callback(data: bytes) -> tuple[str, str, dict[str, Any]]:
+def parse_callback(data: bytes | bytearray) -> tuple[str, str, dict[str, Any]]:
     """Check a callback body; return its run uid, batch uid and the body."""
     try:
         body = json.loads(data)
@@ -86,8 +110,9 @@ def parse_callback(data: bytes) -> tuple[str, str, dict[str, Any]]:
     return run["run_uid"].lower(), run["batch_uid"].lower(), body
 
 
-def read_connection_settings(conn_id: str) -> tuple[str | None, str | None]:
-    """``callback_secret`` and ``callback_storage`` from an Airflow connection (blocking).
+def read_connection_settings(conn_id: str) -> dict[str, str | None]:
+    """The receiver's extras of an Airflow connection (blocking): ``callback_secret``,
+    ``callback_storage``, ``callback_secret_previous`` and ``callback_secret_previous_until``.
 
     The receiver runs in server processes (the API server, or standalone), never in a task: the
     core model reads the secrets backends and the metadata DB there on every line, where the
@@ -103,11 +128,41 @@ def read_connection_settings(conn_id: str) -> tuple[str | None, str | None]:
         value = extra.get(name) or extra.get(prefix + name)
         return (str(value).strip() or None) if value else None
 
-    return extra_field("callback_secret"), extra_field("callback_storage")
+    return {name: extra_field(name) for name in CONNECTION_FIELDS}
+
+
+CONNECTION_FIELDS = (
+    "callback_secret",
+    "callback_storage",
+    "callback_secret_previous",
+    "callback_secret_previous_until",
+)
+
+
+def parse_until(value: str | float | None, name: str = "callback_secret_previous_until") -> float | None:
+    """Unix seconds from a number or an ISO 8601 time (UTC when it has no offset)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name} must be unix seconds or an ISO 8601 time, got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 class CallbackReceiver:
-    """Request handling, with the secret and storage resolved once, on first use."""
+    """Request handling, with the secret and storage read on first use and again every
+    ``settings_ttl`` seconds when they come from a connection (a rotated secret takes effect
+    without a restart)."""
 
     def __init__(
         self,
@@ -116,44 +171,148 @@ class CallbackReceiver:
         storage: str | None,
         conn_id: str,
         max_body_bytes: int,
+        previous_secret: str | None = None,
+        previous_until: str | float | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
+        settings_ttl_seconds: float = SETTINGS_TTL_SECONDS,
     ) -> None:
-        if max_body_bytes <= 0:
-            raise ValueError("max_body_bytes must be positive")
-        self._secret = secret
-        self._storage = storage
+        for name, value in (
+            ("max_body_bytes", max_body_bytes),
+            ("max_in_flight", max_in_flight),
+            ("body_timeout_seconds", body_timeout_seconds),
+            ("settings_ttl_seconds", settings_ttl_seconds),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        self._given = {
+            "callback_secret": secret,
+            "callback_storage": storage,
+            "callback_secret_previous": previous_secret,
+            "callback_secret_previous_until": None if previous_until is None else str(previous_until),
+        }
         self.conn_id = conn_id
         self.max_body_bytes = max_body_bytes
-        self._settings: ReceiverSettings | None = None
+        self.max_in_flight = max_in_flight
+        self.body_timeout_seconds = body_timeout_seconds
+        # Everything given: nothing to read again (a standalone receiver restarts to rotate).
+        self.settings_ttl = settings_ttl_seconds if (secret is None or storage is None) else float("inf")
+        self.in_flight = 0
+        self._settings: ReceiverSettings | NotConfigured | None = None
+        self._read_at = float("-inf")
         self._lock = anyio.Lock()
 
     def _resolve(self) -> ReceiverSettings:
-        secret, storage = self._secret, self._storage
-        if secret is None or storage is None:
-            conn_secret, conn_storage = read_connection_settings(self.conn_id)
-            secret = secret if secret is not None else conn_secret
-            storage = storage if storage is not None else conn_storage
+        values = dict(self._given)
+        if values["callback_secret"] is None or values["callback_storage"] is None:
+            from_conn = read_connection_settings(self.conn_id)
+            values = {
+                name: given if given is not None else from_conn.get(name) for name, given in values.items()
+            }
+        secret, storage = values["callback_secret"], values["callback_storage"]
         if not secret:
-            raise ValueError(f"no callback secret: set callback_secret in connection {self.conn_id!r}")
+            raise NotConfigured(f"no callback secret: set callback_secret in connection {self.conn_id!r}")
         if not storage:
-            raise ValueError(f"no callback storage: set callback_storage in connection {self.conn_id!r}")
-        return ReceiverSettings(secret=secret, store=CallbackStore(storage))
+            raise NotConfigured(f"no callback storage: set callback_storage in connection {self.conn_id!r}")
+        previous = values["callback_secret_previous"]
+        until = parse_until(values["callback_secret_previous_until"])
+        for name, value in (("callback_secret", secret), ("callback_secret_previous", previous)):
+            if value is not None and tokens.weak_secret(value):
+                raise NotConfigured(
+                    f"{name} of connection {self.conn_id!r} is too weak ({tokens.weak_secret(value)})"
+                )
+        if previous and until is None:
+            raise NotConfigured(
+                "callback_secret_previous needs callback_secret_previous_until (end of the overlap window)"
+            )
+        return ReceiverSettings(
+            secret=secret, store=CallbackStore(storage), previous_secret=previous, previous_until=until
+        )
 
-    async def settings(self) -> ReceiverSettings:
-        if self._settings is None:
+    async def settings(self, *, max_age: float | None = None) -> ReceiverSettings:
+        """The settings, read again when older than ``settings_ttl`` (or ``max_age``).
+
+        A failure is kept as long as a success: an unconfigured receiver answers 503 without a
+        connection lookup (secrets backend, DB) or an ERROR line per request."""
+        limit = self.settings_ttl if max_age is None else min(max_age, self.settings_ttl)
+        if self._settings is None or time.monotonic() - self._read_at >= limit:
             async with self._lock:
-                if self._settings is None:
-                    # A connection lookup may hit the metadata DB or a secrets backend: never on
-                    # the event loop. A failure is not cached, so fixing the connection is enough.
-                    self._settings = await anyio.to_thread.run_sync(self._resolve)
-                    log.info("Callback receiver storing pages in %s", self._settings.store.uri)
+                if self._settings is None or time.monotonic() - self._read_at >= limit:
+                    await self._reload()
+        if isinstance(self._settings, NotConfigured):
+            raise self._settings
+        assert self._settings is not None
         return self._settings
+
+    async def _reload(self) -> None:
+        before = self._settings
+        try:
+            # A connection lookup may hit the metadata DB or a secrets backend: never on the loop.
+            fresh: ReceiverSettings | NotConfigured = await anyio.to_thread.run_sync(self._resolve)
+        except Exception as exc:
+            fresh = exc if isinstance(exc, NotConfigured) else NotConfigured(f"{type(exc).__name__}: {exc}")
+        self._settings, self._read_at = fresh, time.monotonic()
+        if isinstance(fresh, NotConfigured):
+            if not (isinstance(before, NotConfigured) and str(before) == str(fresh)):
+                log.error("Callback receiver is not configured (%s): answering 503", fresh)
+        elif not isinstance(before, ReceiverSettings):
+            log.info("Callback receiver storing pages in %s", fresh.store.uri)
+        elif before.secret != fresh.secret or before.previous_secret != fresh.previous_secret:
+            log.warning(
+                "Callback secret changed in connection %s: URLs signed with the previous secret are %s",
+                self.conn_id,
+                f"accepted until {fresh.previous_until:.0f} (unix)" if fresh.previous_until else "refused",
+            )
+
+    async def verdict(self, check: Callable[[ReceiverSettings], str]) -> tuple[str, ReceiverSettings]:
+        """``check``'s verdict with the current settings; a refused token re-reads the
+        connection first (at most every ``REFRESH_ON_REFUSAL_SECONDS``), so a URL signed with a
+        secret just rotated in is accepted without a restart."""
+        settings = await self.settings()
+        answer = check(settings)
+        if answer == "invalid" and self.settings_ttl != float("inf"):
+            fresh = await self.settings(max_age=REFRESH_ON_REFUSAL_SECONDS)
+            if fresh is not settings:
+                settings, answer = fresh, check(fresh)
+        return answer, settings
 
     async def health(self, request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    async def read_body(self, request: Request, limit: int, what: str) -> bytearray | JSONResponse:
+        """The body, at most ``limit`` bytes within ``body_timeout_seconds``; else the answer."""
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return _error(400, "invalid Content-Length")
+            if int(length) > limit:
+                log.warning("Refused a %s-byte %s: too large", length, what)
+                return _error(413, f"the body exceeds {limit} bytes")
+        body = bytearray()
+        try:
+            with anyio.fail_after(self.body_timeout_seconds):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:  # chunked bodies have no Content-Length
+                        log.warning("Refused a %s: body over the limit", what)
+                        return _error(413, f"the body exceeds {limit} bytes")
+        except ClientDisconnect:
+            log.warning("%s: the sender disconnected mid-body", what)
+            return _error(400, "incomplete body")
+        except TimeoutError:
+            log.warning("%s: the body took over %.0f s", what, self.body_timeout_seconds)
+            return _error(408, "the body was not sent in time")
+        return body
+
+    def slot(self) -> _Slot | None:
+        """One of ``max_in_flight`` places for a body being read and stored, or None: then the
+        answer is 503 with Retry-After, and Captain Data retries (memory stays bounded)."""
+        if self.in_flight >= self.max_in_flight:
+            return None
+        return _Slot(self)
+
     async def receive(self, request: Request) -> JSONResponse:
-        _redact_token(request.scope)
-        parts = request.path_params.get("path", "").strip("/").split("/")
+        parts = request.scope.get(ROUTE_PATH, "")[len("/v1/") :].strip("/").split("/")
         client = request.client.host if request.client else "?"
         if len(parts) != 3 or not all(parts):
             log.warning("Refused a callback from %s: no token in the URL", client)
@@ -162,76 +321,71 @@ class CallbackReceiver:
         if not tokens.is_launch_key(launch_key):
             log.warning("Refused a callback from %s: malformed launch key", client)
             return _error(401, "malformed callback URL")
+        if tokens.check("0" * tokens.MIN_SECRET_CHARS, launch_key, expires, token) == "malformed":
+            # Shape first: a malformed token never costs a settings read.
+            log.warning("Refused a callback for launch %s from %s: malformed token", launch_key, client)
+            return _error(401, "malformed token")
         try:
-            settings = await self.settings()
-        except Exception as exc:
-            log.error("Callback receiver is not configured (%s): answering 503", exc)
+            verdict, settings = await self.verdict(
+                lambda s: tokens.check_any(s.secrets(), launch_key, expires, token)
+            )
+        except NotConfigured:
             return _error(503, "the receiver is not configured")
-        verdict = tokens.check(settings.secret, launch_key, expires, token)
         if verdict != "ok":
             # The launch key was validated above and is not secret; the token is never logged.
             log.warning("Refused a callback for launch %s from %s: %s token", launch_key, client, verdict)
             return _error(401 if verdict == "malformed" else 403, f"{verdict} token")
-
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return _error(400, "invalid Content-Length")
-            if int(length) > self.max_body_bytes:
-                log.warning("Refused a %s-byte callback for launch %s: too large", length, launch_key)
-                return _error(413, f"the body exceeds {self.max_body_bytes} bytes")
-        body = bytearray()
-        try:
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > self.max_body_bytes:  # chunked bodies have no Content-Length
-                    log.warning("Refused a callback for launch %s: body over the limit", launch_key)
-                    return _error(413, f"the body exceeds {self.max_body_bytes} bytes")
-        except ClientDisconnect:
-            log.warning("Callback for launch %s: the sender disconnected mid-body", launch_key)
-            return _error(400, "incomplete body")
-
-        try:
-            run_uid, batch_uid, rows = await anyio.to_thread.run_sync(
-                self._store, settings.store, launch_key, bytes(body)
-            )
-        except BadCallback as exc:
-            log.warning("Refused a callback for launch %s: %s", launch_key, exc)
-            return _error(400, str(exc))
-        except Exception:
-            # Not acknowledged, so Captain Data retries and the reconciliation can replay it.
-            log.exception("Could not store a callback page for launch %s", launch_key)
-            return _error(500, "the page could not be stored")
+        slot = self.slot()
+        if slot is None:
+            log.warning("Callback for launch %s deferred: %s callbacks in flight", launch_key, self.in_flight)
+            return _busy()
+        with slot:
+            body = await self.read_body(request, self.max_body_bytes, f"callback for launch {launch_key}")
+            if isinstance(body, JSONResponse):
+                return body
+            try:
+                run_uid, batch_uid, rows = await anyio.to_thread.run_sync(
+                    self._store, settings.store, launch_key, body
+                )
+            except BadCallback as exc:
+                log.warning("Refused a callback for launch %s: %s", launch_key, exc)
+                return _error(400, str(exc))
+            except Exception:
+                # Not acknowledged, so Captain Data retries and the reconciliation can replay it.
+                log.exception("Could not store a callback page for launch %s", launch_key)
+                return _error(500, "the page could not be stored")
         log.debug("Stored page %s of run %s (launch %s, %s rows)", batch_uid, run_uid, launch_key, rows)
         return JSONResponse({"stored": batch_uid})
 
     @staticmethod
-    def _store(store: CallbackStore, launch_key: str, data: bytes) -> tuple[str, str, int]:
+    def _store(store: CallbackStore, launch_key: str, data: bytearray) -> tuple[str, str, int]:
         run_uid, batch_uid, body = parse_callback(data)
-        store.write_page(launch_key, run_uid, batch_uid, data, body)
+        store.write_page(launch_key, run_uid, batch_uid, bytes(data), body)
         return run_uid, batch_uid, len(body.get("results") or [])
+
+
+class _Slot:
+    def __init__(self, receiver: CallbackReceiver) -> None:
+        self.receiver = receiver
+        receiver.in_flight += 1  # one event loop per receiver: no lock needed
+
+    def __enter__(self) -> _Slot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.receiver.in_flight -= 1
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _redact_token(scope: Any) -> None:
-    # Routing is done, and the scope dict is shared with the outer middlewares (access logs read
-    # it when the response starts or ends): rewriting the path here keeps tokens out of every log.
-    def keep_key(match: re.Match[str]) -> str:
-        return f"{match.group(1)}{match.group(2) + '/' if match.group(2) else ''}{REDACTED}"
-
-    def keep_key_raw(match: re.Match[bytes]) -> bytes:
-        key = match.group(2) + b"/" if match.group(2) else b""
-        return match.group(1) + key + REDACTED.encode()
-
-    path = scope.get("path")
-    if isinstance(path, str):
-        scope["path"] = _AFTER_V1.sub(keep_key, path, count=1)
-    raw = scope.get("raw_path")
-    if isinstance(raw, bytes):
-        scope["raw_path"] = _AFTER_V1_RAW.sub(keep_key_raw, raw, count=1)
+def _busy() -> JSONResponse:
+    return JSONResponse(
+        {"error": "too many callbacks in flight, retry later"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def create_app(
@@ -240,18 +394,34 @@ def create_app(
     storage: str | None = None,
     conn_id: str = DEFAULT_CONN_ID,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-) -> Starlette:
-    """The receiver as an ASGI app.
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
+    previous_secret: str | None = None,
+    previous_until: str | float | None = None,
+) -> Any:
+    """The receiver as an ASGI app (a Starlette app behind :class:`~.redact.RedactPaths`).
 
     :param secret: the callback secret; default: the ``callback_secret`` extra of ``conn_id``.
     :param storage: where pages are stored (ObjectStoragePath URI); default: the
         ``callback_storage`` extra of ``conn_id``.
     :param conn_id: the Captain Data connection read when ``secret`` or ``storage`` is not given
-        (lazily, on the first callback).
+        (on the first callback, then every minute: a rotated secret needs no restart).
     :param max_body_bytes: larger callbacks are refused with 413.
+    :param max_in_flight: callbacks read and stored at once; more get 503 with Retry-After.
+    :param body_timeout_seconds: a body not received within this gets 408.
+    :param previous_secret: a secret rotated out, still accepted until ``previous_until``
+        (default: the connection's ``callback_secret_previous``).
+    :param previous_until: end of the overlap window, unix seconds or ISO 8601.
     """
     receiver = CallbackReceiver(
-        secret=secret, storage=storage, conn_id=conn_id, max_body_bytes=max_body_bytes
+        secret=secret,
+        storage=storage,
+        conn_id=conn_id,
+        max_body_bytes=max_body_bytes,
+        max_in_flight=max_in_flight,
+        body_timeout_seconds=body_timeout_seconds,
+        previous_secret=previous_secret,
+        previous_until=previous_until,
     )
     app = Starlette(
         routes=[
@@ -261,4 +431,4 @@ def create_app(
         ]
     )
     app.state.receiver = receiver
-    return app
+    return RedactPaths(app)

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
@@ -30,6 +31,39 @@ UNBOUNDED_TTL_SECONDS = 90 * 86400  # a task with no time limit (callback_url_tt
 LAUNCH_KEY_RE = re.compile(r"[0-9a-f]{24}")
 EXPIRES_RE = re.compile(r"[0-9]{1,12}")  # unix seconds; bounded so int() stays cheap
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes of SHA-256, urlsafe base64 without padding
+MIN_SECRET_CHARS = 16
+MIN_SECRET_DISTINCT = 8
+# Values the docs show as examples: a deployment that copied one has a public secret.
+PLACEHOLDER_SECRETS = frozenset({"a-long-random-string", "change-me", "changeme", "secret", "your-secret"})
+
+
+def weak_secret(secret: str | None) -> str | None:
+    """Why ``secret`` is too weak to sign callback and webhook URLs, or None when it is not.
+
+    Anyone holding a URL can try secrets offline against its HMAC: a short, repetitive or
+    documented value lets them forge URLs for every launch.
+    """
+    if not secret:
+        return "it is empty"
+    if secret.strip().lower() in PLACEHOLDER_SECRETS:
+        return "it is the documentation's placeholder"
+    if len(secret) < MIN_SECRET_CHARS:
+        return f"it has fewer than {MIN_SECRET_CHARS} characters"
+    if len(set(secret)) < MIN_SECRET_DISTINCT:
+        return f"it has fewer than {MIN_SECRET_DISTINCT} different characters"
+    return None
+
+
+def require_strong_secret(secret: str | None, name: str = "callback_secret") -> str:
+    """``secret``, or ``CaptainDataConfigError`` naming the parameter and why it is refused."""
+    reason = weak_secret(secret)
+    if reason is not None:
+        raise CaptainDataConfigError(
+            f"{name} is too weak ({reason}): set the connection's {name} extra to a long random string, "
+            "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))' (the receiver must use "
+            "the same one)."
+        )
+    return str(secret)
 
 
 def is_launch_key(value: object) -> bool:
@@ -72,11 +106,7 @@ def callback_url_for(
     """
     if not is_launch_key(launch_key):
         raise CaptainDataConfigError(f"launch_key must be 24 lowercase hex characters, got {launch_key!r}")
-    if not secret:
-        raise CaptainDataConfigError(
-            "The callback secret is empty: set the connection's callback_secret extra to a long random "
-            "string (the receiver must use the same one)."
-        )
+    require_strong_secret(secret)
     if not base_url or "://" not in base_url:
         raise CaptainDataConfigError(f"callback_base_url must be an http(s) URL, got {base_url!r}")
     if not ttl_seconds > 0:
@@ -134,6 +164,18 @@ def check(secret: str, launch_key: str, expires: str | int, token: str, now: flo
     if int(expires_text) <= (time.time() if now is None else now):
         return "expired"
     return "ok"
+
+
+def check_any(
+    secrets: Sequence[str], launch_key: str, expires: str | int, token: str, now: float | None = None
+) -> str:
+    """:func:`check` against each secret a token may be signed with (the current one, then a
+    previous one in its overlap window): ``"ok"`` when one signed it, else the current one's
+    verdict (``"expired"`` when a valid signature has expired)."""
+    verdicts = [check(secret, launch_key, expires, token, now) for secret in secrets] or ["malformed"]
+    if "ok" in verdicts:
+        return "ok"
+    return "expired" if "expired" in verdicts else verdicts[0]
 
 
 def verify(secret: str, launch_key: str, expires: str | int, token: str, now: float | None = None) -> bool:

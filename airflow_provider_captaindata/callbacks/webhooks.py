@@ -2,8 +2,10 @@
 
 Captain Data (its app, not its API) is given one URL per webhook:
 ``{receiver}/webhooks/v3/{name}/{token}``, where ``token`` is an HMAC-SHA256 of the name with
-the connection's ``callback_secret``. It never expires (the URL is set once, by hand), so it is
-bound to its name only; change the secret to revoke every webhook URL at once.
+the connection's ``callback_secret``. It has no expiry in it (the URL is set once, by hand):
+it lives as long as the secret, so rotating the secret (``callback_secret_previous`` for an
+overlap window, see docs/security.md) is how webhook URLs are renewed and revoked. Accepted
+webhooks are bounded per name (``MAX_EVENTS_PER_MINUTE`` per receiver process, 429 beyond).
 
 Each accepted webhook is stored as it was sent, under the callback storage:
 ``{callback_storage}/webhooks/v3/{name}/{received_ms}-{random}.json``. The names sort by
@@ -28,7 +30,10 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from aiolimiter import AsyncLimiter
+
 from airflow_provider_captaindata.callbacks.storage import CallbackStore, _write_local
+from airflow_provider_captaindata.callbacks.tokens import require_strong_secret
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 
 if TYPE_CHECKING:
@@ -44,6 +49,7 @@ TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 JOB_UID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EVENT_NAME_RE = re.compile(r"([0-9]{13})-[0-9a-f]{8}\.json")
 MAX_BODY_BYTES = 64 * 1024
+MAX_EVENTS_PER_MINUTE = 120  # per webhook name and receiver process; more get 429
 STRING_FIELDS = (
     "uid",
     "message",
@@ -84,8 +90,7 @@ def webhook_url_for(base_url: str, secret: str, name: str = "default") -> str:
     :param name: a name for this webhook (one per workflow, or one for the workspace).
     """
     check_webhook_name(name)
-    if not secret:
-        raise CaptainDataConfigError("The callback secret is empty: set the connection's callback_secret")
+    require_strong_secret(secret)
     if not base_url or "://" not in base_url:
         raise CaptainDataConfigError(f"base_url must be an http(s) URL, got {base_url!r}")
     return f"{base_url.rstrip('/')}{URL_PREFIX}/{name}/{webhook_token(secret, name)}"
@@ -178,71 +183,62 @@ class WebhookReceiver:
     413 over 64 KiB, 400 for a body that is not a webhook, else stored, then ``200``."""
 
     def __init__(self, callbacks: Any) -> None:
-        self.callbacks = callbacks  # the CallbackReceiver: same secret and storage, read once
+        self.callbacks = callbacks  # the CallbackReceiver: same secret and storage
+        self.limiters: dict[str, AsyncLimiter] = {}  # names are checked first: bounded by use
 
     async def receive(self, request: Request) -> JSONResponse:
         import anyio.to_thread
-        from starlette.requests import ClientDisconnect
         from starlette.responses import JSONResponse
+
+        from airflow_provider_captaindata.callbacks.redact import ROUTE_PATH
 
         def error(status: int, message: str) -> JSONResponse:
             return JSONResponse({"error": message}, status_code=status)
 
-        _redact(request.scope)
-        parts = request.path_params.get("path", "").strip("/").split("/")
+        route_path = request.scope.get(ROUTE_PATH, "")
+        parts = route_path[len(URL_PREFIX) + 1 :].strip("/").split("/")
         if len(parts) != 2 or not all(parts):
             return error(401, f"a webhook URL is {URL_PREFIX}/{{name}}/{{token}}")
         name, token = parts
+        if check_webhook_token("0" * 16, name, token) == "malformed":
+            return error(401, "malformed token")  # before any settings read
         try:
-            settings = await self.callbacks.settings()
-        except Exception as exc:
-            log.error("Webhook receiver is not configured (%s): answering 503", exc)
+            verdict, settings = await self.callbacks.verdict(lambda s: _check_any(s.secrets(), name, token))
+        except Exception:  # NotConfigured: logged once by the receiver
             return error(503, "the receiver is not configured")
-        verdict = check_webhook_token(settings.secret, name, token)
         if verdict != "ok":
-            log.warning(
-                "Refused a webhook for %r: %s token", name if NAME_RE.fullmatch(name) else "?", verdict
-            )
+            log.warning("Refused a webhook for %r: %s token", name, verdict)
             return error(401 if verdict == "malformed" else 403, f"{verdict} token")
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return error(413 if length.isdigit() else 400, "the body is too large or its length is invalid")
-        body = bytearray()
-        try:
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:  # chunked bodies have no Content-Length
-                    return error(413, f"the body exceeds {MAX_BODY_BYTES} bytes")
-        except ClientDisconnect:
-            return error(400, "incomplete body")
-        try:
-            parsed = parse_webhook(bytes(body))
-            store = WebhookStore(settings.store.uri)
-            await anyio.to_thread.run_sync(store.write_event, name, bytes(body))
-        except BadWebhook as exc:
-            log.warning("Refused a webhook for %s: %s", name, exc)
-            return error(400, str(exc))
-        except Exception:
-            log.exception("Could not store a webhook for %s", name)
-            return error(500, "the webhook could not be stored")
+        limiter = self.limiters.setdefault(name, AsyncLimiter(MAX_EVENTS_PER_MINUTE, 60))
+        slot = self.callbacks.slot()
+        if slot is None or not limiter.has_capacity():
+            # Webhooks are few (three per run): a flood is a leaked URL or a loop, and stored
+            # events are read by every watcher: bounded per name, per receiver process.
+            log.warning("Deferred a webhook for %s: too many at once", name)
+            return JSONResponse(
+                {"error": "too many webhooks, retry later"},
+                status_code=429 if slot else 503,
+                headers={"Retry-After": "5"},
+            )
+        with slot:
+            await limiter.acquire()
+            body = await self.callbacks.read_body(request, MAX_BODY_BYTES, f"webhook for {name}")
+            if isinstance(body, JSONResponse):
+                return body
+            try:
+                parsed = parse_webhook(bytes(body))
+                store = WebhookStore(settings.store.uri)
+                await anyio.to_thread.run_sync(store.write_event, name, bytes(body))
+            except BadWebhook as exc:
+                log.warning("Refused a webhook for %s: %s", name, exc)
+                return error(400, str(exc))
+            except Exception:
+                log.exception("Could not store a webhook for %s", name)
+                return error(500, "the webhook could not be stored")
         log.info("Stored a %s webhook of run %s (%s)", webhook_kind(parsed), parsed["job_uid"], name)
         return JSONResponse({"stored": parsed["job_uid"]})
 
 
-_AFTER_PREFIX = re.compile(r"(/webhooks/v3/)([a-z0-9][a-z0-9_-]{0,63}(?=/|$))?.*", re.DOTALL)
-_AFTER_PREFIX_RAW = re.compile(rb"(/webhooks/v3/)([a-z0-9][a-z0-9_-]{0,63}(?=/|$))?.*", re.DOTALL)
-
-
-def _redact(scope: Any) -> None:
-    """Keep the token out of access logs: everything after a well-formed name is replaced in the
-    scope, which the outer middlewares (uvicorn's, the API server's access log) read later."""
-    path = scope.get("path")
-    if isinstance(path, str):
-        scope["path"] = _AFTER_PREFIX.sub(
-            lambda m: f"{m.group(1)}{(m.group(2) or '?')}/REDACTED", path, count=1
-        )
-    raw = scope.get("raw_path")
-    if isinstance(raw, bytes):
-        scope["raw_path"] = _AFTER_PREFIX_RAW.sub(
-            lambda m: m.group(1) + (m.group(2) or b"?") + b"/REDACTED", raw, count=1
-        )
+def _check_any(secrets: list[str], name: str, token: str) -> str:
+    verdicts = [check_webhook_token(secret, name, token) for secret in secrets] or ["malformed"]
+    return "ok" if "ok" in verdicts else verdicts[0]

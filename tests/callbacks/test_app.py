@@ -57,7 +57,7 @@ def test_trailing_slash_and_query_are_accepted(receiver: Receiver, client: httpx
 def _forged_urls(receiver: Receiver) -> list[tuple[str, int]]:
     good = receiver.url()
     key, expires, token = good.rsplit("/", 3)[1:]
-    other_secret = callback_url_for(receiver.base_url, "not-the-secret", LAUNCH_KEY)
+    other_secret = callback_url_for(receiver.base_url, "not-the-secret-of-this-receiver", LAUNCH_KEY)
     expired = receiver.url(now=time.time() - 8 * 86400)
     tampered_key = f"{receiver.base_url}/v1/{'f' * 24}/{expires}/{token}"
     later = f"{receiver.base_url}/v1/{key}/{int(expires) + 1}/{token}"

@@ -71,7 +71,9 @@ def test_serves_then_exits_cleanly(cli_receiver: tuple[Cli, str, Path], sig: int
         assert client.get(f"{base_url}/health").status_code == 200
         answer = client.post(callback_url_for(base_url, SECRET, key), content=json.dumps(body))
         assert answer.status_code == 200
-        forged = client.post(callback_url_for(base_url, "wrong", key), content=json.dumps(body))
+        forged = client.post(
+            callback_url_for(base_url, "a-wrong-but-strong-secret-42", key), content=json.dumps(body)
+        )
         assert forged.status_code == 403
     assert [p.name for p in folder.rglob("*.json")] == [
         f"{body['run']['batch_uid']}.{page_digest(body)}.json"

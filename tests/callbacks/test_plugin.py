@@ -124,7 +124,9 @@ def test_callback_stored_through_the_airflow_api_server(tmp_path: Path) -> None:
             print(f"API server answering after {time.monotonic() - started:.1f} s")
             key = uuid.uuid4().hex[:24]
             body = callback_body(rows=3, custom_data={"crm_id": 1})
-            forged = client.post(callback_url_for(base_url, "not-the-secret", key), content=json.dumps(body))
+            forged = client.post(
+                callback_url_for(base_url, "not-the-secret-of-this-server", key), content=json.dumps(body)
+            )
             assert forged.status_code == 403
             assert not storage.exists()
             answer = client.post(callback_url_for(base_url, SECRET, key), content=json.dumps(body))
@@ -141,6 +143,10 @@ def test_callback_stored_through_the_airflow_api_server(tmp_path: Path) -> None:
             assert client.post(hook_url, json=webhook).status_code == 200
             (stored,) = (storage / "webhooks" / "v3" / "default").iterdir()
             assert json.loads(stored.read_text()) == webhook
+            # Every other method is refused by the router, and still logged without the token.
+            for method in ("GET", "HEAD", "PUT", "OPTIONS", "DELETE", "PATCH"):
+                for url in (callback_url_for(base_url, SECRET, key), hook_url, hook_url + "/x"):
+                    assert client.request(method, url).status_code in (401, 404, 405), (method, url)
             # The rest of the API server still needs its own auth; ours did not open it up.
             assert client.get(f"http://127.0.0.1:{port}/api/v2/connections").status_code in (401, 403)
     finally:
@@ -157,3 +163,5 @@ def test_callback_stored_through_the_airflow_api_server(tmp_path: Path) -> None:
     assert "/webhooks/v3/default/REDACTED" in server_log
     assert hook_url.rsplit("/", 1)[1] not in server_log
     assert token[:20] not in server_log
+    access = [line for line in server_log.splitlines() if "/captaindata/" in line]
+    assert any("GET" in line and f"/captaindata/v1/{key}/REDACTED" in line for line in access), access
