@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from airflow_provider_captaindata.exceptions import CaptainDataPagingError
 
 if TYPE_CHECKING:
-    from airflow_provider_captaindata.versions import ApiVersion
+    from airflow_provider_captaindata.client.versions import ApiVersion
 
 FIRST_TRY_KEY = "captaindata_first_try_at"  # task_state_store key: when the first try began
 DEFAULT_DEPLOYMENT = "airflow"

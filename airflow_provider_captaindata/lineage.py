@@ -32,9 +32,9 @@ from airflow.providers.common.compat.openlineage.facet import (
 from airflow.providers.openlineage.extractors import OperatorLineage
 
 from airflow_provider_captaindata.assets import output_uri
+from airflow_provider_captaindata.client.statuses import RunState
 from airflow_provider_captaindata.exceptions import CaptainDataError, CaptainDataRunError
 from airflow_provider_captaindata.operators.base import is_templated
-from airflow_provider_captaindata.statuses import RunState
 
 if TYPE_CHECKING:
     from airflow_provider_captaindata.operators.base import CaptainDataRunOperatorBase
@@ -67,7 +67,7 @@ def output_dataset_name(output_path: str) -> tuple[str, str]:
 def schema_fields(operator: CaptainDataRunOperatorBase) -> list[tuple[str, str]]:
     """(name, type) of each result field; empty when unknown."""
     if operator.api_version == "v4":
-        from airflow_provider_captaindata.catalog import get_action
+        from airflow_provider_captaindata.client.catalog import get_action
 
         spec = get_action(str(getattr(operator, "action", "")))
         return [(n, t.split(":")[0]) for n, t in spec.output_fields.items()] if spec else []

@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
 
-from airflow_provider_captaindata.versions import get_version
+from airflow_provider_captaindata.client.versions import get_version
 
 RUN_UID_KEY = "run_uid"
 RUN_URL_KEY = "run_url"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from airflow_provider_captaindata.client.statuses import RunSnapshot, RunState
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
-from airflow_provider_captaindata.statuses import RunSnapshot, RunState
 
 EventStatus = Literal["success", "error", "cancelled", "timeout"]
 EVENT_STATUSES: frozenset[str] = frozenset({"success", "error", "cancelled", "timeout"})

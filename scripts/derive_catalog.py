@@ -4,7 +4,7 @@ Usage::
 
     python scripts/derive_catalog.py [path/to/captaindata-v4-openapi.json] [--out PATH] [--check]
 
-Writes ``airflow_provider_captaindata/catalog/actions.json``, which the hook (input checks
+Writes ``airflow_provider_captaindata/client/catalog/actions.json``, which the hook (input checks
 before any HTTP call) and the emulator (request validation, fake results) read at run time:
 the package never reads the OpenAPI document itself. ``--check`` exits 1 when the committed
 file differs from what the document gives (for CI).
@@ -26,7 +26,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DOCUMENT = HERE.parent.parent / "shared" / "reference" / "captaindata-v4-openapi.json"
-DEFAULT_OUT = HERE.parent / "airflow_provider_captaindata" / "catalog" / "actions.json"
+DEFAULT_OUT = HERE.parent / "airflow_provider_captaindata" / "client" / "catalog" / "actions.json"
 
 MODES = ("live", "async", "schedule")
 ACTION_PATH = re.compile(r"^/actions/(?P<name>[a-z0-9-]+)/run/(?P<mode>live|async|schedule)$")

@@ -13,10 +13,15 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_captaindata.catalog import action_names, catalog_metadata, get_action, has_effects
+from airflow_provider_captaindata.client.catalog import (
+    action_names,
+    catalog_metadata,
+    get_action,
+    has_effects,
+)
+from airflow_provider_captaindata.client.transport import RetryPolicy
 from airflow_provider_captaindata.exceptions import OUTCOME_UNKNOWN, CaptainDataOutcomeUnknown
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
-from airflow_provider_captaindata.http import RetryPolicy
 from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
 
 MESSAGE = "linkedin-message-profile"
@@ -228,7 +233,7 @@ def test_slow_head_input_holds_at_most_a_window_of_rows(emulator: Any) -> None:
 def test_fan_out_closes_its_http_client(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # The loop's shutdown would close a forgotten session too: check it is closed when the
     # fan-out itself returns, while its loop still runs.
-    from airflow_provider_captaindata.http_async import AsyncTransport
+    from airflow_provider_captaindata.client.transport_async import AsyncTransport
     from airflow_provider_captaindata.operators.fanout import LiveFanOut
 
     pools: list[Any] = []

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_captaindata.client.transport import RetryPolicy
 from airflow_provider_captaindata.exceptions import OUTCOME_UNKNOWN, CaptainDataOutcomeUnknown
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataAsyncHook, CaptainDataHook
-from airflow_provider_captaindata.http import RetryPolicy
 
 POLICY = RetryPolicy(
     attempts=3, backoff_initial=0.01, backoff_max=0.05, read_timeout=0.5, launch_lookup_delay=0.1

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_captaindata.client.transport import RetryPolicy
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
     CaptainDataTransportError,
 )
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataAsyncHook, CaptainDataHook
-from airflow_provider_captaindata.http import RetryPolicy
 
 FAST = RetryPolicy(
     attempts=4, backoff_initial=0.05, backoff_max=0.2, read_timeout=5.0, launch_lookup_delay=0.3
@@ -111,7 +111,7 @@ def test_retries_give_up_after_the_policy_attempts(
     hook: CaptainDataHook, captaindata_emulator: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     captaindata_emulator.add_fault("GET", "/v4/workspaces", status=503, times=None)
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_captaindata.http"):
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_captaindata.client.transport"):
         with pytest.raises(CaptainDataAPIError) as info:
             hook.get_workspaces()
         assert info.value.status_code == 503
@@ -368,7 +368,7 @@ def test_v4_live_search_follows_header_pages_to_the_end(
 
 
 def monkey_fast_gate(hook: CaptainDataHook) -> None:
-    from airflow_provider_captaindata.http import SyncRateGate
+    from airflow_provider_captaindata.client.transport import SyncRateGate
 
     hook.__dict__["_live_gate"] = SyncRateGate(1000.0)
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_captaindata.client.transport import RetryPolicy
 from airflow_provider_captaindata.exceptions import (
     CaptainDataPagingError,
     CaptainDataRunError,
     CaptainDataTransportError,
 )
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
-from airflow_provider_captaindata.http import RetryPolicy
 from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
 from airflow_provider_captaindata.operators.workflows import CaptainDataLaunchWorkflowOperator
 from tests.airflow_helpers import current_context
@@ -252,7 +252,7 @@ def test_results_file_never_holds_part_of_a_run(
     ],
 )
 def test_v3_paging_ends_only_where_documented(paging: dict[str, Any], next_url: str | None) -> None:
-    from airflow_provider_captaindata.models import V3ResultsPage
+    from airflow_provider_captaindata.client.models import V3ResultsPage
 
     url = V3ResultsPage.model_validate({"results": [], "paging": paging}).next_url
     assert (url and url[url.index("?") :]) == next_url

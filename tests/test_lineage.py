@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_captaindata.catalog import get_action
+from airflow_provider_captaindata.client.catalog import get_action
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 
 pytest.importorskip("airflow.providers.openlineage", reason="needs the openlineage extra")

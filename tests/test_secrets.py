@@ -27,12 +27,12 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_captaindata.client.transport import RetryPolicy, describe_origin, origin_key
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
     CaptainDataError,
 )
-from airflow_provider_captaindata.http import RetryPolicy, describe_origin, origin_key
 
 API_KEY = "test-key-not-real-0001"
 CALLBACK_SECRET = "test-callback-secret-not-real"

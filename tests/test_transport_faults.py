@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_captaindata.client.transport import RetryPolicy
 from airflow_provider_captaindata.exceptions import (
     OUTCOME_UNKNOWN,
     CaptainDataAPIError,
@@ -30,7 +31,6 @@ from airflow_provider_captaindata.exceptions import (
     classify,
 )
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataAsyncHook, CaptainDataHook
-from airflow_provider_captaindata.http import RetryPolicy
 
 FAST = RetryPolicy(attempts=3, backoff_initial=0.01, backoff_max=0.05, read_timeout=5.0)
 MESSAGE = "linkedin-message-profile"

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_captaindata.client.transport import RetryPolicy
+from airflow_provider_captaindata.client.versions import get_version
 from airflow_provider_captaindata.exceptions import (
     CaptainDataConfigError,
     CaptainDataError,
@@ -17,11 +19,9 @@ from airflow_provider_captaindata.exceptions import (
 )
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
-from airflow_provider_captaindata.http import RetryPolicy
 from airflow_provider_captaindata.operators.workflows import CaptainDataLaunchWorkflowOperator
 from airflow_provider_captaindata.sensors.runs import CaptainDataRunSensor
 from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
-from airflow_provider_captaindata.versions import get_version
 
 UID = "7f3c2a10-0d5e-4c1b-9a57-2f1e0b6c9d44"
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_captaindata.client.transport_async import AsyncTransport
 from airflow_provider_captaindata.emulator.tls import make_local_tls
-from airflow_provider_captaindata.http_async import AsyncTransport
 from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
 from tests.benchmarks.status_server import server_context, start
 
@@ -72,7 +72,7 @@ def test_the_loops_session_is_closed_when_the_loop_shuts_down() -> None:
 def test_requests_go_through_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
     # The proxy variables are read once per origin (not by aiohttp on every request): a local
     # forward proxy must still see the request, and NO_PROXY must still bypass it.
-    from airflow_provider_captaindata.http import ApiRequest
+    from airflow_provider_captaindata.client.transport import ApiRequest
 
     seen: list[str] = []
 

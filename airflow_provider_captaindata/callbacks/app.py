@@ -41,7 +41,7 @@ from airflow_provider_captaindata.callbacks import tokens
 from airflow_provider_captaindata.callbacks.redact import ROUTE_PATH, RedactPaths
 from airflow_provider_captaindata.callbacks.storage import CallbackStore, is_uuid
 from airflow_provider_captaindata.callbacks.webhooks import WebhookReceiver
-from airflow_provider_captaindata.connection import CONN_TYPE, DEFAULT_CONN_ID
+from airflow_provider_captaindata.client.settings import CONN_TYPE, DEFAULT_CONN_ID
 
 log = logging.getLogger(__name__)
 

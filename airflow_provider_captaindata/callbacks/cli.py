@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
+from airflow_provider_captaindata.client.settings import DEFAULT_CONN_ID
 
 DEFAULT_PORT = 8710
 DEFAULT_SECRET_ENV = "CAPTAINDATA_CALLBACK_SECRET"

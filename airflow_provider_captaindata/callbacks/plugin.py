@@ -33,7 +33,7 @@ def build_fastapi_app() -> Any:
     from fastapi import FastAPI
 
     from airflow_provider_captaindata.callbacks.app import create_app
-    from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
+    from airflow_provider_captaindata.client.settings import DEFAULT_CONN_ID
 
     conn_id = conf.get("captaindata", "callback_conn_id", fallback=DEFAULT_CONN_ID) or DEFAULT_CONN_ID
 

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from airflow_provider_captaindata import __version__
-from airflow_provider_captaindata.catalog import get_action
+from airflow_provider_captaindata.client.catalog import get_action
 from airflow_provider_captaindata.emulator.errors import (
     ApiError,
     error_body,

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from airflow_provider_captaindata.catalog import ActionSpec, closest_actions, get_action
+from airflow_provider_captaindata.client.catalog import ActionSpec, closest_actions, get_action
 from airflow_provider_captaindata.emulator.errors import (
     ApiError,
     int_param,

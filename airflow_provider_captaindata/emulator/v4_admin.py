@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from airflow_provider_captaindata.catalog import action_names, get_action
+from airflow_provider_captaindata.client.catalog import action_names, get_action
 from airflow_provider_captaindata.emulator.errors import (
     ApiError,
     invalid_input,

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_captaindata.catalog import ActionSpec, action_names
+from airflow_provider_captaindata.client.catalog import ActionSpec, action_names
 from airflow_provider_captaindata.emulator.errors import ApiError
 from airflow_provider_captaindata.emulator.fakes import action_row, row_random
 from airflow_provider_captaindata.emulator.records import CallbackRecord, Outcome, V4Run

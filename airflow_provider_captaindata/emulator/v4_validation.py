@@ -20,7 +20,7 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
-from airflow_provider_captaindata.catalog import (
+from airflow_provider_captaindata.client.catalog import (
     ActionSpec,
     catalog_metadata,
     fields_problems,

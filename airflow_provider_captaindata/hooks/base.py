@@ -9,20 +9,20 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_captaindata.connection import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings
-from airflow_provider_captaindata.exceptions import (
-    CaptainDataError,
-    CaptainDataOutcomeUnknown,
-    may_have_acted,
-)
-from airflow_provider_captaindata.http import (
+from airflow_provider_captaindata.client.settings import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings
+from airflow_provider_captaindata.client.transport import (
     DEFAULT_POLICY,
     ApiRequest,
     RetryPolicy,
     describe_origin,
     origin_key,
 )
-from airflow_provider_captaindata.versions import ApiVersion
+from airflow_provider_captaindata.client.versions import ApiVersion
+from airflow_provider_captaindata.exceptions import (
+    CaptainDataError,
+    CaptainDataOutcomeUnknown,
+    may_have_acted,
+)
 
 
 def v4_runs_params(
@@ -109,7 +109,7 @@ def live_call(action: str) -> Iterator[bool]:
 
     Such a call goes out as not idempotent, so the transport re-sends it only when it surely
     was not processed (a 429, a connection that never opened)."""
-    from airflow_provider_captaindata.catalog import has_effects
+    from airflow_provider_captaindata.client.catalog import has_effects
 
     effects = has_effects(action)
     try:

@@ -1,10 +1,11 @@
 """Hooks for the Captain Data API: ``CaptainDataHook`` (blocking, for workers) and
 ``CaptainDataAsyncHook`` (non-blocking, for triggers and live fan-out).
 
-Both read the connection the same way (:class:`~airflow_provider_captaindata.connection.ConnectionSettings`)
-and send through the same retry/timeout/error policy (:mod:`airflow_provider_captaindata.http`).
+Both read the connection the same way
+(:class:`~airflow_provider_captaindata.client.settings.ConnectionSettings`) and send through the
+same retry/timeout/error policy (:mod:`airflow_provider_captaindata.client.transport`).
 Each public method is one API endpoint; v3 and v4 differences come from
-:mod:`airflow_provider_captaindata.versions`.
+:mod:`airflow_provider_captaindata.client.versions`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,21 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from airflow_provider_captaindata.action_inputs import (
+from airflow_provider_captaindata.client.action_inputs import (
     MAX_ASYNC_INPUTS,
     action_body,
     next_page_url,
     validate_action_input,
 )
-from airflow_provider_captaindata.connection import ConnectionSettings
+from airflow_provider_captaindata.client.settings import ConnectionSettings
+from airflow_provider_captaindata.client.statuses import RunSnapshot
+from airflow_provider_captaindata.client.transport import (
+    ApiResponse,
+    RetryPolicy,
+    SyncRateGate,
+    SyncTransport,
+)
+from airflow_provider_captaindata.client.versions import V3, V4, ApiVersion, get_version
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
@@ -36,21 +45,13 @@ from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, live_ca
 
 # Re-exported: both hooks are public under this module path.
 from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
-from airflow_provider_captaindata.http import (
-    ApiResponse,
-    RetryPolicy,
-    SyncRateGate,
-    SyncTransport,
-)
 from airflow_provider_captaindata.launch_identity import LOOKUP_CLOCK_MARGIN, runs_since
 from airflow_provider_captaindata.results import PageTrail
-from airflow_provider_captaindata.statuses import RunSnapshot
-from airflow_provider_captaindata.versions import V3, V4, ApiVersion, get_version
 
 if TYPE_CHECKING:
     # The wire models are pydantic classes (~10 ms to define): DAG files import this module,
     # so each method imports the ones it parses with on first call.
-    from airflow_provider_captaindata.models import (
+    from airflow_provider_captaindata.client.models import (
         V3Job,
         V3LaunchAnswer,
         V3Workflow,
@@ -125,13 +126,13 @@ class CaptainDataHook(CaptainDataBaseHook):
 
     def list_workflows(self) -> list[V3Workflow]:
         """``GET /v3/workflows``."""
-        from airflow_provider_captaindata.models import V3Workflow
+        from airflow_provider_captaindata.client.models import V3Workflow
 
         return [V3Workflow.model_validate(w) for w in self._call(V3, "GET", "/workflows").data]
 
     def get_workflow_details(self, workflow_uid: str) -> V3WorkflowDetails:
         """``GET /v3/workflows/{uid}/details``: steps with their input schemas."""
-        from airflow_provider_captaindata.models import V3WorkflowDetails
+        from airflow_provider_captaindata.client.models import V3WorkflowDetails
 
         return V3WorkflowDetails.model_validate(
             self._call(V3, "GET", f"/workflows/{workflow_uid}/details").data
@@ -149,7 +150,7 @@ class CaptainDataHook(CaptainDataBaseHook):
     ) -> V3LaunchAnswer:
         """``POST /v3/workflows/{uid}/schedule``. Never re-sent after an ambiguous failure:
         use :meth:`launch_workflow_once` to launch safely."""
-        from airflow_provider_captaindata.models import V3LaunchAnswer
+        from airflow_provider_captaindata.client.models import V3LaunchAnswer
 
         body: dict[str, Any] = {"inputs": [dict(i) for i in inputs], "steps": [dict(s) for s in steps]}
         if job_name:
@@ -207,7 +208,7 @@ class CaptainDataHook(CaptainDataBaseHook):
 
     def list_workflow_runs(self, workflow_uid: str, page: int = 0) -> list[V3Job]:
         """``GET /v3/workflows/{uid}/jobs?page=N``: one page of its runs, newest first."""
-        from airflow_provider_captaindata.models import V3Job
+        from airflow_provider_captaindata.client.models import V3Job
 
         data = self._call(V3, "GET", f"/workflows/{workflow_uid}/jobs", params={"page": page}).data
         return [V3Job.model_validate(j) for j in data or []]
@@ -223,7 +224,7 @@ class CaptainDataHook(CaptainDataBaseHook):
 
     def get_workflow_run(self, job_uid: str) -> V3Job:
         """``GET /v3/jobs/{uid}``."""
-        from airflow_provider_captaindata.models import V3Job
+        from airflow_provider_captaindata.client.models import V3Job
 
         return V3Job.model_validate(self._call(V3, "GET", f"/jobs/{job_uid}").data)
 
@@ -233,7 +234,7 @@ class CaptainDataHook(CaptainDataBaseHook):
         Fails (:class:`CaptainDataPagingError`) rather than loop on a repeated ``next``, stop
         early on a page without ``paging``, or end with fewer or more rows than a finished
         run's ``total_row_count``."""
-        from airflow_provider_captaindata.models import V3ResultsPage
+        from airflow_provider_captaindata.client.models import V3ResultsPage
 
         trail = PageTrail(f"Results of run {job_uid}")
         url: str | None = f"/jobs/{job_uid}/results"
@@ -264,7 +265,7 @@ class CaptainDataHook(CaptainDataBaseHook):
         return self._call(V3, "POST", f"/jobs/{job_uid}/retry", json=dict(body or {}), idempotent=False).data
 
     def stop_workflow_run(self, job_uid: str) -> dict[str, Any]:
-        """Stop a v3 run (path uncertain, see :mod:`~airflow_provider_captaindata.versions`)."""
+        """Stop a v3 run (path uncertain, see :mod:`~airflow_provider_captaindata.client.versions`)."""
         assert V3.stop_path is not None
         return self._call(V3, "POST", V3.stop_path.format(run_uid=job_uid)).data
 
@@ -321,7 +322,7 @@ class CaptainDataHook(CaptainDataBaseHook):
     ) -> V4Run:
         """``POST /v4/actions/{name}/run/async`` with 1 to 100,000 inputs. Never re-sent after an
         ambiguous failure: use :meth:`run_action_async_once` to launch safely."""
-        from airflow_provider_captaindata.models import V4Run
+        from airflow_provider_captaindata.client.models import V4Run
 
         if not 1 <= len(inputs) <= MAX_ASYNC_INPUTS:
             raise CaptainDataConfigError(f"inputs: 1 to {MAX_ASYNC_INPUTS} inputs, got {len(inputs)}")
@@ -367,7 +368,7 @@ class CaptainDataHook(CaptainDataBaseHook):
 
     def get_action_run(self, run_uid: str) -> V4Run:
         """``GET /v4/runs/{uid}``."""
-        from airflow_provider_captaindata.models import V4Run
+        from airflow_provider_captaindata.client.models import V4Run
 
         return V4Run.model_validate(self._call(V4, "GET", f"/runs/{run_uid}").data)
 
@@ -382,7 +383,7 @@ class CaptainDataHook(CaptainDataBaseHook):
         sort: str = "-created_at",
     ) -> list[V4Run]:
         """``GET /v4/runs`` with its filters (``limit`` up to 100)."""
-        from airflow_provider_captaindata.models import V4Run
+        from airflow_provider_captaindata.client.models import V4Run
 
         params = v4_runs_params(
             status=status,
@@ -412,7 +413,7 @@ class CaptainDataHook(CaptainDataBaseHook):
 
     def resume_action_run(self, run_uid: str) -> V4Run:
         """``POST /v4/runs/{uid}/resume``: resume a stopped run."""
-        from airflow_provider_captaindata.models import V4Run
+        from airflow_provider_captaindata.client.models import V4Run
 
         return V4Run.model_validate(self._call(V4, "POST", f"/runs/{run_uid}/resume", idempotent=False).data)
 
@@ -421,7 +422,7 @@ class CaptainDataHook(CaptainDataBaseHook):
     ) -> list[V4CallbackRecord]:
         """``GET /v4/runs/callbacks?run_uid=``: one page (``limit`` up to 20) of the delivery
         records of an async run's result pages."""
-        from airflow_provider_captaindata.models import V4CallbackRecord
+        from airflow_provider_captaindata.client.models import V4CallbackRecord
 
         params = {"run_uid": run_uid, "limit": limit, "offset": offset, "sort": sort}
         data = self._call(V4, "GET", "/runs/callbacks", params=params).data

@@ -12,12 +12,12 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from airflow_provider_captaindata.connection import ConnectionSettings
+from airflow_provider_captaindata.client.settings import ConnectionSettings
+from airflow_provider_captaindata.client.statuses import RunSnapshot
+from airflow_provider_captaindata.client.transport import ApiResponse, RetryPolicy
+from airflow_provider_captaindata.client.transport_async import AsyncTransport
+from airflow_provider_captaindata.client.versions import V3, V4, ApiVersion, get_version
 from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, live_call, v4_runs_params
-from airflow_provider_captaindata.http import ApiResponse, RetryPolicy
-from airflow_provider_captaindata.http_async import AsyncTransport
-from airflow_provider_captaindata.statuses import RunSnapshot
-from airflow_provider_captaindata.versions import V3, V4, ApiVersion, get_version
 
 _Read = asyncio.Task[ConnectionSettings]
 

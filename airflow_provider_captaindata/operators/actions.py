@@ -10,11 +10,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_captaindata.action_inputs import (
+from airflow_provider_captaindata.client.action_inputs import (
     MAX_ASYNC_INPUTS,
     action_body,
     validate_action_input,
 )
+from airflow_provider_captaindata.client.statuses import RunSnapshot, RunState
+from airflow_provider_captaindata.client.versions import V4
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
@@ -33,8 +35,6 @@ from airflow_provider_captaindata.operators.base import (
 )
 from airflow_provider_captaindata.operators.workflows import check_inputs
 from airflow_provider_captaindata.results import aborted_on_error, object_storage_path, open_sink
-from airflow_provider_captaindata.statuses import RunSnapshot, RunState
-from airflow_provider_captaindata.versions import V4
 
 MODES = ("live", "async")
 IDENTITY_MODES = ("direct", "auto", "managed")
@@ -315,8 +315,8 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
     def _live_single_once(self, context: Any) -> Any:
         """The live call; an acting action's is recorded as a fan-out input is, so that neither
         a lost answer nor a task retry after a worker crash sends it twice."""
-        from airflow_provider_captaindata.catalog import has_effects
         from airflow_provider_captaindata.checkpoint import UNKNOWN, fingerprint, is_retry, open_records
+        from airflow_provider_captaindata.client.catalog import has_effects
         from airflow_provider_captaindata.operators.fanout import earlier_unknown, refuse_unrecorded_retry
 
         records = open_records(context, self.output_path) if has_effects(self.action) else None

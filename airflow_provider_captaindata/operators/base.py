@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
 
-from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
+from airflow_provider_captaindata.client.settings import DEFAULT_CONN_ID
+from airflow_provider_captaindata.client.statuses import RunState
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
@@ -33,7 +34,6 @@ from airflow_provider_captaindata.results import (
     object_storage_path,
     open_sink,
 )
-from airflow_provider_captaindata.statuses import RunState
 from airflow_provider_captaindata.waiting import (
     DEADLINE_EXECUTION,
     RunWaiter,
@@ -43,8 +43,8 @@ from airflow_provider_captaindata.waiting import (
 )
 
 if TYPE_CHECKING:
+    from airflow_provider_captaindata.client.statuses import RunSnapshot
     from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
-    from airflow_provider_captaindata.statuses import RunSnapshot
 
 STATE_STORE_KEY = "captaindata_run_uid"  # {"run_uid": ..., "launch": LaunchIdentity.digest}
 

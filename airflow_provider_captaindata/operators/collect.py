@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
-from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
+from airflow_provider_captaindata.client.settings import DEFAULT_CONN_ID
 from airflow_provider_captaindata.results import DEFAULT_MAX_XCOM_BYTES, aborted_on_error, open_sink
 
 

@@ -20,8 +20,6 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_captaindata.action_inputs import next_page_url
-from airflow_provider_captaindata.catalog import has_effects
 from airflow_provider_captaindata.checkpoint import (
     DONE,
     UNKNOWN,
@@ -30,6 +28,8 @@ from airflow_provider_captaindata.checkpoint import (
     is_retry,
     open_records,
 )
+from airflow_provider_captaindata.client.action_inputs import next_page_url
+from airflow_provider_captaindata.client.catalog import has_effects
 from airflow_provider_captaindata.exceptions import (
     OUTCOME_UNKNOWN,
     CaptainDataAPIError,

@@ -7,6 +7,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
+from airflow_provider_captaindata.client.statuses import RunSnapshot
+from airflow_provider_captaindata.client.versions import V3
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 from airflow_provider_captaindata.launch_identity import lookup_since
 from airflow_provider_captaindata.operators.base import (
@@ -14,8 +16,6 @@ from airflow_provider_captaindata.operators.base import (
     as_json_value,
     is_templated,
 )
-from airflow_provider_captaindata.statuses import RunSnapshot
-from airflow_provider_captaindata.versions import V3
 
 UID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 REPEAT_TYPES = ("minute", "hour", "day", "week", "month")

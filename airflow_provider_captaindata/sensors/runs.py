@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout, BaseSensorOperator
 
-from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
+from airflow_provider_captaindata.client.settings import DEFAULT_CONN_ID
+from airflow_provider_captaindata.client.versions import get_version
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
@@ -25,7 +26,6 @@ from airflow_provider_captaindata.operators.base import (
     positive_seconds,
     to_seconds,
 )
-from airflow_provider_captaindata.versions import get_version
 from airflow_provider_captaindata.waiting import RunWaiter, checked_event
 
 if TYPE_CHECKING:

@@ -23,14 +23,14 @@ from typing import Any
 
 from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
+from airflow_provider_captaindata.client.settings import DEFAULT_CONN_ID
+from airflow_provider_captaindata.client.statuses import RunSnapshot
+from airflow_provider_captaindata.client.versions import get_version
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
     CaptainDataError,
 )
-from airflow_provider_captaindata.statuses import RunSnapshot
-from airflow_provider_captaindata.versions import get_version
 
 try:  # Airflow 3: what AssetWatcher accepts
     from airflow.triggers.base import BaseEventTrigger

@@ -15,13 +15,13 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
+from airflow_provider_captaindata.client.settings import DEFAULT_CONN_ID
+from airflow_provider_captaindata.client.versions import get_version
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
     CaptainDataError,
 )
-from airflow_provider_captaindata.versions import get_version
 from airflow_provider_captaindata.waiting import RunWaiter, run_event
 
 log = logging.getLogger(__name__)

@@ -322,8 +322,8 @@ def _results(params: dict[str, Any]) -> dict[str, Any]:
     if params["side"] == "provider":
         import tenacity  # noqa: F401
 
+        import airflow_provider_captaindata.client.models
         import airflow_provider_captaindata.hooks.captaindata
-        import airflow_provider_captaindata.models
         import airflow_provider_captaindata.operators.workflows  # noqa: F401
     reset_peak_rss()
     rss_before = rss_bytes()

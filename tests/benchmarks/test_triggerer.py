@@ -311,7 +311,7 @@ def _tls_rows(count: int, sides: dict[str, dict[str, Any]], pool: int) -> list[R
 
 
 def test_triggerer_scale_tls(recorder: Recorder, status_server: Any, child_home: Path) -> None:
-    from airflow_provider_captaindata.http_async import AsyncTransport
+    from airflow_provider_captaindata.client.transport_async import AsyncTransport
 
     for count in TLS_TRIGGERS:
         sides = {side: _tls_side(side, count, status_server, child_home) for side in TLS_SIDES}

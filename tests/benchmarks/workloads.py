@@ -17,7 +17,7 @@ def _hook() -> Any:
 
 def v3_access() -> dict[str, Any]:
     """The v3 base URL and auth headers, for the baselines (which do not use the provider)."""
-    from airflow_provider_captaindata.versions import V3
+    from airflow_provider_captaindata.client.versions import V3
 
     settings = _hook().settings
     return {"v3_base_url": settings.v3_base_url, "headers": settings.auth_headers(V3)}

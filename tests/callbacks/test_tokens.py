@@ -111,7 +111,7 @@ def test_issuing_needs_a_secret_and_an_url() -> None:
 def test_callback_settings_are_required_before_a_launch() -> None:
     from pydantic import SecretStr
 
-    from airflow_provider_captaindata.connection import ConnectionSettings
+    from airflow_provider_captaindata.client.settings import ConnectionSettings
 
     def settings(**extra: Any) -> ConnectionSettings:
         return ConnectionSettings(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_captaindata import catalog
+from airflow_provider_captaindata.client import catalog
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENT = REPO.parent / "shared" / "reference" / "captaindata-v4-openapi.json"
@@ -115,7 +115,7 @@ def test_closest_actions() -> None:
 
 def test_importing_the_catalog_reads_nothing() -> None:
     code = (
-        "import sys; import airflow_provider_captaindata.catalog as c; "
+        "import sys; import airflow_provider_captaindata.client.catalog as c; "
         "assert c._raw_catalog.cache_info().currsize == 0; "
         "assert 'difflib' not in sys.modules; print(len(c.action_names()))"
     )

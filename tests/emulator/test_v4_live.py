@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from airflow_provider_captaindata import catalog
+from airflow_provider_captaindata.client import catalog
 from airflow_provider_captaindata.emulator import EmulatorClient
 from tests.emulator.conftest import is_error_body
 

@@ -1,5 +1,5 @@
 """The transport: one retry/timeout/error policy and the sync client (requests); the async one
-(aiohttp) is :mod:`airflow_provider_captaindata.http_async`, with the same policy.
+(aiohttp) is :mod:`airflow_provider_captaindata.client.transport_async`, with the same policy.
 
 The policy decides; the two clients only send bytes and turn answers into ``ApiResponse`` or
 the errors of :mod:`airflow_provider_captaindata.exceptions`. Retries use tenacity, with the

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from airflow_provider_captaindata.statuses import RunSnapshot, RunState
+from airflow_provider_captaindata.client.statuses import RunSnapshot, RunState
 
 ApiVersionName = Literal["v3", "v4"]
 

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 # Re-exported: the statuses live in a module that DAG files can import cheaply.
-from airflow_provider_captaindata.statuses import RunSnapshot, RunState, V3JobStatus, V4RunStatus
+from airflow_provider_captaindata.client.statuses import RunSnapshot, RunState, V3JobStatus, V4RunStatus
 
 
 class _WireModel(BaseModel):

@@ -1,7 +1,7 @@
 """The async transport: one pooled aiohttp session per event loop, for triggers and the live
-fan-out. It sends with the same :class:`~airflow_provider_captaindata.http.RetryPolicy` and turns
+fan-out. It sends with the same :class:`~airflow_provider_captaindata.client.transport.RetryPolicy` and turns
 answers and failures into the same responses and errors as the sync client in
-:mod:`airflow_provider_captaindata.http`."""
+:mod:`airflow_provider_captaindata.client.transport`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_captaindata.exceptions import CaptainDataError
-from airflow_provider_captaindata.http import (
+from airflow_provider_captaindata.client.transport import (
     DEFAULT_POLICY,
     USER_AGENT,
     ApiRequest,
@@ -26,6 +25,7 @@ from airflow_provider_captaindata.http import (
     origin_key,
     transport_error,
 )
+from airflow_provider_captaindata.exceptions import CaptainDataError
 
 if TYPE_CHECKING:
     import aiohttp

@@ -55,7 +55,7 @@ def next_page_url(headers: Mapping[str, str], current_url: str) -> str | None:
 
 def validate_action_input(action: str, input: Mapping[str, Any], *, where: str = "input") -> None:
     """Check ``input`` against the action catalog (the emulator's too) before any HTTP call."""
-    from airflow_provider_captaindata import catalog
+    from airflow_provider_captaindata.client import catalog
 
     if catalog.get_action(action) is None:
         close = catalog.closest_actions(action)

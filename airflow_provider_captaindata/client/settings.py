@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from airflow_provider_captaindata.client.versions import V3, V4, ApiVersion
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
-from airflow_provider_captaindata.versions import V3, V4, ApiVersion
 
 CONN_TYPE = "captaindata"
 DEFAULT_CONN_ID = "captaindata_default"
