@@ -7,6 +7,17 @@ only the inputs with no record, reuses the rows of the ``done`` ones, and report
 (``sending``: the worker died with the call in flight; ``unknown``: the answer was lost) as
 outcome unknown, never sending them again.
 
+The records are never removed by the task itself: a try that sent everything may still fail
+after ``execute()`` returns (its XCom push, a worker death before Airflow records the
+success), and its retry must find them to return the same outcome without a call. On Airflow
+3.3 the state store removes them when Airflow records the success (``[state_store]
+clear_on_success``) or at its retention; records beside ``output_path`` stay with the output
+(one folder per task instance), removed with it.
+
+Each try claims the records (an ``owner`` entry, its try number) when it opens them, and
+checks the claim after writing ``sending`` and before sending: a zombie try that lives on
+beside its retry stops at its next input instead of sending what the retry sends.
+
 Where the records live, the first that applies:
 
 * Airflow 3.3+: the task instance's ``task_state_store`` (one key per input);
@@ -23,12 +34,15 @@ import json
 import logging
 from typing import Any, Protocol
 
+from airflow_provider_captaindata.exceptions import CaptainDataError
+
 log = logging.getLogger(__name__)
 
 SENDING = "sending"
 DONE = "done"
 UNKNOWN = "unknown"
 KEY_PREFIX = "captaindata_live_input/"
+OWNER = "owner"  # the key of the try that holds the records
 
 
 def fingerprint(action: str, body: Any) -> str:
@@ -38,44 +52,49 @@ def fingerprint(action: str, body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
 
+class SupersededTryError(CaptainDataError):
+    """A later try of this task instance claimed the records: this one (a zombie) stops."""
+
+
 class Checkpoint(Protocol):
+    """Small JSON records by key (an input's index, or :data:`OWNER`)."""
+
     where: str
+    # Whether a fan-out makes its calls in threads (network round trips) or on its loop.
+    offload: bool
 
-    def get(self, index: int) -> dict[str, Any] | None: ...
+    def get(self, key: str) -> Any: ...
 
-    def put(self, index: int, record: dict[str, Any]) -> None: ...
+    def put(self, key: str, record: Any) -> None: ...
 
-    def delete(self, index: int) -> None: ...
-
-    def clear(self, count: int) -> None: ...
+    def delete(self, key: str) -> None: ...
 
 
 class StateStoreCheckpoint:
     """Records in Airflow 3.3's ``task_state_store``: they survive tries of this task instance."""
 
     where = "the task state store"
+    # On the loop: Airflow's task comms are not reachable from other threads under dag.test.
+    offload = False
 
     def __init__(self, store: Any) -> None:
         self.store = store
 
-    def get(self, index: int) -> dict[str, Any] | None:
-        value = self.store.get(f"{KEY_PREFIX}{index}")
-        return value if isinstance(value, dict) else None
+    def get(self, key: str) -> Any:
+        return self.store.get(f"{KEY_PREFIX}{key}")
 
-    def put(self, index: int, record: dict[str, Any]) -> None:
-        self.store.set(f"{KEY_PREFIX}{index}", record)
+    def put(self, key: str, record: Any) -> None:
+        self.store.set(f"{KEY_PREFIX}{key}", record)
 
-    def delete(self, index: int) -> None:
-        self.store.delete(f"{KEY_PREFIX}{index}")
-
-    def clear(self, count: int) -> None:
-        for index in range(count):
-            self.delete(index)
+    def delete(self, key: str) -> None:
+        self.store.delete(f"{KEY_PREFIX}{key}")
 
 
 class FileCheckpoint:
     """Records as ``{index}.json`` in a hidden folder beside ``output_path`` (any object store),
     one folder per task instance."""
+
+    offload = True
 
     def __init__(self, output_path: str, scope: str) -> None:
         from airflow_provider_captaindata.results import object_storage_path
@@ -83,66 +102,78 @@ class FileCheckpoint:
         final = object_storage_path(output_path)
         self.folder = final.parent / f".{final.name}.{scope}.checkpoint"
         self.where = str(self.folder)
+        self._made = False
 
-    def get(self, index: int) -> dict[str, Any] | None:
-        path = self.folder / f"{index}.json"
+    def get(self, key: str) -> Any:
+        path = self.folder / f"{key}.json"
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
         try:
-            value = json.loads(text)
+            return json.loads(text)
         except ValueError:  # cut short by a crash while it was written: it may have been sent
             return {"state": SENDING, "fp": None}
-        return value if isinstance(value, dict) else None
 
-    def put(self, index: int, record: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / f"{index}.json").write_text(json.dumps(record, default=str), encoding="utf-8")
+    def put(self, key: str, record: Any) -> None:
+        if not self._made:  # once per try: a mkdir is a round trip on an object store
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._made = True
+        (self.folder / f"{key}.json").write_text(json.dumps(record, default=str), encoding="utf-8")
 
-    def delete(self, index: int) -> None:
-        (self.folder / f"{index}.json").unlink(missing_ok=True)
-
-    def clear(self, count: int) -> None:
-        for index in range(count):
-            self.delete(index)
-        try:
-            self.folder.rmdir()
-        except OSError as exc:  # object stores have no folders to remove; a local one may linger
-            log.debug("Checkpoint folder %s not removed: %s", self.folder, exc)
+    def delete(self, key: str) -> None:
+        (self.folder / f"{key}.json").unlink(missing_ok=True)
 
 
 class InputRecords:
-    """The records of one task instance's inputs, read only on a task retry."""
+    """The records of one task instance's inputs, read only on a task retry, held by one try."""
 
-    def __init__(self, checkpoint: Checkpoint, resumed: bool) -> None:
+    def __init__(self, checkpoint: Checkpoint, resumed: bool, try_number: int = 1) -> None:
         self.checkpoint = checkpoint
         self.resumed = resumed
+        self.try_number = try_number
         self.where = checkpoint.where
+        self.offload = checkpoint.offload
+
+    def claim(self) -> None:
+        """This try holds the records from now on (an earlier try still running stops)."""
+        self.checkpoint.put(OWNER, self.try_number)
 
     def earlier(self, index: int, mark: str) -> dict[str, Any] | None:
         """An earlier try's record of this same call (``done`` with rows, or its outcome unknown)."""
         if not self.resumed:
             return None
-        record = self.checkpoint.get(index)
+        record = self.checkpoint.get(str(index))
+        if not isinstance(record, dict):
+            return None
         # A record cut short by a crash has no fingerprint: it may be this call, so it counts.
-        return record if record is not None and record.get("fp") in (mark, None) else None
+        return record if record.get("fp") in (mark, None) else None
 
     def sending(self, index: int, mark: str) -> None:
-        self.checkpoint.put(index, {"state": SENDING, "fp": mark})
+        """Record the call as sent, then make sure no later try holds the records: written
+        before the check, a later try that claimed after it reads this record and never sends
+        the input too (raises :class:`SupersededTryError` when one claimed first)."""
+        self.checkpoint.put(str(index), {"state": SENDING, "fp": mark, "try": self.try_number})
+        owner = self.checkpoint.get(OWNER)
+        if owner is not None and owner != self.try_number:
+            raise SupersededTryError(
+                f"try {owner} of this task holds the records in {self.where}; try "
+                f"{self.try_number} stops before sending input {index}"
+            )
 
-    def outcome(self, index: int, mark: str, state: str, rows: list[Any] | None = None) -> None:
-        """``done`` (with the rows) or ``unknown`` is kept; anything else was refused and nothing
-        happened, so the record goes and a task retry may send the input again."""
+    def outcome(
+        self, index: int, mark: str, state: str, rows: list[Any] | None = None, result: Any = None
+    ) -> None:
+        """``done`` (with the rows of a fan-out input, or the ``result`` a single input's task
+        returned) or ``unknown`` is kept; anything else was refused and nothing happened, so
+        the record goes and a task retry may send the input again."""
         if state == DONE:
-            self.checkpoint.put(index, {"state": DONE, "fp": mark, "rows": rows or []})
+            done = {"state": DONE, "fp": mark, "rows": rows or []}
+            self.checkpoint.put(str(index), done if result is None else {**done, "result": result})
         elif state == UNKNOWN:
-            self.checkpoint.put(index, {"state": UNKNOWN, "fp": mark})
+            self.checkpoint.put(str(index), {"state": UNKNOWN, "fp": mark})
         else:
-            self.checkpoint.delete(index)
-
-    def clear(self, count: int) -> None:
-        self.checkpoint.clear(count)
+            self.checkpoint.delete(str(index))
 
 
 def open_records(context: Any, output_path: str | None) -> InputRecords | None:
@@ -154,11 +185,15 @@ def open_records(context: Any, output_path: str | None) -> InputRecords | None:
         checkpoint = FileCheckpoint(output_path, _scope(context))
     else:
         return None
-    return InputRecords(checkpoint, is_retry(context))
+    return InputRecords(checkpoint, is_retry(context), try_number(context))
+
+
+def try_number(context: Any) -> int:
+    return int(getattr(context.get("ti"), "try_number", 1) or 1)
 
 
 def is_retry(context: Any) -> bool:
-    return int(getattr(context.get("ti"), "try_number", 1) or 1) > 1
+    return try_number(context) > 1
 
 
 def _scope(context: Any) -> str:

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 FIRST_TRY_KEY = "captaindata_first_try_at"  # task_state_store key: when the first try began
 DEFAULT_DEPLOYMENT = "airflow"
-# Captain Data's clock may be behind Airflow's: a lookup reads this much further back.
+# Captain Data's clock may be behind (or ahead of) Airflow's by up to this much: every
+# comparison of a Captain Data time with an Airflow time reads this much further back
+# (lookup_since, may_be_since, the hooks' launch lookups).
 LOOKUP_CLOCK_MARGIN = 600.0
 # (uncertain) The API reference gives no limit for a v3 job_name; names stay within this.
 MAX_JOB_NAME = 255
@@ -142,6 +144,13 @@ def lookup_since(context: Any) -> float | None:
     return min(starts) - LOOKUP_CLOCK_MARGIN if starts else None
 
 
+def may_be_since(created: float | None, since: float | None) -> bool:
+    """Whether a run Captain Data says was created at ``created`` (epoch seconds, its clock) may
+    have been created after ``since`` (from :func:`lookup_since`, the margin already taken).
+    An unknown time may be anything: it counts."""
+    return created is None or since is None or created >= since
+
+
 def runs_since(
     pages: Iterable[list[Any]], since: float | None, version: ApiVersion, what: str
 ) -> Iterator[Any]:
@@ -161,6 +170,6 @@ def runs_since(
             )
         yield from runs
         created = [version.created_at(run.model_dump()) for run in runs]
-        if since is not None and all(t is not None and t < since for t in created):
+        if since is not None and not any(may_be_since(t, since) for t in created):
             return
         previous = uids

@@ -80,6 +80,20 @@ def object_storage_path(output_path: str) -> Any:
     return path
 
 
+def instance_output_path(output_path: str | None, map_index: int | None) -> str | None:
+    """The object one task instance writes: ``output_path`` itself, or for a mapped instance
+    (``map_index`` >= 0) the path with ``.map-{map_index}`` before its last suffix
+    (``out.jsonl`` -> ``out.map-3.jsonl``), so that mapped instances never move their files
+    onto one object, whatever ``output_path`` renders to."""
+    if not output_path or map_index is None or map_index < 0:
+        return output_path
+    head, slash, name = output_path.rpartition("/")
+    stem, dot, suffix = name.rpartition(".")
+    tag = f".map-{map_index}"
+    named = f"{stem}{tag}.{suffix}" if dot and stem else f"{name}{tag}"
+    return f"{head}{slash}{named}"
+
+
 def unsupported_pathlib_hint(airflow: str | None = None, pathlib: str | None = None) -> str | None:
     """What to pin when the installed universal-pathlib is one this Airflow cannot use: Airflow
     3.0 allows universal-pathlib 0.3, with which every ObjectStoragePath fails (from 3.1 on,

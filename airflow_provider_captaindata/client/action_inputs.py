@@ -66,3 +66,15 @@ def validate_action_input(action: str, input: Mapping[str, Any], *, where: str =
     problems = catalog.validate_input(action, input)
     if problems:
         raise CaptainDataConfigError(f"{where} for action {action!r}: " + "; ".join(problems))
+
+
+def validate_action_parameters(action: str, parameters: Any) -> None:
+    """Check ``parameters`` against the action catalog's parameter fields before any HTTP call:
+    a typo is one refused call per input otherwise."""
+    from airflow_provider_captaindata.client import catalog
+
+    if not isinstance(parameters, Mapping):
+        raise CaptainDataConfigError(f"parameters must be a dict, got {parameters!r:.80}")
+    problems = catalog.validate_parameters(action, parameters)
+    if problems:
+        raise CaptainDataConfigError(f"parameters for action {action!r}: " + "; ".join(problems))

@@ -14,6 +14,7 @@ from airflow_provider_captaindata.client.action_inputs import (
     MAX_ASYNC_INPUTS,
     action_body,
     validate_action_input,
+    validate_action_parameters,
 )
 from airflow_provider_captaindata.client.statuses import RunSnapshot, RunState
 from airflow_provider_captaindata.client.versions import V4
@@ -206,6 +207,11 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
             for index, item in enumerate(items):
                 validate_action_input(self.action, item, where=f"inputs[{index}]")
             self.inputs = items
+        parameters = self.parameters
+        if parameters is not None and (
+            rendered or not (is_templated(parameters) or any(map(is_templated, dict(parameters).values())))
+        ):
+            validate_action_parameters(self.action, parameters)
 
     def _validate_request_fields(self, *, rendered: bool) -> None:
         """Types of the request fields other than the inputs: each checked once it is rendered."""
@@ -292,6 +298,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
     def execute(self, context: Any) -> Any:
         if self.mode == "async":
             return super().execute(context)
+        self.bind_output_path(context)
         with fail_without_retry_on_bad_request():
             if self.output_path:
                 object_storage_path(self.output_path)
@@ -314,8 +321,9 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
 
     def _live_single_once(self, context: Any) -> Any:
         """The live call; an acting action's is recorded as a fan-out input is, so that neither
-        a lost answer nor a task retry after a worker crash sends it twice."""
-        from airflow_provider_captaindata.checkpoint import UNKNOWN, fingerprint, is_retry, open_records
+        a lost answer nor a task retry after a worker crash sends it twice, and a retry after
+        it succeeded (a failed XCom push) returns the recorded result without a call."""
+        from airflow_provider_captaindata.checkpoint import DONE, UNKNOWN, fingerprint, is_retry, open_records
         from airflow_provider_captaindata.client.catalog import has_effects
         from airflow_provider_captaindata.operators.fanout import earlier_unknown, refuse_unrecorded_retry
 
@@ -326,8 +334,12 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
             return self._live_single()
         mark = fingerprint(self.action, self._body(input=self.input))
         earlier = records.earlier(0, mark)
+        if earlier is not None and earlier.get("state") == DONE:
+            self.log.info("%s was sent by an earlier try: its recorded result is returned", self.action)
+            return earlier.get("result")
         if earlier is not None:
             raise AirflowFailException(earlier_unknown(earlier))
+        records.claim()
         records.sending(0, mark)
         try:
             result = self._live_single()
@@ -337,7 +349,8 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         except (CaptainDataAPIError, CaptainDataTransportError):  # refused: nothing was done
             records.outcome(0, mark, "failed")
             raise
-        records.clear(1)
+        # Kept, not cleared: this try may still fail after execute() returns (checkpoint.py).
+        records.outcome(0, mark, DONE, result=result)
         return result
 
     def _live_single(self) -> Any:

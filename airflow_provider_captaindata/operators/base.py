@@ -31,6 +31,7 @@ from airflow_provider_captaindata.links import RUN_UID_KEY, CaptainDataRunLink, 
 from airflow_provider_captaindata.results import (
     DEFAULT_MAX_XCOM_BYTES,
     aborted_on_error,
+    instance_output_path,
     object_storage_path,
     open_sink,
 )
@@ -128,7 +129,9 @@ class CaptainDataRunOperatorBase(BaseOperator):
         attention) before the task fails.
     :param fetch_results: collect the run's results when it succeeds (default True).
     :param output_path: object-storage path or URI (``file:///...``, ``s3://...``) of a JSON
-        Lines file to stream results to; XCom then gets only ``{path, rows, run_uid}``.
+        Lines file to stream results to; XCom then gets only ``{path, rows, run_uid}``. A
+        mapped task instance writes ``.map-{map_index}`` before the path's last suffix
+        (``out.jsonl`` -> ``out.map-3.jsonl``): two instances never write one object.
     :param max_xcom_bytes: without ``output_path``, the most JSON that may go to XCom; more
         fails the task with a hint to set ``output_path`` (rows are never dropped silently).
     """
@@ -174,6 +177,7 @@ class CaptainDataRunOperatorBase(BaseOperator):
         self._skip_while_launching: list[str] | None = None
         self._stopped_runs: set[str] = set()  # runs this task stopped (kill, execution_timeout)
         self._identity: LaunchIdentity | None = None
+        self._output_bound = False
 
     # -- to implement -------------------------------------------------------------------------
 
@@ -213,7 +217,16 @@ class CaptainDataRunOperatorBase(BaseOperator):
 
         return CaptainDataHook(self.captaindata_conn_id)
 
+    def bind_output_path(self, context: Any) -> None:
+        """Make ``output_path`` this task instance's own object (see the parameter), once per
+        execution, before anything reads it."""
+        if not self._output_bound:
+            self._output_bound = True
+            map_index = getattr(context.get("ti"), "map_index", None)
+            self.output_path = instance_output_path(self.output_path, map_index)
+
     def execute(self, context: Any) -> Any:
+        self.bind_output_path(context)
         with fail_without_retry_on_bad_request():
             if self.output_path:
                 object_storage_path(self.output_path)  # an unusable scheme fails before any launch
@@ -372,6 +385,7 @@ class CaptainDataRunOperatorBase(BaseOperator):
     def execute_complete(self, context: Any, event: Any = None, retries_done: int = 0) -> Any:
         """Resume after the trigger; anything but a known event fails the task (fail closed)."""
         event = checked_event(event)
+        self.bind_output_path(context)
         self._run_uid = event["run_uid"]
         return self.finish(context, event, retries_done)
 

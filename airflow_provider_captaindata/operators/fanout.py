@@ -9,7 +9,8 @@ written in input order through a reorder buffer bounded by a window: a worker ta
 
 An action with effects (``catalog.has_effects``) keeps a per-input checkpoint
 (:mod:`airflow_provider_captaindata.checkpoint`): a task retry sends only the inputs with no
-recorded outcome.
+recorded outcome. The records are read and written in threads: on an object store each is a
+round trip, and made on the loop they would pace every worker at the store's latency.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_captaindata.checkpoint import (
     DONE,
@@ -30,6 +31,7 @@ from airflow_provider_captaindata.checkpoint import (
 )
 from airflow_provider_captaindata.client.action_inputs import next_page_url
 from airflow_provider_captaindata.client.catalog import has_effects
+from airflow_provider_captaindata.client.versions import V4
 from airflow_provider_captaindata.exceptions import (
     OUTCOME_UNKNOWN,
     CaptainDataAPIError,
@@ -38,11 +40,13 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataTransportError,
 )
 from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
+from airflow_provider_captaindata.launch_identity import lookup_since, may_be_since
 from airflow_provider_captaindata.results import open_sink
 
 if TYPE_CHECKING:
     from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
 
+T = TypeVar("T")
 INPUT_TAG = "airflow_input_index"
 PROGRESS_EVERY_SECONDS = 10.0
 # How far ahead of the first unwritten input the workers may get: 256 inputs is ~6 s of calls
@@ -132,17 +136,24 @@ class LiveFanOut:
             rows, _ = await self.call_one(hook, gate, index, item, body)
             return rows
         mark = fingerprint(self.op.action, body)
-        earlier = self.records.earlier(index, mark)
+        earlier = await self.recorded(self.records.earlier, index, mark)
         if earlier is not None:
             if earlier.get("state") == DONE:
                 self.reused += 1
                 return list(earlier.get("rows") or [])
             self.errors.append(_unknown(index, item, earlier_unknown(earlier)))
             return []
-        self.records.sending(index, mark)
+        await self.recorded(self.records.sending, index, mark)
         rows, outcome = await self.call_one(hook, gate, index, item, body)
-        self.records.outcome(index, mark, outcome, rows)
+        await self.recorded(self.records.outcome, index, mark, outcome, rows)
         return rows
+
+    async def recorded(self, call: Callable[..., T], *args: Any) -> T:
+        """A records call: in a thread when it is a round trip (object storage), so that the
+        other workers keep calling meanwhile."""
+        if self.records is not None and self.records.offload:
+            return await asyncio.to_thread(call, *args)
+        return call(*args)
 
     async def call_one(
         self, hook: CaptainDataAsyncHook, gate: Any, index: int, item: dict[str, Any], body: dict[str, Any]
@@ -245,12 +256,14 @@ def errors_for_xcom(
 
 def refuse_unrecorded_retry(operator: CaptainDataRunActionOperator, context: Any) -> None:
     """A retry with no checkpoint store: send nothing if this action ran live since the DAG run
-    started (an earlier try may have sent any of the inputs, and the API does not say which)."""
+    started (an earlier try may have sent any of the inputs, and the API does not say which).
+    "Since" is read with the lookups' margin for Captain Data's clock
+    (:func:`~airflow_provider_captaindata.launch_identity.lookup_since`)."""
     from airflow.providers.common.compat.sdk import AirflowFailException
 
-    started = getattr(context.get("dag_run"), "start_date", None)
+    since = lookup_since(context)
     runs = operator.hook.list_action_runs(action_name=operator.action, execution_mode="LIVE")
-    acted = [r.uid for r in runs if started is None or _created_since(r.created_at, started)]
+    acted = [r.uid for r in runs if may_be_since(V4.created_at(r.model_dump()), since)]
     if acted:
         raise AirflowFailException(
             f"{OUTCOME_UNKNOWN}: {operator.action} acts, and an earlier try may have sent some inputs "
@@ -260,18 +273,6 @@ def refuse_unrecorded_retry(operator: CaptainDataRunActionOperator, context: Any
         )
 
 
-def _created_since(created_at: str | None, started: datetime) -> bool:
-    if not created_at:
-        return True
-    try:
-        created = datetime.fromisoformat(created_at)
-    except ValueError:
-        return True
-    if created.tzinfo is None or started.tzinfo is None:
-        created, started = created.replace(tzinfo=None), started.replace(tzinfo=None)
-    return created >= started
-
-
 def run_live_fanout(
     operator: CaptainDataRunActionOperator, inputs: list[dict[str, Any]], context: Any
 ) -> Any:
@@ -279,6 +280,8 @@ def run_live_fanout(
     records = open_records(context, operator.output_path) if has_effects(operator.action) else None
     if has_effects(operator.action) and records is None and is_retry(context):
         refuse_unrecorded_retry(operator, context)
+    if records is not None:
+        records.claim()
     fan_out = LiveFanOut(operator, inputs, records)
     try:
         asyncio.run(fan_out.run())
@@ -299,7 +302,5 @@ def run_live_fanout(
             "input_errors XCom: %s errors left out past %s bytes", left_out, MAX_ERRORS_XCOM_BYTES
         )
     context["ti"].xcom_push(key="input_errors", value=kept)
-    result = fan_out.sink.finish(action=operator.action, inputs=len(inputs), failed=len(errors))
-    if records is not None:
-        records.clear(len(inputs))  # every input has its outcome in the result now
-    return result
+    # The records stay: this try may still fail after execute() returns (see checkpoint.py).
+    return fan_out.sink.finish(action=operator.action, inputs=len(inputs), failed=len(errors))

@@ -8,6 +8,7 @@ its fake results with it. Importing this module costs nothing: the JSON is read 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import re
@@ -248,7 +249,9 @@ def fields_problems(
     for name in values:
         if name not in fields and name not in extra_allowed:
             allowed = ", ".join(sorted(fields)) or "none"
-            problems.append(Problem(name, f"unknown {what} field '{name}' (allowed: {allowed})"))
+            close = difflib.get_close_matches(str(name), list(fields), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            problems.append(Problem(name, f"unknown {what} field '{name}' (allowed: {allowed}){hint}"))
     for spec in fields.values():
         if spec.required and spec.name not in values:
             problems.append(Problem(spec.name, f"'{spec.name}' is required"))
@@ -289,6 +292,15 @@ def input_problems(action: str, input: Mapping[str, Any], *, check_patterns: boo
         message = f"'{CUSTOM_DATA}' must be an object, got {type(custom).__name__}"
         problems.append(Problem(CUSTOM_DATA, message))
     return problems
+
+
+def validate_parameters(action: str, parameters: Mapping[str, Any]) -> list[str]:
+    """Human messages naming each unknown, missing or ill-typed field of ``parameters`` for a
+    known ``action`` (the emulator's rule for a request's ``parameters``)."""
+    spec = get_action(action)
+    if spec is None:
+        return []
+    return [p.message for p in fields_problems(spec.parameter_fields, parameters, what="parameters")]
 
 
 def validate_input(action: str, input: Mapping[str, Any]) -> list[str]:
