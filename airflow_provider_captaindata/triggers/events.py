@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataConfigError,
     CaptainDataError,
 )
+from airflow_provider_captaindata.triggers.event_state import WatchState, fire_key
 
 try:  # Airflow 3: what AssetWatcher accepts
     from airflow.triggers.base import BaseEventTrigger
@@ -40,10 +41,7 @@ except ImportError:  # Airflow 2.11 has no event-driven scheduling; the class st
 log = logging.getLogger(__name__)
 
 MODES = ("poll", "webhook")
-# Runs (or stored webhooks) that become visible late, out of finish order, are still caught
-# if they finished within this long before the newest one fired; older uids are forgotten.
-OVERLAP_SECONDS = 3600.0
-PENDING_MAX_AGE_SECONDS = 7 * 86400.0  # a webhook's run that never becomes final is dropped
+PENDING_MAX_AGE_SECONDS = 7 * 86400.0  # a run never final within a week is no longer read
 V4_PAGE = 100  # the API's maximum limit for GET /runs
 FINISH_FIELD = {"v3": "finish_time", "v4": "finished_at"}
 STATE_KEY_PREFIX = "captaindata.run_finished"
@@ -60,64 +58,6 @@ def _epoch(value: Any) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-@dataclass
-class Watermark:
-    """What has fired: ids seen at or after ``floor`` (with their time); older ones never fire."""
-
-    floor: float = -math.inf
-    seen: dict[str, float] = field(default_factory=dict)
-
-    def is_new(self, key: str, at: float) -> bool:
-        return key not in self.seen and at >= self.floor
-
-    def add(self, key: str, at: float) -> None:
-        self.seen[key] = at
-
-    def advance(self) -> None:
-        """Raise the floor to the newest time minus the overlap and forget what is below it."""
-        if self.seen:
-            self.floor = max(self.floor, max(self.seen.values()) - OVERLAP_SECONDS)
-        self.seen = {k: t for k, t in self.seen.items() if t >= self.floor}
-
-    def to_json(self) -> dict[str, Any]:
-        return {"floor": None if self.floor == -math.inf else self.floor, "seen": dict(self.seen)}
-
-    @classmethod
-    def from_json(cls, data: Any) -> Watermark:
-        if not isinstance(data, dict):
-            return cls()
-        floor = data.get("floor")
-        seen = data.get("seen")
-        seen = seen if isinstance(seen, dict) else {}
-        return cls(
-            floor=float(floor) if isinstance(floor, int | float) else -math.inf,
-            seen={str(k): float(v) for k, v in seen.items() if isinstance(v, int | float)},
-        )
-
-
-@dataclass
-class WatchState:
-    """The trigger's persisted state: fired runs, and in webhook mode the webhooks read and the
-    runs they named that are not final yet."""
-
-    runs: Watermark = field(default_factory=Watermark)
-    webhooks: Watermark = field(default_factory=Watermark)
-    pending: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"runs": self.runs.to_json(), "webhooks": self.webhooks.to_json(), "pending": self.pending}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> WatchState:
-        pending = data.get("pending")
-        pending = pending if isinstance(pending, dict) else {}
-        return cls(
-            runs=Watermark.from_json(data.get("runs")),
-            webhooks=Watermark.from_json(data.get("webhooks")),
-            pending={str(k): float(v) for k, v in pending.items() if isinstance(v, int | float)},
-        )
 
 
 class CaptainDataRunFinishedTrigger(BaseEventTrigger):
@@ -268,21 +208,28 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
         return WatchState.from_json(data) if isinstance(data, dict) else None
 
     async def save_state(self, state: WatchState) -> None:
-        data = state.to_json()
         store = self._store()
         if store is None:
-            self._memory_state = data
-        else:
-            await store.aset(self.state_key, data)
+            self._memory_state = state.to_json()
+            return
+        # Another triggerer may hold this trigger too (a handover): add to what it stored.
+        stored = await store.aget(self.state_key)
+        if isinstance(stored, dict):
+            state.merge(WatchState.from_json(stored))
+        await store.aset(self.state_key, state.to_json())
 
     # -- looking ----------------------------------------------------------------------------
 
-    def finished_at(self, snapshot: RunSnapshot) -> float:
-        # A final run without a parsable finish time counts as finished when first seen.
-        return _epoch(snapshot.raw.get(FINISH_FIELD[self.api_version])) or time.time()
+    def finished_at(self, snapshot: RunSnapshot) -> float | None:
+        """The run's finish time on Captain Data's clock; None if it is listed without one."""
+        return _epoch(snapshot.raw.get(FINISH_FIELD[self.api_version]))
 
     async def list_recent_runs(self, hook: Any, floor: float) -> list[RunSnapshot]:
-        """Runs listed newest first, page by page, until a page has nothing at or after ``floor``."""
+        """Runs listed newest first, page by page, until a page has nothing at or after ``floor``.
+
+        v3 lists by creation: a run still going when it falls behind that page is in
+        ``pending`` (seen not final) and is read on its own, so the early stop cannot skip it.
+        """
         runs: list[RunSnapshot] = []
         for page in range(self.max_pages):
             if self.api_version == "v3":
@@ -297,14 +244,13 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
                     sort="-finished_at",
                 )
             runs.extend(batch)
-            # v3 lists by creation: an old run still going keeps the scan on to its page.
-            older = all(s.state.is_final and self.finished_at(s) < floor for s in batch)
+            older = all(s.state.is_final and (self.finished_at(s) or floor) < floor for s in batch)
             if not batch or older or (self.api_version == "v4" and len(batch) < V4_PAGE):
                 break
         return runs
 
-    async def webhook_runs(self, hook: Any, state: WatchState, baseline: bool) -> list[RunSnapshot]:
-        """Read new stored webhooks, then check each run they name (and earlier pending ones)."""
+    async def read_webhooks(self, hook: Any, state: WatchState, baseline: bool) -> None:
+        """Read new stored webhooks: each run they name becomes pending."""
         from airflow_provider_captaindata.callbacks.webhooks import WebhookStore
 
         settings = await hook.get_settings()
@@ -322,22 +268,24 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
             if self.workflow_uid is None or body.get("workflow_uid") == self.workflow_uid:
                 state.pending.setdefault(str(body["job_uid"]), received)
         state.webhooks.advance()
+
+    async def read_pending(self, hook: Any, state: WatchState, listed: set[str]) -> list[RunSnapshot]:
+        """Read each pending run not in this look's list. A run leaves ``pending`` only once it
+        is marked (after its event): an error on one run, or on the whole look, loses none."""
         found = []
-        for run_uid, since in list(state.pending.items()):
-            try:
-                snapshot = await hook.get_run("v3", run_uid)
-            except CaptainDataAPIError as exc:
-                if exc.is_retryable:
-                    continue
-                log.warning("Run %s named by a webhook cannot be read (%s): skipped", run_uid, exc)
-                del state.pending[run_uid]
+        for run_uid in list(state.pending):
+            if run_uid in listed:
                 continue
-            if snapshot.state.is_final:
-                found.append(snapshot)
-                del state.pending[run_uid]
-            elif time.time() - since > PENDING_MAX_AGE_SECONDS:
-                log.warning("Run %s never finished within a week of its webhook: no longer watched", run_uid)
-                del state.pending[run_uid]
+            try:
+                found.append(await hook.get_run(self.api_version, run_uid))
+            except CaptainDataAPIError as exc:
+                if not exc.is_retryable:
+                    log.warning("Run %s cannot be read (%s): no longer watched", run_uid, exc)
+                    del state.pending[run_uid]
+                    continue
+                log.warning("Run %s could not be read (%s): read again on the next look", run_uid, exc)
+            except CaptainDataError as exc:
+                log.warning("Run %s could not be read (%s): read again on the next look", run_uid, exc)
         return found
 
     def payload(self, snapshot: RunSnapshot, at: float) -> dict[str, Any]:
@@ -356,19 +304,36 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
             "source": self.mode,
         }
 
-    async def look(self, hook: Any, state: WatchState, baseline: bool) -> list[tuple[RunSnapshot, float]]:
-        """One look: the runs that finished since the watermark, oldest first (not yet marked)."""
+    async def look(self, hook: Any, state: WatchState, baseline: bool) -> list[Finished]:
+        """One look: the runs that finished and are not marked yet, oldest first."""
+        runs: list[RunSnapshot] = []
         if self.mode == "webhook":
-            runs = await self.webhook_runs(hook, state, baseline)
+            await self.read_webhooks(hook, state, baseline)
         else:
             runs = await self.list_recent_runs(hook, state.runs.floor)
-        new: dict[str, tuple[RunSnapshot, float]] = {}
-        for snapshot in runs:
-            if snapshot.state.is_final and snapshot.uid:
-                at = self.finished_at(snapshot)
-                if state.runs.is_new(snapshot.uid, at):
-                    new[snapshot.uid] = (snapshot, at)
-        return sorted(new.values(), key=lambda item: item[1])
+            for snapshot in runs:
+                if snapshot.uid and not snapshot.state.is_final:
+                    state.pending.setdefault(snapshot.uid, time.time())
+        from_pending = await self.read_pending(hook, state, {s.uid for s in runs})
+        now = time.time()
+        new: dict[str, Finished] = {}
+        for snapshot in [*runs, *from_pending]:
+            if not snapshot.state.is_final or not snapshot.uid:
+                continue
+            key = fire_key(snapshot.uid, snapshot.status)
+            at = self.finished_at(snapshot)
+            if state.is_marked(key):
+                state.pending.pop(snapshot.uid, None)
+                continue
+            # A pending run is known not to have fired: the floor does not apply to it.
+            if at is None or snapshot.uid in state.pending or state.runs.is_new(key, at):
+                new[key] = Finished(snapshot, key, now if at is None else at, at is not None)
+        fired = {item.snapshot.uid for item in new.values()}
+        for uid, since in list(state.pending.items()):
+            if uid not in fired and now - since > PENDING_MAX_AGE_SECONDS:
+                log.warning("Run %s was not final within a week of being seen: no longer watched", uid)
+                del state.pending[uid]
+        return sorted(new.values(), key=lambda item: item.at)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()
@@ -387,13 +352,15 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
                 # keeps going: the triggerer log says why nothing fires.
                 log.warning("%s: could not look for finished runs (%s)", self.state_key, exc)
             else:
-                for snapshot, at in finished:
+                for item in finished:
+                    snapshot = item.snapshot
                     wanted = self.states is None or snapshot.state.value in self.states
-                    if wanted and not baseline:
+                    if wanted and not baseline and not await self.fired_elsewhere(state, item.key):
                         log.info("Run %s finished (%s): firing", snapshot.uid, snapshot.status)
-                        yield TriggerEvent(self.payload(snapshot, at))
+                        yield TriggerEvent(self.payload(snapshot, item.at))
                     # Marked once the event is handed to the triggerer (at most once per run).
-                    state.runs.add(snapshot.uid, at)
+                    state.mark(item.key, item.at, item.dated)
+                    state.pending.pop(snapshot.uid, None)
                     if not baseline:
                         await self.save_state(state)
                 if baseline:
@@ -404,6 +371,24 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
                 state.runs.advance()
                 await self.save_state(state)
             await asyncio.sleep(self.poll_interval)
+
+    async def fired_elsewhere(self, state: WatchState, key: str) -> bool:
+        """Whether another triggerer holding this trigger (a handover) marked the run since our
+        look: its stored state is merged in first."""
+        stored = await self.load_state() if self._store() is not None else None
+        if stored is not None:
+            state.merge(stored)
+        return state.is_marked(key)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A final run found by a look and not marked yet."""
+
+    snapshot: RunSnapshot
+    key: str  # run uid and status
+    at: float  # finish time; the look's time for a run listed without one
+    dated: bool  # whether ``at`` is the run's own finish time
 
 
 V4_FINAL_STATUSES = tuple(

@@ -232,3 +232,25 @@ def test_webhook_mode_for_every_workflow_skips_runs_it_cannot_read(
     assert {e["workflow_uid"] for e in events} == {first, second}
     forged_reads = captaindata_emulator.requests("GET", "/v3/jobs/0b1c2d3e-aaaa-4bbb-8ccc-000000000000")
     assert [r["status"] for r in forged_reads] == [404]
+
+
+def test_a_found_run_is_not_lost_to_an_error_on_another_run(emulated: Api, captaindata_emulator: Any) -> None:
+    """Issue 21 #6: a run found final left ``pending`` before the look ended; a transport error
+    reading the next run then dropped the look, and the found run with it."""
+    first = workflows()[0]
+    # Both runs are named by a webhook (and so pending) well before the first one is final.
+    captaindata_emulator.configure(v3_running_seconds=1.0)
+
+    async def scenario() -> list[dict[str, Any]]:
+        watch = Watch(CaptainDataRunFinishedTrigger(mode="webhook", poll_interval=0.1))
+        await asyncio.sleep(0.3)
+        found = emulated.start_v3(first, "found final")
+        broken = emulated.start_v3(first, "cannot be read")
+        # Every read of the second run gets a truncated answer (a transport error).
+        captaindata_emulator.add_fault("GET", f"/v3/jobs/{broken}", malformed=True, times=None)
+        await emulated.await_final("v3", found)
+        event = await watch.next(timeout=25)
+        await watch.stop()
+        return [event]
+
+    assert [e["run_name"] for e in asyncio.run(scenario())] == ["found final"]
