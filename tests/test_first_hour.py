@@ -58,3 +58,76 @@ def test_a_templated_api_version_is_refused_when_the_dag_is_parsed(api_version: 
     with pytest.raises(CaptainDataConfigError, match="api_version cannot be templated") as caught:
         CaptainDataRunSensor(task_id="wait", run_uid="{{ params.run_uid }}", api_version=api_version)
     assert "Pass 'v3' or 'v4' as a literal" in str(caught.value)
+
+
+def _store_in_metadata_db(conn_id: str, emulator: Any) -> None:
+    """What `airflow connections add` and the UI do: the connection lives in the database."""
+    from airflow.models import Connection
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id == conn_id).delete()
+        session.add(
+            Connection(
+                conn_id=conn_id,
+                conn_type="captaindata",
+                host=emulator.base_url,
+                password=emulator.api_key,
+                extra={"project_uid": emulator.project_uid},
+            )
+        )
+
+
+@pytest.mark.airflow3
+@pytest.mark.usefixtures("airflow_db")
+def test_dags_test_with_a_database_connection_fails_before_launching(
+    workflow_uid: str, captaindata_emulator: Any, caplog: pytest.LogCaptureFixture, capsys: Any
+) -> None:
+    """Under dags test the trigger cannot read a metadata-database connection: without the
+    check the task launched the run, then the trigger failed (an orphan run on the real API)."""
+    _store_in_metadata_db("captaindata_db_only", captaindata_emulator)
+    with make_dag("first_hour_db_connection_trap") as dag:
+        CaptainDataLaunchWorkflowOperator(
+            task_id="launch",
+            workflow_uid=workflow_uid,
+            inputs=PROFILES,
+            deferrable=True,
+            poll_interval=0.2,
+            captaindata_conn_id="captaindata_db_only",
+        )
+    dag_run = run_dag(dag)
+    out = task_output(caplog, capsys)
+    assert task_states(dag_run) == {"launch": "failed"}
+    assert not captaindata_emulator.requests(method="POST", path="/v3/workflows/*/schedule"), "launched"
+    assert "Connection 'captaindata_db_only' cannot be read where this deferred task's trigger runs" in out
+    assert "Export the connection as AIRFLOW_CONN_CAPTAINDATA_DB_ONLY" in out
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_a_database_connection_still_serves_a_task_that_waits_on_the_worker(
+    workflow_uid: str, captaindata_emulator: Any
+) -> None:
+    _store_in_metadata_db("captaindata_db_only", captaindata_emulator)
+    with make_dag("first_hour_db_connection_worker") as dag:
+        CaptainDataLaunchWorkflowOperator(
+            task_id="launch",
+            workflow_uid=workflow_uid,
+            inputs=PROFILES,
+            deferrable=False,
+            poll_interval=0.2,
+            captaindata_conn_id="captaindata_db_only",
+        )
+    assert task_states(run_dag(dag)) == {"launch": "success"}
+
+
+def test_the_testing_page_quotes_the_trap_error_word_for_word() -> None:
+    from pathlib import Path
+
+    from airflow_provider_captaindata.preflight import TRIGGER_CANNOT_READ_CONNECTION
+
+    message = TRIGGER_CANNOT_READ_CONNECTION.format(
+        conn_id="captaindata_default",
+        cause="AirflowNotFoundException: The conn_id `captaindata_default` isn't defined",
+        env_name="AIRFLOW_CONN_CAPTAINDATA_DEFAULT",
+    )
+    assert message in (Path(__file__).resolve().parent.parent / "docs" / "testing.md").read_text()

@@ -28,6 +28,7 @@ from airflow_provider_captaindata.exceptions import (
 )
 from airflow_provider_captaindata.launch_identity import LaunchIdentity, airflow_deployment, identity_for
 from airflow_provider_captaindata.links import RUN_UID_KEY, CaptainDataRunLink, push_run_url, run_url
+from airflow_provider_captaindata.preflight import check_trigger_can_read_connection
 from airflow_provider_captaindata.results import (
     DEFAULT_MAX_XCOM_BYTES,
     aborted_on_error,
@@ -231,6 +232,8 @@ class CaptainDataRunOperatorBase(BaseOperator):
             if self.output_path:
                 object_storage_path(self.output_path)  # an unusable scheme fails before any launch
             self.validate_rendered()
+            if self.deferrable and self.wait_for_completion:
+                check_trigger_can_read_connection(self.captaindata_conn_id, context)
             run_uid = self.launch_or_resume(context)
         if not self.wait_for_completion:
             return run_uid
