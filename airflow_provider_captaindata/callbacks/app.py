@@ -7,7 +7,8 @@
   puts a token in an access log;
 * token missing or malformed → 401, wrong or expired → 403 (nothing read, nothing written);
 * receiver not configured → 503, decided once a minute (no connection lookup per request);
-* ``max_in_flight`` bodies already being read → 503 with Retry-After;
+* ``max_in_flight`` bodies already being read → the request waits for a place (its body
+  unread, so it costs no memory), 503 with Retry-After after ``slot_wait_seconds``;
 * body larger than ``max_body_bytes`` → 413 (checked on Content-Length and while streaming),
   not received within ``body_timeout_seconds`` → 408;
 * body not JSON, not the callback shape, or ids that are not UUIDs → 400;
@@ -22,10 +23,11 @@ matters most inside the API server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 8  # callbacks read or written at once, per receiver process
 DEFAULT_BODY_TIMEOUT_SECONDS = 60.0  # a sender slower than this holds a slot for nothing
+DEFAULT_SLOT_WAIT_SECONDS = 30.0  # a burst of pages waits (bodies unread) rather than fails
 SETTINGS_TTL_SECONDS = 60.0  # the connection is read again after this (rotation, no restart)
 REFRESH_ON_REFUSAL_SECONDS = 10.0  # a refused token re-reads the connection at most this often
 RETRY_AFTER_SECONDS = 5
@@ -176,12 +179,14 @@ class CallbackReceiver:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
         settings_ttl_seconds: float = SETTINGS_TTL_SECONDS,
+        slot_wait_seconds: float = DEFAULT_SLOT_WAIT_SECONDS,
     ) -> None:
         for name, value in (
             ("max_body_bytes", max_body_bytes),
             ("max_in_flight", max_in_flight),
             ("body_timeout_seconds", body_timeout_seconds),
             ("settings_ttl_seconds", settings_ttl_seconds),
+            ("slot_wait_seconds", slot_wait_seconds),
         ):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
@@ -197,7 +202,9 @@ class CallbackReceiver:
         self.body_timeout_seconds = body_timeout_seconds
         # Everything given: nothing to read again (a standalone receiver restarts to rotate).
         self.settings_ttl = settings_ttl_seconds if (secret is None or storage is None) else float("inf")
+        self.slot_wait_seconds = slot_wait_seconds
         self.in_flight = 0
+        self._slots: anyio.Semaphore | None = None  # made on the receiver's event loop
         self._settings: ReceiverSettings | NotConfigured | None = None
         self._read_at = float("-inf")
         self._lock = anyio.Lock()
@@ -304,12 +311,26 @@ class CallbackReceiver:
             return _error(408, "the body was not sent in time")
         return body
 
-    def slot(self) -> _Slot | None:
-        """One of ``max_in_flight`` places for a body being read and stored, or None: then the
-        answer is 503 with Retry-After, and Captain Data retries (memory stays bounded)."""
-        if self.in_flight >= self.max_in_flight:
-            return None
-        return _Slot(self)
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[bool]:
+        """One of ``max_in_flight`` places for a body being read and stored: True once had,
+        False after ``slot_wait_seconds`` (then the answer is 503 with Retry-After and the
+        sender retries). A waiting request has not read its body: memory stays bounded."""
+        if self._slots is None:
+            self._slots = anyio.Semaphore(self.max_in_flight)
+        slots, placed = self._slots, False
+        with anyio.move_on_after(self.slot_wait_seconds):
+            await slots.acquire()
+            placed = True  # no await between: a timeout cannot lose an acquired place
+        if not placed:
+            yield False
+            return
+        self.in_flight += 1
+        try:
+            yield True
+        finally:
+            self.in_flight -= 1
+            slots.release()
 
     async def receive(self, request: Request) -> JSONResponse:
         parts = request.scope.get(ROUTE_PATH, "")[len("/v1/") :].strip("/").split("/")
@@ -335,11 +356,12 @@ class CallbackReceiver:
             # The launch key was validated above and is not secret; the token is never logged.
             log.warning("Refused a callback for launch %s from %s: %s token", launch_key, client, verdict)
             return _error(401 if verdict == "malformed" else 403, f"{verdict} token")
-        slot = self.slot()
-        if slot is None:
-            log.warning("Callback for launch %s deferred: %s callbacks in flight", launch_key, self.in_flight)
-            return _busy()
-        with slot:
+        async with self.slot() as placed:
+            if not placed:
+                log.warning(
+                    "Callback for launch %s deferred: %s callbacks in flight", launch_key, self.in_flight
+                )
+                return _busy()
             body = await self.read_body(request, self.max_body_bytes, f"callback for launch {launch_key}")
             if isinstance(body, JSONResponse):
                 return body
@@ -364,18 +386,6 @@ class CallbackReceiver:
         return run_uid, batch_uid, len(body.get("results") or [])
 
 
-class _Slot:
-    def __init__(self, receiver: CallbackReceiver) -> None:
-        self.receiver = receiver
-        receiver.in_flight += 1  # one event loop per receiver: no lock needed
-
-    def __enter__(self) -> _Slot:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.receiver.in_flight -= 1
-
-
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -396,6 +406,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
+    slot_wait_seconds: float = DEFAULT_SLOT_WAIT_SECONDS,
     previous_secret: str | None = None,
     previous_until: str | float | None = None,
 ) -> Any:
@@ -407,8 +418,11 @@ def create_app(
     :param conn_id: the Captain Data connection read when ``secret`` or ``storage`` is not given
         (on the first callback, then every minute: a rotated secret needs no restart).
     :param max_body_bytes: larger callbacks are refused with 413.
-    :param max_in_flight: callbacks read and stored at once; more get 503 with Retry-After.
+    :param max_in_flight: callbacks read and stored at once; more wait (see
+        ``slot_wait_seconds``).
     :param body_timeout_seconds: a body not received within this gets 408.
+    :param slot_wait_seconds: how long a callback waits for one of the ``max_in_flight``
+        places (its body unread) before it gets 503 with Retry-After.
     :param previous_secret: a secret rotated out, still accepted until ``previous_until``
         (default: the connection's ``callback_secret_previous``).
     :param previous_until: end of the overlap window, unix seconds or ISO 8601.
@@ -420,6 +434,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         max_in_flight=max_in_flight,
         body_timeout_seconds=body_timeout_seconds,
+        slot_wait_seconds=slot_wait_seconds,
         previous_secret=previous_secret,
         previous_until=previous_until,
     )

@@ -210,17 +210,18 @@ class WebhookReceiver:
             log.warning("Refused a webhook for %r: %s token", name, verdict)
             return error(401 if verdict == "malformed" else 403, f"{verdict} token")
         limiter = self.limiters.setdefault(name, AsyncLimiter(MAX_EVENTS_PER_MINUTE, 60))
-        slot = self.callbacks.slot()
-        if slot is None or not limiter.has_capacity():
+        if not limiter.has_capacity():
             # Webhooks are few (three per run): a flood is a leaked URL or a loop, and stored
             # events are read by every watcher: bounded per name, per receiver process.
-            log.warning("Deferred a webhook for %s: too many at once", name)
+            log.warning("Deferred a webhook for %s: too many this minute", name)
             return JSONResponse(
-                {"error": "too many webhooks, retry later"},
-                status_code=429 if slot else 503,
-                headers={"Retry-After": "5"},
+                {"error": "too many webhooks, retry later"}, status_code=429, headers={"Retry-After": "5"}
             )
-        with slot:
+        async with self.callbacks.slot() as placed:
+            if not placed:
+                return JSONResponse(
+                    {"error": "busy, retry later"}, status_code=503, headers={"Retry-After": "5"}
+                )
             await limiter.acquire()
             body = await self.callbacks.read_body(request, MAX_BODY_BYTES, f"webhook for {name}")
             if isinstance(body, JSONResponse):

@@ -148,6 +148,7 @@ def slow_receiver(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         max_body_bytes=64 * 1024,
         max_in_flight=1,
         body_timeout_seconds=1.0,
+        slot_wait_seconds=0.2,
     )
     server = ServerThread(app)
     try:
