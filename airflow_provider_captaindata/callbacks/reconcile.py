@@ -22,32 +22,39 @@ page overwrote its own file, so no row is ever counted twice, and memory stays o
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from airflow_provider_captaindata.callbacks.storage import CallbackStore, batch_of, is_uuid
-from airflow_provider_captaindata.exceptions import CaptainDataAPIError, CaptainDataError
+from airflow_provider_captaindata.callbacks.deliveries import (
+    MAX_REPLAYS,
+    RECORDS_PER_CALL,
+    CallbackHook,
+    Record,
+    RunPages,
+    list_callback_records,
+    pages_in,
+    takes_paging,
+)
+from airflow_provider_captaindata.callbacks.storage import CallbackStore, batch_of
+from airflow_provider_captaindata.exceptions import CaptainDataError
+
+__all__ = [
+    "DEFAULT_REPLAY_WAIT_SECONDS",
+    "MAX_REPLAYS",
+    "MissingPagesError",
+    "ReconcileReport",
+    "Record",
+    "list_callback_records",
+    "reconcile_run",
+]
 
 log = logging.getLogger(__name__)
 
-MAX_REPLAYS = 3  # what the API allows per callback
-RECORDS_PER_CALL = 20  # the API's maximum ``limit`` for GET /runs/callbacks (default 10)
-IN_FLIGHT = frozenset({"PENDING", "RUNNING"})
 DEFAULT_REPLAY_WAIT_SECONDS = 120.0  # how long replayed pages are awaited
 MISSING_NAMED = 20  # batch uids named in a message; the report keeps them all
-
-
-class CallbackHook(Protocol):
-    """What reconciling needs from ``CaptainDataHook``."""
-
-    def list_run_callbacks(self, run_uid: str) -> Sequence[Any]: ...
-
-    def replay_run_callback(self, callback_uid: str) -> Any: ...
 
 
 class MissingPagesError(CaptainDataError):
@@ -100,35 +107,6 @@ class MissingPagesError(CaptainDataError):
 
 def _named(uids: Sequence[str]) -> str:
     return ", ".join(uids[:MISSING_NAMED]) + (" ..." if len(uids) > MISSING_NAMED else "")
-
-
-@dataclass(frozen=True)
-class Record:
-    """One delivery record, whatever the hook returned (pydantic model or dict)."""
-
-    uid: str
-    batch_uid: str | None
-    status: str
-    http_status: int | None
-    retry_count: int
-    parent_uid: str | None
-    created_at: str
-
-    @classmethod
-    def of(cls, obj: Any, *, default_uid: str = "") -> Record:
-        data: Mapping[str, Any] = (
-            obj.model_dump() if hasattr(obj, "model_dump") else obj if isinstance(obj, Mapping) else {}
-        )
-        batch = data.get("batch_uid")
-        return cls(
-            uid=str(data.get("uid") or default_uid),
-            batch_uid=str(batch).lower() if is_uuid(batch) else None,
-            status=str(data.get("status") or "").upper(),
-            http_status=data.get("http_status"),
-            retry_count=int(data.get("retry_count") or 0),
-            parent_uid=data.get("parent_uid"),
-            created_at=str(data.get("created_at") or ""),
-        )
 
 
 @dataclass
@@ -217,46 +195,6 @@ class ReconcileReport:
         log.warning("%s", error)
 
 
-def list_callback_records(hook: CallbackHook, run_uid: str, *, log: Any = log) -> list[Record]:
-    """Every delivery record of a run. The API answers at most 20 per call: when the hook takes
-    ``limit``/``offset``/``sort``, page through them in creation order (new records, from replays,
-    land at the end, so no page shifts under us)."""
-    records: dict[str, Record] = {}
-    if _takes_paging(hook.list_run_callbacks):
-        offset = 0
-        while True:
-            page = hook.list_run_callbacks(  # type: ignore[call-arg]
-                run_uid, limit=RECORDS_PER_CALL, offset=offset, sort="created_at"
-            )
-            for item in page:
-                record = Record.of(item)
-                records[record.uid] = record
-            if len(page) < RECORDS_PER_CALL:
-                break
-            offset += len(page)
-    else:
-        page = hook.list_run_callbacks(run_uid)
-        for item in page:
-            record = Record.of(item)
-            records[record.uid] = record
-        if len(page) in (10, RECORDS_PER_CALL):
-            log.warning(
-                "list_run_callbacks returned %s records for run %s, exactly one API page: if the hook "
-                "does not page, later records are not reconciled (their stored pages are still read)",
-                len(page),
-                run_uid,
-            )
-    return list(records.values())
-
-
-def _takes_paging(method: Callable[..., Any]) -> bool:
-    try:
-        parameters = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-    return all(name in parameters for name in ("limit", "offset", "sort"))
-
-
 def reconcile_run(
     hook: CallbackHook,
     run_uid: str,
@@ -281,85 +219,36 @@ def reconcile_run(
     run_uid = run_uid.lower()
     started = time.monotonic()
     deadline = started + max(0.0, replay_wait_seconds)
-    relist_every = max(5.0, 5 * poll_seconds)
-
-    def short_batches() -> set[str]:
-        stored = Counter(batch_of(page) for page in store.page_ids(launch_key, run_uid))
-        return {batch for batch, recs in by_batch.items() if stored[batch] < _pages_in(recs)}
-
-    records = list_callback_records(hook, run_uid, log=log)
-    by_batch = _group(records, run_uid, log)
-    missing = short_batches()
+    pages = RunPages(
+        hook, store, launch_key=launch_key, run_uid=run_uid, log=log, relist_every=max(5.0, 5 * poll_seconds)
+    )
+    missing = pages.short_batches()
     if missing:
         log.info(
             "Run %s: %s of %s batches short of pages; replaying them (up to %s times each)",
             run_uid,
             len(missing),
-            len(by_batch),
+            len(pages.by_batch),
             MAX_REPLAYS,
         )
-
-    used: dict[str, int] = {}  # replays made per original callback, the API's count included
-    in_flight = {batch for batch in missing if any(r.status in IN_FLIGHT for r in by_batch[batch])}
-    errors: dict[str, int] = {}
-    replayed = 0
-    listed_at = time.monotonic()
+    pages.in_flight = {batch for batch in missing if pages.delivering(batch)}
     while missing:
-        hope = bool(in_flight)
-        for batch in sorted(missing - in_flight):
-            for target in _replay_targets(by_batch[batch]):
-                used.setdefault(target.uid, max(r.retry_count for r in _chain(by_batch[batch], target)))
-                if used[target.uid] >= MAX_REPLAYS or errors.get(target.uid, 0) >= MAX_REPLAYS:
-                    continue
-                try:
-                    answer = Record.of(hook.replay_run_callback(target.uid), default_uid=target.uid)
-                    # A replay is never an original page, whatever the answer carries.
-                    answer = replace(answer, parent_uid=answer.parent_uid or target.uid)
-                except CaptainDataAPIError as exc:
-                    if exc.status_code == 400:  # MAX_REPLAYS_REACHED or gone: no budget left
-                        used[target.uid] = MAX_REPLAYS
-                    else:
-                        errors[target.uid] = errors.get(target.uid, 0) + 1
-                        hope = True
-                    log.warning("Replay of page %s (callback %s) refused: %s", batch, target.uid, exc)
-                    continue
-                except CaptainDataError as exc:
-                    errors[target.uid] = errors.get(target.uid, 0) + 1
-                    hope = True
-                    log.warning("Replay of page %s (callback %s) failed: %s", batch, target.uid, exc)
-                    continue
-                replayed += 1
-                used[target.uid] += 1
-                by_batch[batch].append(answer)
-                if answer.status not in ("SUCCESS", "FAILED"):
-                    # Delivery still going (or an answer we cannot read): wait, and let the
-                    # records say how it ended.
-                    in_flight.add(batch)
-                # SUCCESS: the page is stored (we answered 2xx); FAILED: again if budget is left.
-                hope = hope or answer.status == "SUCCESS" or used[target.uid] < MAX_REPLAYS
-            hope = hope or batch in in_flight
-        missing = short_batches()
+        # Each round replays what is missing and not being delivered, then waits one poll.
+        hope = pages.replay(missing)
+        missing = pages.short_batches()
         if not missing or not hope or time.monotonic() >= deadline:
             break
         time.sleep(max(0.0, min(poll_seconds, deadline - time.monotonic())))
-        missing = short_batches()
-        in_flight &= missing
-        if in_flight and time.monotonic() - listed_at >= relist_every:
-            # Deliveries still in flight: their records tell whether they ended (then replay).
-            fresh = _group(list_callback_records(hook, run_uid, log=log), run_uid, log)
-            for b in list(by_batch):
-                by_batch[b] = fresh.get(b, by_batch[b])
-            listed_at = time.monotonic()
-            in_flight = {b for b in in_flight if any(r.status in IN_FLIGHT for r in by_batch[b])}
-
+        missing = pages.short_batches()
+        pages.follow_deliveries(missing)
     return _report(
         hook,
         store,
-        by_batch,
+        pages.by_batch,
         run_uid=run_uid,
         launch_key=launch_key,
         storage=storage,
-        replayed=replayed,
+        replayed=pages.replays.made,
         started=started,
         log=log,
     )
@@ -380,7 +269,7 @@ def _report(
     stored: dict[str, list[str]] = {}
     for page in store.page_ids(launch_key, run_uid):
         stored.setdefault(batch_of(page), []).append(page)
-    expected = {batch: _pages_in(recs) for batch, recs in by_batch.items()}
+    expected = {batch: pages_in(recs) for batch, recs in by_batch.items()}
     page_ids: list[str] = []
     for batch in sorted(expected):
         pages = stored.get(batch, [])
@@ -405,7 +294,7 @@ def _report(
             for b, n in expected.items()
             if len(stored.get(b, [])) < n and max(by_batch[b], key=lambda r: r.created_at).http_status == 403
         ),
-        records_complete=_takes_paging(hook.list_run_callbacks)
+        records_complete=takes_paging(hook.list_run_callbacks)
         or sum(len(recs) for recs in by_batch.values()) not in (10, RECORDS_PER_CALL),
         _store=store,
     )
@@ -434,38 +323,3 @@ def _report(
             report.ambiguous[0],
         )
     return report
-
-
-def _group(records: Sequence[Record], run_uid: str, log: Any) -> dict[str, list[Record]]:
-    by_batch: dict[str, list[Record]] = {}
-    for record in records:
-        if record.batch_uid is None:
-            log.warning("Run %s: callback record %s has no valid batch uid; ignored", run_uid, record.uid)
-            continue
-        by_batch.setdefault(record.batch_uid, []).append(record)
-    return by_batch
-
-
-def _originals(records: Sequence[Record]) -> list[Record]:
-    return [r for r in records if r.parent_uid is None]
-
-
-def _pages_in(records: Sequence[Record]) -> int:
-    """Pages under one batch uid: its original callbacks (replays and duplicates are not pages)."""
-    return max(1, len(_originals(records)))
-
-
-def _chain(records: Sequence[Record], original: Record) -> list[Record]:
-    return [r for r in records if original.uid in (r.uid, r.parent_uid)]
-
-
-def _replay_targets(records: Sequence[Record]) -> list[Record]:
-    """What to replay for a batch short of pages. Replays count against the original callback:
-    replay it, not one of its replays. One page: its original. Several: we cannot tell which
-    stored file is which, so the originals never acknowledged (no SUCCESS in their chain), or
-    all of them; a page replayed again only overwrites its own file."""
-    originals = _originals(records)
-    if len(originals) <= 1:
-        return [min(originals or list(records), key=lambda r: r.created_at)]
-    unacknowledged = [o for o in originals if all(r.status != "SUCCESS" for r in _chain(records, o))]
-    return sorted(unacknowledged or originals, key=lambda r: r.created_at)
