@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_captaindata.exceptions import CaptainDataPagingError
+from airflow_provider_captaindata.client.paging import PageTrail
 
 if TYPE_CHECKING:
     from airflow_provider_captaindata.client.versions import ApiVersion
@@ -156,20 +156,14 @@ def runs_since(
 ) -> Iterator[Any]:
     """The runs of ``pages`` (newest first), read until a whole page was created before
     ``since`` (None: to the end). Bounded by time, not by a number of pages, so a burst of
-    sibling runs never pushes a run out of sight; a page that repeats the one before (the
-    API ignoring the page asked for) fails rather than looping."""
-    previous: list[str] | None = None
-    for number, runs in enumerate(pages):
+    sibling runs never pushes a run out of sight; a page that repeats an earlier one (the
+    API ignoring the page asked for, or cycling) fails rather than looping (``PageTrail``)."""
+    trail = PageTrail(what)
+    for runs in pages:
         if not runs:
             return
-        uids = [str(run.uid) for run in runs]
-        if uids == previous:
-            raise CaptainDataPagingError(
-                f"{what}: page {number} is the same as page {number - 1}; the API does not page, "
-                "so the lookup cannot see every run"
-            )
+        trail.page(",".join(str(run.uid) for run in runs), len(runs))
         yield from runs
         created = [version.created_at(run.model_dump()) for run in runs]
         if since is not None and not any(may_be_since(t, since) for t in created):
             return
-        previous = uids

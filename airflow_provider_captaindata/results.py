@@ -18,7 +18,6 @@ from typing import Any, Protocol
 from airflow_provider_captaindata.exceptions import (
     CaptainDataConfigError,
     CaptainDataError,
-    CaptainDataPagingError,
 )
 
 log = logging.getLogger(__name__)
@@ -115,29 +114,6 @@ def unsupported_pathlib_hint(airflow: str | None = None, pathlib: str | None = N
             "pin universal-pathlib<0.3 (see the install docs)."
         )
     return None
-
-
-class PageTrail:
-    """The pages a paged read went through: a next URL already read means the API's paging
-    loops, which fails loudly (:class:`CaptainDataPagingError`) instead of reading forever."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.pages = 0
-        self.rows = 0
-        self._seen: set[str] = set()
-
-    def next_url(self, current: str, next_url: str | None, rows: int) -> str | None:
-        """Record the page read at ``current``; return ``next_url`` unless it was read already."""
-        self.pages += 1
-        self.rows += rows
-        self._seen.add(current)
-        if next_url is not None and next_url in self._seen:
-            raise CaptainDataPagingError(
-                f"{self.what}: page {self.pages} points to a page already read ({next_url}); the "
-                f"API's paging loops, so the read stops after {self.rows} rows"
-            )
-        return next_url
 
 
 class XComRows:

@@ -399,6 +399,6 @@ def test_v4_a_live_page_naming_itself_next_fails_the_task(
         output_path=f"file://{tmp_path}/rows.jsonl",
     )
     with_hook(op)
-    with pytest.raises(CaptainDataPagingError, match="names that same page"):
+    with pytest.raises(CaptainDataPagingError, match="points to a page already read"):
         op.execute(new_context(None))
     assert len(captaindata_emulator.requests(method="POST", path=f"/v4/actions/{SEARCH}/run/live")) == 2

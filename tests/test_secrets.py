@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_captaindata.client.transport import RetryPolicy, describe_origin, origin_key
+from airflow_provider_captaindata.client.paging import describe_origin, origin_key
+from airflow_provider_captaindata.client.transport import RetryPolicy
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,

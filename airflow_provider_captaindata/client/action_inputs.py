@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urljoin
 
-from airflow_provider_captaindata.exceptions import CaptainDataConfigError, CaptainDataPagingError
+from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 
 MAX_ASYNC_INPUTS = 100_000
-_NEXT_PAGE_HEADER = "X-Pagination-Next"
 
 
 def action_body(
@@ -37,20 +35,6 @@ def action_body(
     if integration_users is not None:
         body["integration_users"] = list(integration_users)
     return body
-
-
-def next_page_url(headers: Mapping[str, str], current_url: str) -> str | None:
-    """The ``X-Pagination-Next`` URL of a live answer; absent, empty or "null" ends the pages.
-    A page that names itself as the next one would be read forever: that fails."""
-    value = (headers.get(_NEXT_PAGE_HEADER) or "").strip()
-    if not value or value.lower() == "null":
-        return None
-    next_url = urljoin(current_url, value)
-    if next_url == current_url:
-        raise CaptainDataPagingError(
-            f"{_NEXT_PAGE_HEADER} of {current_url} names that same page: the API's paging loops"
-        )
-    return next_url
 
 
 def validate_action_input(action: str, input: Mapping[str, Any], *, where: str = "input") -> None:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from airflow_provider_captaindata import __version__
+from airflow_provider_captaindata.client.paging import describe_origin
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataError,
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = f"airflow-provider-captaindata/{__version__}"
 _ERROR_TEXT_LIMIT = 300
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCRUBBED = "***"
 
 
@@ -176,30 +176,6 @@ class RetryPolicy:
 
 
 DEFAULT_POLICY = RetryPolicy()
-
-
-def origin_key(url: str) -> tuple[str, str, int | None]:
-    """``(scheme, host, port)`` of a URL, the port defaulted by scheme; ValueError on a bad port."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or ""), parts.port or _DEFAULT_PORTS.get(scheme)
-
-
-def describe_origin(url: str) -> str:
-    """``scheme://host[:port]`` of a URL, for error texts.
-
-    Never the userinfo, path or query: those are where URLs carry tokens."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    scheme = parts.scheme.lower()
-    shown_port = f":{port}" if port is not None and port != _DEFAULT_PORTS.get(scheme) else ""
-    return f"{scheme}://{host}{shown_port}"
 
 
 def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_captaindata.client.paging import origin_key
 from airflow_provider_captaindata.client.transport import (
     DEFAULT_POLICY,
     USER_AGENT,
@@ -22,7 +23,6 @@ from airflow_provider_captaindata.client.transport import (
     ApiResponse,
     RetryPolicy,
     decode,
-    origin_key,
     transport_error,
 )
 from airflow_provider_captaindata.exceptions import CaptainDataError

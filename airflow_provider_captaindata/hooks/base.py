@@ -9,14 +9,9 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseHook
 
+from airflow_provider_captaindata.client.paging import same_origin_url
 from airflow_provider_captaindata.client.settings import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings
-from airflow_provider_captaindata.client.transport import (
-    DEFAULT_POLICY,
-    ApiRequest,
-    RetryPolicy,
-    describe_origin,
-    origin_key,
-)
+from airflow_provider_captaindata.client.transport import DEFAULT_POLICY, ApiRequest, RetryPolicy
 from airflow_provider_captaindata.client.versions import ApiVersion
 from airflow_provider_captaindata.exceptions import (
     CaptainDataError,
@@ -82,14 +77,10 @@ class CaptainDataBaseHook(BaseHook):
         idempotent: bool = True,
     ) -> ApiRequest:
         base = settings.base_url(version)
-        if "://" in path_or_url:
-            # An absolute URL comes from an answer (v3 ``paging.next``, v4 ``X-Pagination-Next``):
-            # it gets the auth headers, so it must stay on the API's origin. Compared as
-            # (scheme, host, port): an http URL under an https API would send the key in clear.
-            _check_same_origin(path_or_url, base)
-            url = path_or_url
-        else:
-            url = base + path_or_url
+        # Anything but one of our paths ("/...") is a URL from an answer (v3 ``paging.next``,
+        # v4 ``X-Pagination-Next``). It gets the auth headers, so it is sent only rebuilt on the
+        # API's own origin (appended to the base, ``@evil.example`` would name a host).
+        url = base + path_or_url if path_or_url.startswith("/") else same_origin_url(path_or_url, base)
         return ApiRequest(
             method,
             url,
@@ -118,17 +109,3 @@ def live_call(action: str) -> Iterator[bool]:
         if effects and may_have_acted(exc):
             raise CaptainDataOutcomeUnknown(action, str(exc)) from exc
         raise
-
-
-def _check_same_origin(url: str, base_url: str) -> None:
-    try:
-        same = origin_key(url) == origin_key(base_url)
-        foreign = describe_origin(url)
-    except ValueError:  # a malformed host or port: not the API's origin
-        same, foreign = False, "an unparsable URL"
-    if not same:
-        raise CaptainDataError(
-            f"A page URL from the API points to another origin, {foreign}; it was not called "
-            "because the request would carry the API key there. Check the connection's base URL "
-            "and any proxy in front of the API."
-        )

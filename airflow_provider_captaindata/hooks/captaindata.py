@@ -21,9 +21,9 @@ from urllib.parse import quote
 from airflow_provider_captaindata.client.action_inputs import (
     MAX_ASYNC_INPUTS,
     action_body,
-    next_page_url,
     validate_action_input,
 )
+from airflow_provider_captaindata.client.paging import PageTrail, next_page_url, resolve_next
 from airflow_provider_captaindata.client.settings import ConnectionSettings
 from airflow_provider_captaindata.client.statuses import RunSnapshot
 from airflow_provider_captaindata.client.transport import (
@@ -46,7 +46,6 @@ from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, live_ca
 # Re-exported: both hooks are public under this module path.
 from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
 from airflow_provider_captaindata.launch_identity import LOOKUP_CLOCK_MARGIN, runs_since
-from airflow_provider_captaindata.results import PageTrail
 
 if TYPE_CHECKING:
     # The wire models are pydantic classes (~10 ms to define): DAG files import this module,
@@ -237,7 +236,7 @@ class CaptainDataHook(CaptainDataBaseHook):
         from airflow_provider_captaindata.client.models import V3ResultsPage
 
         trail = PageTrail(f"Results of run {job_uid}")
-        url: str | None = f"/jobs/{job_uid}/results"
+        url: str | None = self.settings.v3_base_url + f"/jobs/{job_uid}/results"
         while url:
             data = self._call(V3, "GET", url).data
             if not isinstance(data, dict) or not isinstance(data.get("paging"), dict):
@@ -247,7 +246,7 @@ class CaptainDataHook(CaptainDataBaseHook):
                 )
             page = V3ResultsPage.model_validate(data)
             yield page.results
-            url = trail.next_url(url, page.next_url, len(page.results))
+            url = trail.next_url(url, resolve_next(url, page.next_url), len(page.results))
         job = self.get_workflow_run(job_uid)
         # (uncertain) total_row_count counts the rows /results returns for a finished run.
         if V3.state_of(job.status).is_success and job.total_row_count not in (None, trail.rows):

@@ -29,8 +29,8 @@ from airflow_provider_captaindata.checkpoint import (
     is_retry,
     open_records,
 )
-from airflow_provider_captaindata.client.action_inputs import next_page_url
 from airflow_provider_captaindata.client.catalog import has_effects
+from airflow_provider_captaindata.client.paging import PageTrail, next_page_url
 from airflow_provider_captaindata.client.versions import V4
 from airflow_provider_captaindata.exceptions import (
     OUTCOME_UNKNOWN,
@@ -161,6 +161,7 @@ class LiveFanOut:
         """The input's rows and its outcome: ``done``, ``unknown`` or ``failed`` (recorded)."""
         rows: list[dict[str, Any]] = []
         url: str | None = None
+        trail = PageTrail(f"{self.op.action} live pages of input {index}")
         try:
             while True:
                 answer = await hook.run_action_live(self.op.action, body, url=url, gate=gate)
@@ -168,7 +169,9 @@ class LiveFanOut:
                 if self.op.max_results is not None and len(rows) >= self.op.max_results:
                     return rows[: self.op.max_results], DONE
                 current = url or self.live_url
-                url = next_page_url(answer.headers, current) if isinstance(answer.data, list) else None
+                page = answer.data if isinstance(answer.data, list) else None
+                next_url = next_page_url(answer.headers, current) if page is not None else None
+                url = trail.next_url(current, next_url, len(page or ()))
                 if not url:
                     return rows, DONE
         except CaptainDataOutcomeUnknown as exc:
