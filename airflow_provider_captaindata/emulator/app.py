@@ -1,5 +1,5 @@
-"""The emulator's ASGI application: one origin, v3 under ``/v3``, v4 under ``/v4``, control
-under ``/_emulator``.
+"""The emulator's ASGI application: one origin, v1, v3 and v4 under ``/v1``, ``/v3`` and
+``/v4``, control under ``/_emulator``.
 
 Every API request goes through the same steps, in the order a real deployment would:
 log it, apply a matching fault (the network and load balancer come first), check the API
@@ -16,7 +16,7 @@ import math
 import re
 import time
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_to_bytes
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,7 +28,8 @@ from airflow_provider_captaindata.emulator.control import PREFIX as CONTROL_PREF
 from airflow_provider_captaindata.emulator.control import ControlApi
 from airflow_provider_captaindata.emulator.errors import ApiError, error_body, json_response, parse_json_body
 from airflow_provider_captaindata.emulator.records import Fault, redact_headers
-from airflow_provider_captaindata.emulator.state import EmulatorState
+from airflow_provider_captaindata.emulator.state import EmulatorState, TokenBucket
+from airflow_provider_captaindata.emulator.v1 import V1Api
 from airflow_provider_captaindata.emulator.v3 import V3Api
 from airflow_provider_captaindata.emulator.v4 import V4Actions
 from airflow_provider_captaindata.emulator.v4_admin import V4Admin
@@ -49,7 +50,12 @@ class EmulatorApp:
         self.state = state
         self.v3 = V3Api(state)
         self.api = Starlette(
-            routes=[*self.v3.routes(), *V4Actions(state).routes(), *V4Admin(state).routes()],
+            routes=[
+                *V1Api(state).routes(),
+                *self.v3.routes(),
+                *V4Actions(state).routes(),
+                *V4Admin(state).routes(),
+            ],
             exception_handlers={
                 ApiError: self._api_error,
                 HTTPException: self._http_error,
@@ -90,7 +96,8 @@ class EmulatorApp:
 
         replay = _replay(body, receive)
         try:
-            fault = self.state.take_fault(method, path, body)
+            # A GET has no body: a fault's match_body is looked for in its decoded query string.
+            fault = self.state.take_fault(method, path, body or unquote_to_bytes(scope["query_string"]))
             if fault is not None:
                 record["fault"] = fault.uid
                 if fault.after and fault.answers:
@@ -102,7 +109,7 @@ class EmulatorApp:
                 answer_delay = fault.delay or 0.0
             problem = self._check_auth(path, scope) or self._check_rate(method, path)
             if problem is not None:
-                await self._error_response(problem)(scope, replay, send_logged)
+                await self._error_response(problem, path)(scope, replay, send_logged)
                 return
             await self.api(scope, replay, send_logged)
         except Exception:
@@ -110,7 +117,7 @@ class EmulatorApp:
             log.exception("Emulator error on %s %s", method, path)
             if not started:
                 error = ApiError(500, "internal error of the emulator", label="INTERNAL_SERVER_ERROR")
-                await self._error_response(error)(scope, replay, send_logged)
+                await self._error_response(error, path)(scope, replay, send_logged)
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -155,7 +162,7 @@ class EmulatorApp:
                 label=fault.error_label,
                 headers=headers,
             )
-            await self._error_response(error)(scope, receive, send)
+            await self._error_response(error, scope["path"])(scope, receive, send)
         return True
 
     # -- auth and rate limit ----------------------------------------------------------------------
@@ -164,7 +171,7 @@ class EmulatorApp:
         headers = _headers(scope)
         if path.startswith("/v3/") or path == "/v3":
             return self._check_v3(headers)
-        if path.startswith("/v4/") or path == "/v4":
+        if path.startswith(("/v4/", "/v1/")) or path in ("/v4", "/v1"):
             return self._check_v4(headers)
         return None
 
@@ -195,16 +202,25 @@ class EmulatorApp:
             return ApiError(401, "invalid API key", label="UNAUTHORIZED")
         return None
 
+    def _rate_bucket(self, method: str, path: str) -> tuple[TokenBucket | None, str]:
+        if method == "POST" and LIVE_PATH.match(path):
+            return self.state.rate_bucket, "live requests per second"
+        if path == "/v1/quotas":
+            return self.state.v1_quotas_bucket, "quota requests per second"
+        if path.startswith("/v1/"):
+            return self.state.v1_bucket, "v1 requests per second"
+        return None, ""
+
     def _check_rate(self, method: str, path: str) -> ApiError | None:
-        bucket = self.state.rate_bucket
-        if bucket is None or method != "POST" or not LIVE_PATH.match(path):
+        bucket, what = self._rate_bucket(method, path)
+        if bucket is None:
             return None
         wait = bucket.take()
         if wait <= 0:
             return None
         return ApiError(
             429,
-            f"rate limit of {bucket.rate:g} live requests per second exceeded",
+            f"rate limit of {bucket.rate:g} {what} exceeded",
             label="RATE_LIMIT_EXCEEDED",
             headers={
                 "Retry-After": str(max(1, math.ceil(wait))),
@@ -216,12 +232,15 @@ class EmulatorApp:
 
     # -- error answers --------------------------------------------------------------------------
 
-    def _error_response(self, error: ApiError) -> Response:
-        return json_response(error_body(error, self.state.next_error_ref()), error.status, error.headers)
+    def _error_response(self, error: ApiError, path: str) -> Response:
+        body = error_body(error, self.state.next_error_ref())
+        if path.startswith("/v1/"):
+            body["data"] = error.data  # v1's error body adds `data` to v4's
+        return json_response(body, error.status, error.headers)
 
     async def _api_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return self._error_response(exc)
+        return self._error_response(exc, request.url.path)
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -229,10 +248,10 @@ class EmulatorApp:
             error = ApiError(405, f"{request.method} is not allowed on {request.url.path}")
         else:
             error = ApiError(exc.status_code, f"no such endpoint: {request.method} {request.url.path}")
-        return self._error_response(error)
+        return self._error_response(error, request.url.path)
 
     async def _crash(self, request: Request, exc: Exception) -> Response:
-        return self._error_response(ApiError(500, "internal error of the emulator"))
+        return self._error_response(ApiError(500, "internal error of the emulator"), request.url.path)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

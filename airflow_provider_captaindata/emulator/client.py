@@ -60,6 +60,10 @@ class EmulatorClient:
         return f"{self.base_url}/v4"
 
     @property
+    def v1_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+    @property
     def api_key(self) -> str:
         if self._api_key is None:
             self._api_key = str(self.info()["api_key"])

@@ -52,6 +52,7 @@ class ApiError(Exception):
         scope: str | None = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        data: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -60,6 +61,7 @@ class ApiError(Exception):
         self.scope = scope or default_scope(status)
         self.params = dict(params) if params else None
         self.headers = dict(headers or {})
+        self.data = dict(data) if data else None  # v1 only: more about the error
 
 
 def invalid_input(field: str, message: str) -> ApiError:

@@ -39,7 +39,7 @@ class Fault:
     malformed: bool = False
     body: Any = None  # a JSON answer (200) served in place of the API's
     headers: dict[str, str] | None = None  # added to the ``body`` answer
-    match_body: str | None = None
+    match_body: str | None = None  # a substring of the body (of the decoded query string for a GET)
     error_label: str | None = None
     message: str | None = None
     after: bool = False  # the API processes the request first; only its answer is the fault's

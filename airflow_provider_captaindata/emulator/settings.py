@@ -19,6 +19,16 @@ DEFAULT_PROJECT_UID = "5f0c2a8e-7b1d-4c3e-9a6f-1d2e3f4a5b6c"
 DEFAULT_SEED = 0
 
 LAST_PAGE_HEADER_STYLES = ("absent", "empty", "null")
+# v1 plan tiers and their rate limit (requests a second, all data endpoints together).
+V1_TIER_RATES = {
+    "Trial": 1.0,
+    "Bronze": 2.0,
+    "Silver": 10.0,
+    "Gold": 10.0,
+    "Platinum": 20.0,
+    "Diamond": 20.0,
+    "Titanium": 40.0,
+}
 BATCH_UID_SHAPES = ("page", "input")
 
 
@@ -58,6 +68,20 @@ class Settings:
     # meanwhile: neither the run's final status nor a replay's answer waits for it.
     callback_delay_seconds: float = 0.0
     request_log_limit: int = 100_000
+    # v1: list pages, cursors, the plan's rate limit and what each answer costs.
+    v1_search_total_results: int = 60  # results a search or employees listing has
+    v1_page_size: int = 25  # people and companies search pages (server-defined)
+    v1_employees_page_size: int = 10  # (uncertain) 10 in the document, 25 in the 2026 docs
+    v1_cursor_ttl_seconds: float = 86_400.0  # a cursor older than this is refused (expired)
+    v1_last_page_header: str = "absent"  # X-Pagination-Next on the last page: absent, empty or null
+    v1_employees_2026_fields: bool = True  # employees carry tenure_*, sn_company_id, summary
+    v1_plan: str | None = None  # plan tier whose rate limit applies (V1_TIER_RATES); None: no limit
+    v1_quotas_per_minute: float | None = None  # GET /quotas has its own, lower limit; None: none
+    # (uncertain) costs: the docs give 1 per search result, other sources 0.2.
+    v1_credits_per_request: float = 1.0
+    v1_credits_per_result: float = 1.0
+    v1_credits_per_enrich: float = 1.0  # doubled with full_enrich
+    v1_credits_per_find: float = 1.0
     # v3 webhooks (set in the Captain Data app, not by API): the workspace-wide URL, POSTed on
     # run created / succeeded / failed. Per-workflow URLs: POST /_emulator/webhooks.
     v3_webhook_url: str | None = None
@@ -74,7 +98,13 @@ class Settings:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _RATES = {"callback_drop_rate", "callback_duplicate_rate", "callback_fail_rate"}
-_AT_LEAST_ONE = {"v3_page_size", "callback_concurrency", "request_log_limit"}
+_AT_LEAST_ONE = {
+    "v3_page_size",
+    "callback_concurrency",
+    "request_log_limit",
+    "v1_page_size",
+    "v1_employees_page_size",
+}
 
 
 def setting_names() -> list[str]:
@@ -98,7 +128,9 @@ def _check(name: str, value: Any) -> Any:
     if annotation.startswith("str"):
         if name == "v3_webhook_url" and not str(value).startswith(("http://", "https://")):
             raise ValueError(f"setting {name!r} must be an http(s) URL or null")
-        if name == "v4_last_page_header" and value not in LAST_PAGE_HEADER_STYLES:
+        if name == "v1_plan" and value not in V1_TIER_RATES:
+            raise ValueError(f"setting {name!r} must be one of {', '.join(V1_TIER_RATES)} (or null)")
+        if name in ("v4_last_page_header", "v1_last_page_header") and value not in LAST_PAGE_HEADER_STYLES:
             raise ValueError(f"setting {name!r} must be one of {', '.join(LAST_PAGE_HEADER_STYLES)}")
         if name == "callback_batch_uid" and value not in BATCH_UID_SHAPES:
             raise ValueError(f"setting {name!r} must be one of {', '.join(BATCH_UID_SHAPES)}")
@@ -115,6 +147,6 @@ def _check(name: str, value: Any) -> Any:
         raise ValueError(f"setting {name!r} is a probability between 0 and 1, got {value!r}")
     if name in _AT_LEAST_ONE and value < 1:
         raise ValueError(f"setting {name!r} must be at least 1, got {value!r}")
-    if name == "rate_limit_per_second" and value == 0:
-        raise ValueError("setting 'rate_limit_per_second' must be positive (or null for no limit)")
+    if name in ("rate_limit_per_second", "v1_quotas_per_minute") and value == 0:
+        raise ValueError(f"setting {name!r} must be positive (or null for no limit)")
     return float(value) if annotation.startswith("float") else value

@@ -26,7 +26,7 @@ from airflow_provider_captaindata.emulator.records import (
     V3Job,
     V4Run,
 )
-from airflow_provider_captaindata.emulator.settings import Settings
+from airflow_provider_captaindata.emulator.settings import V1_TIER_RATES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,9 @@ class TokenBucket:
     """Capacity ``rate`` (at least one call), refilled at ``rate`` tokens a second: a client
     pacing itself at exactly the rate is never refused, a burst above it is."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, capacity: float | None = None) -> None:
         self.rate = rate
-        self.capacity = max(rate, 1.0)
+        self.capacity = max(rate if capacity is None else capacity, 1.0)
         self.tokens = self.capacity
         self.updated = time.monotonic()
 
@@ -103,6 +103,8 @@ class EmulatorState:
         self.schedules: dict[str, Schedule] = {}
         self.credits_used = 0.0
         self.rate_bucket: TokenBucket | None = None
+        self.v1_bucket: TokenBucket | None = None
+        self.v1_quotas_bucket: TokenBucket | None = None
         self.error_counter = 0
 
     # -- settings ------------------------------------------------------------------------------
@@ -112,6 +114,13 @@ class EmulatorState:
         if "rate_limit_per_second" in changes:
             rate = self.settings.rate_limit_per_second
             self.rate_bucket = TokenBucket(rate) if rate else None
+        if "v1_plan" in changes:
+            plan = self.settings.v1_plan
+            self.v1_bucket = TokenBucket(V1_TIER_RATES[plan]) if plan else None
+        if "v1_quotas_per_minute" in changes:
+            per_minute = self.settings.v1_quotas_per_minute
+            # A minute's worth of calls may come at once; then one every 60/per_minute seconds.
+            self.v1_quotas_bucket = TokenBucket(per_minute / 60, capacity=per_minute) if per_minute else None
         if "request_log_limit" in changes:
             self.requests = collections.deque(self.requests, maxlen=self.settings.request_log_limit)
 

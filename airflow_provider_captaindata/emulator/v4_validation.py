@@ -198,14 +198,19 @@ def query_rules() -> dict[str, dict[str, dict[str, Any]]]:
     return operations
 
 
-def query_values(operation: str, query: QueryParams) -> dict[str, Any]:
+def query_values(
+    operation: str, query: QueryParams, rules: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """The operation's query parameters checked against the document, defaults filled in.
 
     Arrays are repeated or comma-separated (``status=QUEUED,RUNNING``) and come back as lists
-    (empty when absent); integers as ints. Parameters the document does not list are left alone.
+    (empty when absent); integers as ints, booleans as bools. Parameters the document does not
+    list are left alone. ``rules``: another document's rules for the operation (v1's), in the
+    same reduced form; the v4 ones by default.
     """
     values: dict[str, Any] = {}
-    for name, rule in query_rules().get(operation, {}).items():
+    table = query_rules().get(operation, {}) if rules is None else rules
+    for name, rule in table.items():
         raw = query.getlist(name)
         if rule.get("type") == "array":
             items = [v.strip() for text in raw for v in text.split(",") if v.strip()]
@@ -244,6 +249,10 @@ def _check_scalar(name: str, text: str, rule: Mapping[str, Any]) -> Any:
             )
             raise invalid_input(name, f"query parameter '{name}' must be {bounds}, got {number}")
         return number
+    if rule.get("type") == "boolean":
+        if text.lower() not in ("true", "false"):
+            raise invalid_input(name, f"query parameter '{name}' must be true or false, got {text!r}")
+        return text.lower() == "true"
     if "enum" in rule and text not in rule["enum"]:
         raise invalid_input(
             name, f"query parameter '{name}' must be one of {', '.join(rule['enum'])}, got {text!r}"
