@@ -17,7 +17,8 @@ CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
     },
     "rate_limit_per_second": {
         "label": "Live rate limit (requests/s)",
-        "description": "Your plan's v4 live limit: 1, 2, 10, 20 or 40. Fan-out paces itself at this rate.",
+        "description": "Your plan's limit (v4 live calls, every v1 call): 1, 2, 10, 20 or 40. "
+        "Fan-out and v1 calls pace themselves at this rate.",
         "schema": {"type": ["number", "null"], "default": 1},
     },
     "v3_base_url": {
@@ -28,6 +29,17 @@ CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
     "v4_base_url": {
         "label": "v4 base URL",
         "description": "Override of https://api.captaindata.com/v4 (leave empty).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "v1_base_url": {
+        "label": "v1 base URL",
+        "description": "Override of https://api.captaindata.com/v1 (leave empty).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "api_version": {
+        "label": "API generation of the key",
+        "description": "v1 for a key of the current API (the Test button then calls GET /v1/quotas); "
+        "empty: v4 (and v3 with a project uid).",
         "schema": {"type": ["string", "null"]},
     },
     "callback_base_url": {

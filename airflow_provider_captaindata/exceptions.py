@@ -25,7 +25,8 @@ class CaptainDataAPIError(CaptainDataError):
     """The API answered with an error status, or with a redirect (never followed).
 
     The documented v4 error body ``{error_label, error_scope, error_ref, message, status_code,
-    params}`` is parsed when present; otherwise ``message`` holds the start of the body text.
+    params}`` (v1 adds ``data``) is parsed when present; otherwise ``message`` holds the start
+    of the body text.
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class CaptainDataAPIError(CaptainDataError):
         path: str = "",
         retry_after: float | None = None,
         hint: str = "",
+        data: Any = None,
     ) -> None:
         self.status_code = status_code
         self.message = message
@@ -52,6 +54,7 @@ class CaptainDataAPIError(CaptainDataError):
         self.path = path
         self.retry_after = retry_after
         self.hint = hint  # what to fix, in this provider's words (e.g. the connection of a 401)
+        self.data = data
         super().__init__(str(self))
 
     def __str__(self) -> str:

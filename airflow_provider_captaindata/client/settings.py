@@ -19,12 +19,16 @@ from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 CONN_TYPE = "captaindata"
 DEFAULT_CONN_ID = "captaindata_default"
 DEFAULT_RATE_LIMIT = 1.0  # the smallest plan: never refused, slow until the connection says more
+V1_DEFAULT_BASE_URL = "https://api.captaindata.com/v1"
+API_VERSIONS = ("v1", "v3", "v4")
 
 # Extra fields of the connection form; a DAG author sets them in the UI or in the JSON extra.
 EXTRA_FIELDS = (
     "project_uid",
     "v3_base_url",
     "v4_base_url",
+    "v1_base_url",
+    "api_version",
     "rate_limit_per_second",
     "callback_base_url",
     "callback_secret",
@@ -42,6 +46,8 @@ class ConnectionSettings:
     project_uid: str | None
     v3_base_url: str
     v4_base_url: str
+    v1_base_url: str = V1_DEFAULT_BASE_URL
+    api_version: str | None = None  # "v1" for a key of the current API: Test calls GET /v1/quotas
     rate_limit_per_second: float = DEFAULT_RATE_LIMIT
     callback_base_url: str | None = None
     callback_secret: SecretStr | None = field(default=None, repr=False)
@@ -71,12 +77,21 @@ class ConnectionSettings:
         origin = _origin_from_host(conn_id, conn.host, conn.port, conn.schema)
         v3 = extra.get("v3_base_url") or (f"{origin}/v3" if origin else V3.default_base_url)
         v4 = extra.get("v4_base_url") or (f"{origin}/v4" if origin else V4.default_base_url)
+        v1 = extra.get("v1_base_url") or (f"{origin}/v1" if origin else V1_DEFAULT_BASE_URL)
+        api_version = str(extra.get("api_version") or "").strip().lower() or None
+        if api_version not in (None, *API_VERSIONS):
+            raise CaptainDataConfigError(
+                f"Connection {conn_id!r}: api_version must be one of {', '.join(API_VERSIONS)}, "
+                f"got {api_version!r}."
+            )
         return cls(
             conn_id=conn_id,
             api_key=SecretStr(api_key),
             project_uid=(str(extra.get("project_uid") or "").strip() or None),
             v3_base_url=_check_url(conn_id, "v3_base_url", v3),
             v4_base_url=_check_url(conn_id, "v4_base_url", v4),
+            v1_base_url=_check_url(conn_id, "v1_base_url", v1),
+            api_version=api_version,
             rate_limit_per_second=_rate(conn_id, extra.get("rate_limit_per_second")),
             callback_base_url=(
                 _check_url(conn_id, "callback_base_url", extra["callback_base_url"])
@@ -147,6 +162,6 @@ def _rate(conn_id: str, value: Any) -> float:
     if not (rate > 0 and math.isfinite(rate)):
         raise CaptainDataConfigError(
             f"Connection {conn_id!r}: rate_limit_per_second must be a positive number (your plan's "
-            f"live requests per second, 1 to 40), got {value!r}."
+            f"requests per second, 1 to 40: v4 live calls and every v1 call), got {value!r}."
         )
     return rate

@@ -232,6 +232,7 @@ def api_error(
             error_scope=_scrub(body.get("error_scope"), secrets),
             error_ref=_scrub(body.get("error_ref"), secrets),
             params=_scrub(body.get("params"), secrets),
+            data=_scrub(body.get("data"), secrets),
             method=request.method,
             path=request.path,
             retry_after=retry_after,

@@ -147,12 +147,14 @@ class V1Api:
                 label=CURSOR_INVALID,
                 params={"field": "cursor"},
             )
-        if time.time() - issued > self.state.settings.v1_cursor_ttl_seconds:
+        age = time.time() - issued
+        if age > self.state.settings.v1_cursor_ttl_seconds:
             raise ApiError(
                 400,
                 "the cursor has expired: start again from the first page",
                 label=CURSOR_EXPIRED,
                 params={"field": "cursor"},
+                data={"cursor_age_seconds": round(age, 3)},
             )
         return offset
 

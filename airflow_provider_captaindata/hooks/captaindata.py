@@ -48,6 +48,8 @@ from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyn
 from airflow_provider_captaindata.launch_identity import LOOKUP_CLOCK_MARGIN, runs_since
 
 if TYPE_CHECKING:
+    from airflow_provider_captaindata.client.v1 import V1Client
+
     # The wire models are pydantic classes (~10 ms to define): DAG files import this module,
     # so each method imports the ones it parses with on first call.
     from airflow_provider_captaindata.client.models import (
@@ -105,6 +107,20 @@ class CaptainDataHook(CaptainDataBaseHook):
 
     def get_conn(self) -> ConnectionSettings:
         return self.settings
+
+    def v1_client(self) -> V1Client:
+        """A v1 client on this connection: its v1 base URL, key, retry policy, and the plan's
+        rate (``rate_limit_per_second``) shared by every v1 call of this worker."""
+        from airflow_provider_captaindata.client.v1 import V1Client
+
+        settings = self.settings
+        return V1Client(
+            settings.api_key.get_secret_value(),
+            base_url=settings.v1_base_url,
+            rate_limit_per_second=settings.rate_limit_per_second,
+            policy=self.retry_policy,
+            transport=self._transport,
+        )
 
     def _call(
         self,
@@ -491,7 +507,20 @@ class CaptainDataHook(CaptainDataBaseHook):
             return False, str(exc)
 
     def _test_connection(self) -> tuple[bool, str]:
-        parts = [f"v4 OK ({_workspace_name(self.get_workspaces())})"]
+        if self.settings.api_version == "v1":
+            return True, f"v1 OK ({_workspace_name(self.v1_client().quotas())})"
+        try:
+            workspaces = self.get_workspaces()
+        except CaptainDataAPIError as exc:
+            if exc.status_code not in (401, 403):
+                raise
+            # Perhaps a key of the current API (v1), which new customers get.
+            try:
+                quotas = self.v1_client().quotas()
+            except CaptainDataError:
+                raise exc from None
+            return True, f"v1 OK ({_workspace_name(quotas)}); v4 refused the key: set api_version to v1"
+        parts = [f"v4 OK ({_workspace_name(workspaces)})"]
         if self.settings.project_uid:
             parts.append(f"v3 OK ({_workspace_name(self.get_workspace())})")
         return True, "; ".join(parts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_captaindata.client.settings import ConnectionSettings
 from airflow_provider_captaindata.client.statuses import RunSnapshot
@@ -18,6 +18,9 @@ from airflow_provider_captaindata.client.transport import ApiResponse, RetryPoli
 from airflow_provider_captaindata.client.transport_async import AsyncTransport
 from airflow_provider_captaindata.client.versions import V3, V4, ApiVersion, get_version
 from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, live_call, v4_runs_params
+
+if TYPE_CHECKING:
+    from airflow_provider_captaindata.client.v1 import AsyncV1Client
 
 _Read = asyncio.Task[ConnectionSettings]
 
@@ -48,6 +51,19 @@ class CaptainDataAsyncHook(CaptainDataBaseHook):
             settings = self._settings = await asyncio.shield(read)
             return settings
         return self._settings
+
+    async def v1_client(self) -> AsyncV1Client:
+        """The async v1 client on this connection (see :meth:`CaptainDataHook.v1_client`)."""
+        from airflow_provider_captaindata.client.v1 import AsyncV1Client
+
+        settings = await self.get_settings()
+        return AsyncV1Client(
+            settings.api_key.get_secret_value(),
+            base_url=settings.v1_base_url,
+            rate_limit_per_second=settings.rate_limit_per_second,
+            policy=self.retry_policy,
+            transport=self._transport,
+        )
 
     async def _read_settings(self) -> ConnectionSettings:
         from airflow.providers.common.compat.connection import (
