@@ -3,7 +3,8 @@
 When an operator's results land (XCom or ``output_path``), every Asset in its ``outlets``
 gets an asset event whose ``extra`` says which run produced what::
 
-    {"run_uid": ..., "api_version": "v3", "workflow_uid": ... (v3) or "action": ... (v4),
+    {"run_uid": ..., "api_version": "v3", "workflow_uid": ... (v3) or "action": ... (v4)
+     or "endpoint": ... (v1, whose run_uid is None),
      "rows": 120, "path": "file:///data/people.jsonl" (None for XCom)}
 
 An ``AssetAlias`` in ``outlets`` gets an event for the Asset of the rendered ``output_path``
@@ -76,6 +77,8 @@ def event_extra(operator: CaptainDataRunOperatorBase, result: Any) -> dict[str, 
     extra: dict[str, Any] = {"run_uid": operator._run_uid, "api_version": operator.api_version}
     if operator.api_version == "v3":
         extra["workflow_uid"] = getattr(operator, "workflow_uid", None)
+    elif operator.api_version == "v1":
+        extra["endpoint"] = getattr(operator, "endpoint", None)
     else:
         extra["action"] = getattr(operator, "action", None)
     extra["rows"] = landed_rows(operator, result)

@@ -165,6 +165,10 @@ class CaptainDataRunError(CaptainDataError):
         super().__init__(f"Captain Data run {run_uid} ended {status}: {message}")
 
 
+class CaptainDataCreditsError(CaptainDataError):
+    """A v1 task would cost more credits than the workspace has left (the credit check)."""
+
+
 class CaptainDataPagingError(CaptainDataError):
     """A paged read cannot be complete: a page URL repeats (the paging loops), a page has no
     paging object, or the rows read differ from the count the run reports."""

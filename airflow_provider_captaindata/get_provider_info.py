@@ -33,7 +33,12 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Captain Data",
-                "python-modules": [f"{_PKG}.operators.workflows", f"{_PKG}.operators.actions"],
+                "python-modules": [
+                    f"{_PKG}.operators.workflows",
+                    f"{_PKG}.operators.actions",
+                    f"{_PKG}.operators.v1_search",
+                    f"{_PKG}.operators.v1_enrich",
+                ],
             }
         ],
         "sensors": [{"integration-name": "Captain Data", "python-modules": [f"{_PKG}.sensors.runs"]}],

@@ -47,7 +47,9 @@ Stage = Literal["start", "complete", "failure"]
 
 
 def source_name(operator: CaptainDataRunOperatorBase) -> str | None:
-    """``workflows/<uid>`` or ``actions/<name>``; None while still a template."""
+    """``workflows/<uid>``, ``actions/<name>`` or ``v1/<endpoint>``; None while still a template."""
+    if operator.api_version == "v1":
+        return f"v1/{getattr(operator, 'endpoint', '')}"
     what, value = (
         ("workflows", getattr(operator, "workflow_uid", None))
         if operator.api_version == "v3"
@@ -66,6 +68,11 @@ def output_dataset_name(output_path: str) -> tuple[str, str]:
 
 def schema_fields(operator: CaptainDataRunOperatorBase) -> list[tuple[str, str]]:
     """(name, type) of each result field; empty when unknown."""
+    if operator.api_version == "v1":
+        from airflow_provider_captaindata.client.v1 import get_endpoint
+
+        schema = get_endpoint(str(getattr(operator, "endpoint", ""))).response_schema
+        return [(n, str((p or {}).get("type", ""))) for n, p in (schema.get("properties") or {}).items()]
     if operator.api_version == "v4":
         from airflow_provider_captaindata.client.catalog import get_action
 

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 UPSTREAM_FAILED = 424
 UPSTREAM_ATTEMPTS = 3  # a 424 is often a passing LinkedIn hiccup: tried this often in all
 RESTARTS_MAX = 3  # cursor refusals in one reading before giving up
+CURSOR_LIFETIME_SECONDS = 24 * 3600  # the API's: an older cursor is not worth sending
 # (uncertain) how the API refuses an expired or unknown cursor: a 4xx about `cursor`.
 CURSOR_REFUSAL_STATUSES = (400, 404, 410, 422)
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
@@ -77,6 +78,12 @@ class V1Endpoint:
     @property
     def paged(self) -> bool:
         return bool(spec.v1_operation(self.operation)["paged"])
+
+    @property
+    def response_schema(self) -> dict[str, Any]:
+        """The schema of one record (of a list's items)."""
+        schema: dict[str, Any] = spec.v1_operation(self.operation)["response"]
+        return dict(schema.get("items") or {}) if schema.get("type") == "array" else schema
 
 
 ENDPOINTS: dict[str, V1Endpoint] = {
@@ -230,7 +237,8 @@ class CursorPager:
     def restart(self, exc: BaseException) -> bool:
         """After a refused cursor: start again from the first page (True), skipping the rows
         already given; False when the error is not a cursor refusal or restarts ran out."""
-        if self.pages == 0 or not is_cursor_refusal(exc) or self.restarts >= RESTARTS_MAX:
+        reading_first_page = self._next == (self.first_url, self.first_params)
+        if reading_first_page or not is_cursor_refusal(exc) or self.restarts >= RESTARTS_MAX:
             return False
         self.restarts += 1
         log.warning(
@@ -246,6 +254,19 @@ class CursorPager:
         self._seen.clear()
         self._next = (self.first_url, self.first_params)
         return True
+
+    def resume(self, given: int, next_url: str | None, cursor_fresh: bool) -> None:
+        """Go on from an earlier reading that gave ``given`` rows and stopped before
+        ``next_url`` (None: it had read every page). A cursor that is no longer fresh (saved more
+        than a day ago) is not used: the reading starts again and skips the rows already given."""
+        self.given = given
+        if (self.max_results is not None and given >= self.max_results) or next_url is None:
+            self._next = None
+        elif cursor_fresh:
+            self._next = (next_url, None)
+        else:
+            self._skip = given
+            self._next = (self.first_url, self.first_params)
 
 
 class _V1Base:
