@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
+from airflow_provider_captaindata.client.transport import RetryPolicy
 from airflow_provider_captaindata.client.v1 import AsyncV1Client, V1Client
 from airflow_provider_captaindata.emulator import EmulatorClient
 from airflow_provider_captaindata.exceptions import (
@@ -19,7 +20,6 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataConfigError,
     CaptainDataPagingError,
 )
-from airflow_provider_captaindata.http import RetryPolicy
 
 QUERY = '(keywords:"Data Engineer",geo:(Paris))'
 FAST = RetryPolicy(backoff_initial=0.01, backoff_max=0.05)

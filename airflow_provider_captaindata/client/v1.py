@@ -29,15 +29,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from airflow_provider_captaindata.action_inputs import next_page_url
-from airflow_provider_captaindata.catalog import v1 as spec
-from airflow_provider_captaindata.connection import V1_DEFAULT_BASE_URL
-from airflow_provider_captaindata.exceptions import (
-    CaptainDataAPIError,
-    CaptainDataConfigError,
-    CaptainDataPagingError,
-)
-from airflow_provider_captaindata.http import (
+from airflow_provider_captaindata.client.action_inputs import next_page_url
+from airflow_provider_captaindata.client.catalog import v1 as spec
+from airflow_provider_captaindata.client.settings import V1_DEFAULT_BASE_URL
+from airflow_provider_captaindata.client.transport import (
     DEFAULT_POLICY,
     ApiRequest,
     ApiResponse,
@@ -45,12 +40,17 @@ from airflow_provider_captaindata.http import (
     SyncRateGate,
     SyncTransport,
 )
+from airflow_provider_captaindata.exceptions import (
+    CaptainDataAPIError,
+    CaptainDataConfigError,
+    CaptainDataPagingError,
+)
 
 if TYPE_CHECKING:
     import tenacity
     from aiolimiter import AsyncLimiter
 
-    from airflow_provider_captaindata.http_async import AsyncTransport
+    from airflow_provider_captaindata.client.transport_async import AsyncTransport
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +445,7 @@ class AsyncV1Client(_V1Base):
         policy: RetryPolicy = DEFAULT_POLICY,
         transport: AsyncTransport | None = None,
     ) -> None:
-        from airflow_provider_captaindata.http_async import AsyncTransport
+        from airflow_provider_captaindata.client.transport_async import AsyncTransport
 
         super().__init__(api_key, base_url, rate_limit_per_second, policy)
         self._transport = transport or AsyncTransport(policy)

@@ -48,8 +48,6 @@ from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyn
 from airflow_provider_captaindata.launch_identity import LOOKUP_CLOCK_MARGIN, runs_since
 
 if TYPE_CHECKING:
-    from airflow_provider_captaindata.client.v1 import V1Client
-
     # The wire models are pydantic classes (~10 ms to define): DAG files import this module,
     # so each method imports the ones it parses with on first call.
     from airflow_provider_captaindata.client.models import (
@@ -60,6 +58,7 @@ if TYPE_CHECKING:
         V4CallbackRecord,
         V4Run,
     )
+    from airflow_provider_captaindata.client.v1 import V1Client
 
 __all__ = [
     "CaptainDataAsyncHook",

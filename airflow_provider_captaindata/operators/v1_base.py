@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
-from airflow_provider_captaindata.connection import DEFAULT_CONN_ID
+from airflow_provider_captaindata.client.settings import DEFAULT_CONN_ID
 from airflow_provider_captaindata.exceptions import (
     CaptainDataConfigError,
     CaptainDataCreditsError,

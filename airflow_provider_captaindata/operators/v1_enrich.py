@@ -43,7 +43,7 @@ ON_INPUT_ERROR = ("continue", "fail")
 
 def input_params(endpoint: str, item: Any, index: int, extra: Mapping[str, Any]) -> dict[str, Any]:
     """The call parameters of one input, checked (CaptainDataConfigError names input and field)."""
-    from airflow_provider_captaindata.catalog.v1 import v1_operation
+    from airflow_provider_captaindata.client.catalog.v1 import v1_operation
     from airflow_provider_captaindata.client.v1 import get_endpoint, prepare
 
     spec = get_endpoint(endpoint)
