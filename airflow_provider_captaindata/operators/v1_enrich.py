@@ -276,8 +276,6 @@ class CaptainDataV1FanOutOperator(CaptainDataV1OperatorBase):
                 "credits_spent": spent,
             }
             result = sink.finish(**summary)
-        if records is not None:
-            records.clear(len(params))
         if not self.output_path:
             self.push(context, "summary", {"rows": sink.rows, **summary})
         return self.land(context, result)

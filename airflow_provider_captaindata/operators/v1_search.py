@@ -4,7 +4,9 @@ Pages are read through ``X-Pagination-Next`` and written as they come (XCom or a
 file). Each page read is recorded (rows and the next page's URL) in the task's per-input
 records (:mod:`airflow_provider_captaindata.checkpoint`), so a retried task pays again for no
 page it already has: it reuses them and goes on from the saved cursor when that is younger
-than a day, else reads from the first page again, skipping the rows it has.
+than a day, else reads from the first page again, skipping the rows it has. As for every
+record, the task never removes them (a try may still fail after ``execute()``): the state
+store clears them when Airflow records the success; beside ``output_path`` they stay with it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ from airflow_provider_captaindata.operators.v1_base import (
 from airflow_provider_captaindata.results import aborted_on_error, open_sink
 
 DEFAULT_MAX_RESULTS = 2500  # about what Sales Navigator gives for one search (uncertain)
+
+
+def page_key(page: int) -> str:
+    """The record of a page read (input records use the input's index)."""
+    return f"page/{page}"
+
+
+def _done(record: Any, mark: str) -> bool:
+    return isinstance(record, dict) and record.get("state") == DONE and record.get("fp") == mark
 
 
 class CaptainDataV1SearchOperator(CaptainDataV1OperatorBase):
@@ -72,7 +83,8 @@ class CaptainDataV1SearchOperator(CaptainDataV1OperatorBase):
                 if records is not None:
                     following = pager.next[0] if pager.next else None
                     records.checkpoint.put(
-                        pages, {"state": DONE, "fp": mark, "rows": rows, "next": following, "at": time.time()}
+                        page_key(pages),
+                        {"state": DONE, "fp": mark, "rows": rows, "next": following, "at": time.time()},
                     )
                 pages += 1
             spent = self.credits_spent(client, before)
@@ -85,8 +97,6 @@ class CaptainDataV1SearchOperator(CaptainDataV1OperatorBase):
             )
             summary = {"endpoint": self.endpoint, "credits_spent": spent, "pages_read": pager.pages}
             result = sink.finish(**summary)
-        if records is not None:
-            records.clear(pages)
         if not self.output_path:
             self.push(context, "summary", {"rows": sink.rows, **summary})
         return self.land(context, result)
@@ -96,7 +106,8 @@ class CaptainDataV1SearchOperator(CaptainDataV1OperatorBase):
         from airflow_provider_captaindata.client.v1 import CURSOR_LIFETIME_SECONDS
 
         pages, given, last = 0, 0, None
-        while (record := records.earlier(pages, mark)) is not None and record.get("state") == DONE:
+        while records.resumed and _done(records.checkpoint.get(page_key(pages)), mark):
+            record = records.checkpoint.get(page_key(pages))
             sink.add_page(record.get("rows") or [])
             given += len(record.get("rows") or [])
             last = record
