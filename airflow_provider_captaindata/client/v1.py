@@ -25,12 +25,12 @@ import re
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from airflow_provider_captaindata.client.action_inputs import next_page_url
 from airflow_provider_captaindata.client.catalog import v1 as spec
+from airflow_provider_captaindata.client.paging import PageTrail, next_page_url, same_origin_url
 from airflow_provider_captaindata.client.settings import V1_DEFAULT_BASE_URL
 from airflow_provider_captaindata.client.transport import (
     DEFAULT_POLICY,
@@ -182,12 +182,13 @@ class CursorPager:
     first_params: dict[str, str]
     max_results: int | None = None
     what: str = "v1 list"
+    base_url: str = ""  # next pages are called only on its origin (paging.same_origin_url)
     given: int = 0
     pages: int = 0
     restarts: int = 0
     _skip: int = 0
     _next: tuple[str, dict[str, str] | None] | None = None
-    _seen: set[str] = field(default_factory=set)
+    _trail: PageTrail | None = None
 
     def __post_init__(self) -> None:
         if self.max_results is not None and (
@@ -224,14 +225,10 @@ class CursorPager:
             return rows
         following = next_page_url(response.headers, url)
         if following is not None:
-            if following in self._seen:
-                raise CaptainDataPagingError(
-                    f"{self.what}: X-Pagination-Next names a page already read: the API's paging loops"
-                )
-            self._seen.add(following)
-            self._next = (following, None)
-        else:
-            self._next = None
+            following = same_origin_url(following, self.base_url or self.first_url)
+        self._trail = self._trail or PageTrail(self.what)
+        following = self._trail.next_url(url, following, len(rows))
+        self._next = (following, None) if following is not None else None
         return rows
 
     def restart(self, exc: BaseException) -> bool:
@@ -251,7 +248,7 @@ class CursorPager:
             RESTARTS_MAX,
         )
         self._skip = self.given
-        self._seen.clear()
+        self._trail = None  # the same pages are read again: not a loop
         self._next = (self.first_url, self.first_params)
         return True
 
@@ -302,7 +299,7 @@ class _V1Base:
         endpoint, url, query = self._first(name, params)
         if not endpoint.paged:
             raise CaptainDataConfigError(f"{name} is not a list endpoint")
-        return CursorPager(url, query, max_results=max_results, what=name)
+        return CursorPager(url, query, max_results=max_results, what=name, base_url=self.base_url)
 
 
 # One gate per (origin, rate) and process: every v1 call of a worker shares the plan's rate.
