@@ -18,11 +18,12 @@ ENVS := $(addprefix env-,$(filter-out 3.3,$(ALL_LINES)))
 export PYTHON
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help env env-lines $(ENVS) env-bench test lint test-airflow3 test-airflow2 demo stack stack-test stack-tools docs ui-check bench locks dist wheel-check clean
+.PHONY: help env env-lines $(ENVS) env-bench test soak lint test-airflow3 test-airflow2 demo stack stack-test stack-tools docs ui-check bench locks dist wheel-check clean
 
 help:
 	@echo "make demo   - set up and run the example DAGs on real Airflow services against the emulator"
 	@echo "make test   - lint, type-check and run the tests on every supported Airflow line (LINES=...)"
+	@echo "make soak   - thousands of randomized invariant scenarios (SOAK_SCENARIOS, SOAK_SECONDS, SOAK_SEED)"
 	@echo "make stack  - the example DAGs on a production-like stack (Celery, Redis, S3, 2 API servers, 2 triggerers, TLS)"
 	@echo "make stack-test - the stack's fault scenarios (tests/test_stack.py)"
 	@echo "make docs   - build the documentation (warnings are errors)"
@@ -44,6 +45,19 @@ env-lines: env $(addprefix env-,$(filter-out 3.3,$(LINES)))
 # Every line's suite, two at a time (2 cores); each log is shown whole afterwards.
 test: lint env-lines
 	LINES="$(LINES)" scripts/test-lines.sh $(PYTEST_ARGS)
+
+# The invariant harness (tests/invariants, docs/guarantees.md) far past make test's fixed budget:
+# SOAK_SCENARIOS scenarios from SOAK_SEED (default: the clock) within SOAK_SECONDS; it says how
+# many it ran, and a failure prints its seed and a replay command. SOAK_LINE=2.11 for that line.
+SOAK_SCENARIOS ?= 3000
+SOAK_SECONDS ?= 21600
+SOAK_SEED ?= $(shell date +%s)
+SOAK_LINE ?= 3.3
+soak: env $(if $(filter 3.3,$(SOAK_LINE)),,env-$(SOAK_LINE))
+	CAPTAINDATA_HARNESS_SCENARIOS=$(SOAK_SCENARIOS) CAPTAINDATA_HARNESS_SECONDS=$(SOAK_SECONDS) \
+	  CAPTAINDATA_HARNESS_SEED=$(SOAK_SEED) \
+	  $(if $(filter 3.3,$(SOAK_LINE)),$(PY),.venv-$(SOAK_LINE)/bin/python) -m pytest tests/invariants \
+	  -p no:randomly -x -q --timeout 0 -s
 
 lint: env
 	$(VENV)/bin/ruff check .

@@ -94,6 +94,11 @@ class EmulatorApp:
                 record["status"] = message["status"]
             await send(message)
 
+        async def send_api(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record["api_status"] = message["status"]  # processed by the API itself
+            await send_logged(message)
+
         replay = _replay(body, receive)
         try:
             # A GET has no body: a fault's match_body is looked for in its decoded query string.
@@ -103,7 +108,7 @@ class EmulatorApp:
                 if fault.after and fault.answers:
                     # The API does the work (creates the run, sends the message); only its
                     # answer is lost or replaced, as when a gateway fails on the way back.
-                    await self._serve_unanswered(scope, replay)
+                    await self._serve_unanswered(scope, replay, record)
                 if await self._apply_fault(fault, scope, replay, send, send_logged):
                     return
                 answer_delay = fault.delay or 0.0
@@ -111,7 +116,7 @@ class EmulatorApp:
             if problem is not None:
                 await self._error_response(problem, path)(scope, replay, send_logged)
                 return
-            await self.api(scope, replay, send_logged)
+            await self.api(scope, replay, send_api)
         except Exception:
             # Starlette answered with the error body already (see _crash) and re-raised.
             log.exception("Emulator error on %s %s", method, path)
@@ -121,9 +126,10 @@ class EmulatorApp:
 
     # -- faults ---------------------------------------------------------------------------------
 
-    async def _serve_unanswered(self, scope: Scope, receive: Receive) -> None:
+    async def _serve_unanswered(self, scope: Scope, receive: Receive, record: dict[str, Any]) -> None:
         async def discard(message: Message) -> None:
-            return None
+            if message["type"] == "http.response.start":
+                record["api_status"] = message["status"]  # what the API did; the client never sees it
 
         problem = self._check_auth(scope["path"], scope) or self._check_rate(scope["method"], scope["path"])
         if problem is None:
@@ -315,6 +321,7 @@ def _request_record(scope: Scope, body: bytes, own_key: str) -> dict[str, Any]:
         "headers": redact_headers(_headers(scope), own_key),
         "body": parsed,
         "status": None,
+        "api_status": None,
         "time": time.time(),
         "fault": None,
     }

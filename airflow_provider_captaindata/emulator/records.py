@@ -16,10 +16,17 @@ V3_FORCED_STATUSES = ("warning", "shutdown", "stopped", "paused", "finished")
 V4_FORCED_STATUSES = ("FAILED", "PARTIAL_SUCCEEDED", "INVALID", "STOPPED", "BLOCKED", "SUCCEEDED")
 
 
+# Seconds Captain Data's clock is ahead (negative: behind) of this machine's, applied to every
+# date the API writes (setting ``clock_skew_seconds``). Process-wide: the dates are written
+# by many records that know no settings, and one process serves one emulator.
+CLOCK = {"skew_seconds": 0.0}
+
+
 def iso(timestamp: float | None) -> str | None:
-    """ISO 8601 in UTC with milliseconds and a Z, as the API writes dates."""
+    """ISO 8601 in UTC with milliseconds and a Z, as the API writes dates (on its own clock)."""
     if timestamp is None:
         return None
+    timestamp += CLOCK["skew_seconds"]
     moment = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
     return moment.replace("+00:00", "Z")
 

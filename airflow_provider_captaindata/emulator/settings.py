@@ -30,6 +30,7 @@ V1_TIER_RATES = {
     "Titanium": 40.0,
 }
 BATCH_UID_SHAPES = ("page", "input")
+MAX_CLOCK_SKEW_SECONDS = 600.0
 
 
 @dataclass
@@ -82,6 +83,9 @@ class Settings:
     v1_credits_per_result: float = 1.0
     v1_credits_per_enrich: float = 1.0  # doubled with full_enrich
     v1_credits_per_find: float = 1.0
+    # Captain Data's clock against this machine's: every date the API writes is shifted by it
+    # (negative: the API's clock is behind), up to 10 minutes either way.
+    clock_skew_seconds: float = 0.0
     # v3 webhooks (set in the Captain Data app, not by API): the workspace-wide URL, POSTed on
     # run created / succeeded / failed. Per-workflow URLs: POST /_emulator/webhooks.
     v3_webhook_url: str | None = None
@@ -137,6 +141,10 @@ def _check(name: str, value: Any) -> Any:
         return str(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"setting {name!r} must be a number, got {value!r}")
+    if name == "clock_skew_seconds":
+        if abs(value) > MAX_CLOCK_SKEW_SECONDS:
+            raise ValueError(f"setting {name!r} must be within {MAX_CLOCK_SKEW_SECONDS:.0f} s either way")
+        return float(value)
     if value < 0:
         raise ValueError(f"setting {name!r} must not be negative, got {value!r}")
     if annotation.startswith("int"):

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from airflow_provider_captaindata.emulator.records import (
+    CLOCK,
     CallbackRecord,
     Fault,
     Outcome,
@@ -86,6 +87,7 @@ class EmulatorState:
             task.cancel()
         self.tasks.clear()
         self.settings = Settings()
+        CLOCK["skew_seconds"] = self.settings.clock_skew_seconds
         self.ids = Ids(f"runtime:{self.seed}")
         self.faults: list[Fault] = []
         self.outcomes: dict[str, collections.deque[Outcome]] = {}
@@ -111,6 +113,7 @@ class EmulatorState:
 
     def configure(self, changes: dict[str, Any]) -> None:
         self.settings.update(changes)
+        CLOCK["skew_seconds"] = self.settings.clock_skew_seconds
         if "rate_limit_per_second" in changes:
             rate = self.settings.rate_limit_per_second
             self.rate_bucket = TokenBucket(rate) if rate else None

@@ -157,7 +157,17 @@ def test_request_log(v4: httpx.Client, v3: httpx.Client, emu: EmulatorClient) ->
     v4.post(LIVE, json=profile(), params={"page": 1})
     v3.get("/workspace")
     live, workspace = emu.requests()
-    assert set(live) == {"method", "path", "query", "headers", "body", "status", "time", "fault"}
+    assert set(live) == {
+        "method",
+        "path",
+        "query",
+        "headers",
+        "body",
+        "status",
+        "api_status",
+        "time",
+        "fault",
+    }
     assert (live["method"], live["path"], live["query"], live["status"]) == (
         "POST",
         LIVE.replace("/", "/v4/", 1),

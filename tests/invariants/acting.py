@@ -1,0 +1,121 @@
+"""The acting scenario: a live fan-out of LinkedIn messages run by ``dag.test()`` (mapped or
+not, retries, a failure after ``execute()`` returned, XCom or file outputs), under faults on
+each input's calls and a Captain Data clock skew."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from airflow_provider_captaindata.exceptions import OUTCOME_UNKNOWN
+from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
+from tests.invariants.harness import check, install
+from tests.invariants.scenarios import Scenario
+
+MESSAGE = "linkedin-message-profile"
+LIVE_PATH = f"/v4/actions/{MESSAGE}/run/live"
+URL = "https://www.linkedin.com/in/{}"
+
+
+class FailsAfterExecute(CaptainDataRunActionOperator):
+    """Its first try fails once ``execute()`` has returned (as a failed XCom push or a worker
+    dying before Airflow records the success would)."""
+
+    failed: ClassVar[set[str]] = set()
+
+    def post_execute(self, context: Any, result: Any = None) -> None:
+        key = f"{self.dag_id}.{self.task_id}.{context['ti'].map_index}"
+        if key not in self.failed:
+            self.failed.add(key)
+            raise RuntimeError("the try fails after execute() returned (harness)")
+
+
+def run_acting(scenario: Scenario, emulator: Any, folder: Path, dag_id: str) -> None:
+    from tests.airflow_helpers import make_dag, run_dag
+
+    install(emulator, scenario, "POST", LIVE_PATH)
+    groups = [
+        [
+            {"linkedin_profile_url": URL.format(f"person-{g * scenario.inputs + i:05d}")}
+            for i in range(scenario.inputs)
+        ]
+        for g in range(2 if scenario.mapped else 1)
+    ]
+    kwargs: dict[str, Any] = {
+        "task_id": "message",
+        "action": MESSAGE,
+        "on_input_error": "continue",
+        "retries": scenario.retries,
+        "retry_delay": timedelta(0),
+    }
+    if scenario.output == "file":
+        kwargs["output_path"] = str(folder / "messages.jsonl")
+    elif scenario.output == "shared":
+        kwargs["output_path"] = str(folder / "{{ run_id }}.jsonl")  # the docs' own example
+    operator = FailsAfterExecute if scenario.fail_after_execute else CaptainDataRunActionOperator
+    with make_dag(dag_id) as dag:
+        if scenario.mapped:
+            operator.partial(**kwargs).expand(inputs=groups)
+        else:
+            operator(inputs=groups[0], **kwargs)
+    dag_run = run_dag(dag)
+    check_acting(scenario, emulator, dag_run, groups)
+
+
+def check_acting(scenario: Scenario, emulator: Any, dag_run: Any, groups: list[list[dict[str, Any]]]) -> None:
+    posts = emulator.requests("POST", LIVE_PATH)
+    acted: Counter[str] = Counter()
+    ambiguous: set[str] = set()
+    for post in posts:
+        url = (post.get("body") or {}).get("input", {}).get("linkedin_profile_url")
+        if 200 <= (post.get("api_status") or 0) < 300:
+            acted[url] += 1
+        if post.get("fault") or post.get("status") is None:
+            ambiguous.add(url)  # the client did not get the API's own answer
+    # 1. each acting input acted on at most once
+    check(all(n <= 1 for n in acted.values()), "an acting input acted on more than once", dict(acted))
+    tis = {ti.map_index: ti for ti in dag_run.get_task_instances()}
+    paths: list[str] = []
+    for map_index, ti in sorted(tis.items()):
+        inputs = groups[max(map_index, 0)]
+        if str(ti.state) != "success":
+            continue
+        value = ti.xcom_pull(task_ids="message", key="return_value", map_indexes=map_index)
+        errors = ti.xcom_pull(task_ids="message", key="input_errors", map_indexes=map_index) or []
+        if scenario.output == "xcom":
+            rows = list(value or [])
+        else:
+            check(isinstance(value, dict) and "path" in value, "a file output reports its path", value)
+            paths.append(value["path"])
+            rows = [
+                json.loads(line)
+                for line in Path(value["path"].removeprefix("file://")).read_text().splitlines()
+            ]
+        got = Counter(r["custom_data"]["airflow_input_index"] for r in rows)
+        failed = {e["input_index"]: e for e in errors}
+        for index, item in enumerate(inputs):
+            url = item["linkedin_profile_url"]
+            # 3. each result row exactly once (or an error for that input, never both)
+            check(
+                got[index] + (index in failed) == 1,
+                "an input's row is not in the outputs exactly once",
+                {"map_index": map_index, "input": url, "rows": got[index], "error": failed.get(index)},
+            )
+            if index in failed and acted[url]:
+                # 1b. an input that may have acted is reported OUTCOME_UNKNOWN, never as refused
+                check(
+                    failed[index].get("error_label") == OUTCOME_UNKNOWN,
+                    "an input that acted is reported as a definite failure",
+                    {"input": url, "error": failed[index]},
+                )
+            if index in failed and failed[index].get("error_label") == OUTCOME_UNKNOWN:
+                check(
+                    url in ambiguous,
+                    "OUTCOME_UNKNOWN for an input whose every answer was clear",
+                    {"input": url},
+                )
+    # 4. no output object written by two instances
+    check(len(paths) == len(set(paths)), "two task instances wrote one output object", paths)

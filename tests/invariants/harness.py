@@ -1,0 +1,61 @@
+"""Running a scenario and checking the invariants against the emulator's record.
+
+``Violation`` names the invariant broken; the emulator's request log (``api_status``: what the
+API itself did, even when the client saw a fault instead) is the ground truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from airflow_provider_captaindata.client.transport import RetryPolicy
+from tests.invariants.scenarios import FAULTS, Scenario
+
+# Short timeouts and backoffs so a scenario takes seconds: a 0.8 s answer is a read timeout.
+POLICY = RetryPolicy(
+    attempts=3, backoff_initial=0.01, backoff_max=0.05, read_timeout=0.5, launch_lookup_delay=0
+)
+
+
+class Violation(AssertionError):
+    """An invariant of docs/guarantees.md does not hold."""
+
+
+@contextlib.contextmanager
+def harness_policy() -> Iterator[None]:
+    """Every hook built while inside (by the operators and triggers themselves) uses ``POLICY``."""
+    from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook
+
+    patched = []
+    classes = [CaptainDataBaseHook]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        defaults = cls.__dict__.get("__init__") and cls.__init__.__kwdefaults__
+        if defaults and "retry_policy" in defaults:
+            patched.append((cls.__init__, defaults["retry_policy"]))
+            defaults["retry_policy"] = POLICY
+    try:
+        yield
+    finally:
+        for init, policy in patched:
+            assert init.__kwdefaults__ is not None
+            init.__kwdefaults__["retry_policy"] = policy
+
+
+def install(emulator: Any, scenario: Scenario, method: str, path: str | None) -> None:
+    """The scenario's faults and clock skew, on ``path`` (faults on inputs: matched by body)."""
+    emulator.configure(clock_skew_seconds=scenario.clock_skew)
+    for fault in scenario.faults:
+        if path is None:
+            emulator.add_fault(method, fault.target, times=fault.times, **FAULTS[fault.kind])
+        else:
+            emulator.add_fault(method, path, times=fault.times, match_body=fault.target, **FAULTS[fault.kind])
+
+
+def check(condition: bool, invariant: str, detail: Any) -> None:
+    if not condition:
+        raise Violation(f"{invariant}: {json.dumps(detail, default=str)[:2000]}")

@@ -1,0 +1,153 @@
+"""Scenarios drawn from a seed: everything random in a scenario comes from ``random.Random(seed)``,
+so a seed is a full reproduction. Pure data (JSON), no Airflow and no HTTP."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# The answer a fault forces, by name. "-after": the API acts first, only its answer goes
+# wrong (what a client cannot tell from a refusal); the others refuse before acting.
+FAULTS: dict[str, dict[str, Any]] = {
+    "429": {"status": 429, "retry_after": 0.05},
+    "500": {"status": 500},
+    "502": {"status": 502},
+    "503": {"status": 503},
+    "504": {"status": 504},
+    "520": {"status": 520},
+    "524": {"status": 524},
+    "500-after": {"status": 500, "after": True},
+    "502-after": {"status": 502, "after": True},
+    "520-after": {"status": 520, "after": True},
+    "524-after": {"status": 524, "after": True},
+    "timeout-after": {"delay": 0.8},  # processed, answered past the harness's 0.5 s read timeout
+    "drop-before": {"drop": True},
+    "drop-after": {"drop": True, "after": True},
+    "truncated-after": {"malformed": True, "after": True},
+}
+MAY_HAVE_ACTED = {name for name, spec in FAULTS.items() if spec.get("after") or "delay" in spec}
+MAX_SKEW_SECONDS = 600.0
+
+
+@dataclass
+class Fault:
+    """``kind`` on the next ``times`` calls matching ``target`` (an input's marker, or a path)."""
+
+    kind: str
+    target: str
+    times: int = 1
+
+
+@dataclass
+class Scenario:
+    seed: int
+    kind: str  # "acting" (a live fan-out of messages) or "watching" (the event trigger)
+    faults: list[Fault] = field(default_factory=list)
+    clock_skew: float = 0.0  # seconds Captain Data's clock is ahead (negative: behind)
+    # acting
+    inputs: int = 0
+    mapped: bool = False
+    output: str = "xcom"  # "xcom", "file" (one per instance) or "shared" (the docs' run_id template)
+    retries: int = 0
+    fail_after_execute: bool = False  # the try fails after execute() returned (XCom push, worker death)
+    # watching
+    runs: list[float] = field(default_factory=list)  # seconds each v3 run runs
+    failing: list[int] = field(default_factory=list)  # runs forced to fail
+    states: list[str] | None = None
+    two_triggerers: bool = False
+    restart: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Scenario:
+        data = json.loads(text)
+        data["faults"] = [Fault(**f) for f in data["faults"]]
+        return cls(**data)
+
+
+def draw(seed: int) -> Scenario:
+    rng = random.Random(seed)
+    skew = rng.choice([0.0, rng.uniform(-MAX_SKEW_SECONDS, MAX_SKEW_SECONDS), -3.0])
+    if rng.random() < 0.6:
+        return _acting(rng, seed, round(skew, 3))
+    return _watching(rng, seed, round(skew, 3))
+
+
+def _acting(rng: random.Random, seed: int, skew: float) -> Scenario:
+    mapped = rng.random() < 0.35
+    inputs = rng.randint(1, 4)
+    markers = [f"person-{i:05d}" for i in range(inputs * (2 if mapped else 1))]
+    faults = [
+        Fault(rng.choice(sorted(FAULTS)), rng.choice(markers), rng.choice([1, 1, 2, 9]))
+        for _ in range(rng.randint(0, 3))
+    ]
+    scenario = Scenario(
+        seed=seed,
+        kind="acting",
+        faults=faults,
+        clock_skew=skew,
+        inputs=inputs,
+        mapped=mapped,
+        output=rng.choice(["xcom", "file", "shared"]),
+        retries=rng.choice([0, 1, 2]),
+        fail_after_execute=rng.random() < 0.3,
+    )
+    if scenario.fail_after_execute:
+        scenario.retries = max(scenario.retries, 1)  # the retry is what the failure puts to the test
+    return scenario
+
+
+def _watching(rng: random.Random, seed: int, skew: float) -> Scenario:
+    count = rng.randint(1, 5)
+    runs = [rng.choice([0.05, 0.3, 1.0]) for _ in range(count)]
+    failing = sorted(rng.sample(range(count), rng.randint(0, min(2, count))))
+    paths = ["/v3/workflows/*/jobs", "/v3/jobs/*"]
+    kinds = sorted(k for k in FAULTS if not k.startswith("timeout"))
+    faults = [
+        Fault(rng.choice(kinds), rng.choice(paths), rng.choice([1, 2, 3])) for _ in range(rng.randint(0, 3))
+    ]
+    return Scenario(
+        seed=seed,
+        kind="watching",
+        faults=faults,
+        clock_skew=skew,
+        runs=runs,
+        failing=failing,
+        states=rng.choice([None, None, ["succeeded"], ["failed"]]),
+        two_triggerers=rng.random() < 0.3,
+        restart=rng.random() < 0.3,
+    )
+
+
+def smaller(scenario: Scenario) -> list[Scenario]:
+    """Candidates one step simpler (a fault, a lifecycle event or the skew removed), for shrinking."""
+    out = []
+    for i in range(len(scenario.faults)):
+        out.append(_replace(scenario, faults=scenario.faults[:i] + scenario.faults[i + 1 :]))
+    for name, plain in (
+        ("fail_after_execute", False),
+        ("two_triggerers", False),
+        ("restart", False),
+        ("clock_skew", 0.0),
+        ("mapped", False),
+        ("retries", 0),
+    ):
+        if getattr(scenario, name) != plain:
+            out.append(_replace(scenario, **{name: plain}))
+    return out
+
+
+def _replace(scenario: Scenario, **changes: Any) -> Scenario:
+    return Scenario.from_json(
+        json.dumps(
+            {
+                **json.loads(scenario.to_json()),
+                **{k: v for k, v in changes.items() if k != "faults"},
+                "faults": [asdict(f) for f in changes.get("faults", scenario.faults)],
+            }
+        )
+    )

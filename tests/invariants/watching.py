@@ -1,0 +1,75 @@
+"""The watching scenario: v3 runs started on the emulator (as the Captain Data app would), some
+failing, watched by ``CaptainDataRunFinishedTrigger`` (poll mode, the asset state store of
+Airflow 3.3 as a dict) through faults on the run list and run reads, a triggerer restart,
+two triggerers holding the trigger and a Captain Data clock skew."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+from airflow_provider_captaindata.triggers.events import CaptainDataRunFinishedTrigger
+from tests.invariants.harness import check, install
+from tests.invariants.scenarios import Scenario
+from tests.test_event_trigger import Api, DictStateStore, Watch, recreate
+
+SETTLE = 1.0  # seconds of looks after the last run is final (a duplicate shows up within it)
+
+
+def run_watching(scenario: Scenario, emulator: Any) -> None:
+    emulator.configure(v3_pending_seconds=0.05)
+    api = Api(emulator)
+    workflow_uid = next(w for w in CaptainDataHook().list_workflows() if len(w.steps) == 1).uid
+    if scenario.failing:
+        emulator.force_outcome(workflow_uid, "warning", times=len(scenario.failing))
+    asyncio.run(_watch(scenario, emulator, api, workflow_uid))
+
+
+async def _watch(scenario: Scenario, emulator: Any, api: Api, workflow_uid: str) -> None:
+    store = DictStateStore()
+    # No finished_after: the first look marks what is already final, whatever the API's clock.
+    trigger = CaptainDataRunFinishedTrigger(
+        workflow_uid=workflow_uid, poll_interval=0.1, states=scenario.states
+    )
+    trigger.asset_state_store = store
+    watches = [Watch(trigger)]
+    if scenario.two_triggerers:
+        watches.append(Watch(recreate(trigger)))
+    started = time.monotonic()
+    while trigger.state_key not in store.values:  # the first look is done
+        check(time.monotonic() - started < 30, "the watcher made no first look", scenario.seed)
+        await asyncio.sleep(0.02)
+    install(emulator, scenario, "GET", None)
+    # Forced outcomes go to the runs started first: the failing ones are started first.
+    order = scenario.failing + [i for i in range(len(scenario.runs)) if i not in scenario.failing]
+    uids: dict[int, str] = {}
+    stopped: list[Watch] = []
+    for index in order:
+        emulator.configure(v3_running_seconds=scenario.runs[index])
+        uids[index] = api.start_v3(workflow_uid, f"harness {scenario.seed} run {index}")
+        if scenario.restart and index == order[len(order) // 2]:
+            await watches[0].stop()  # the triggerer goes down and comes back
+            stopped.append(watches[0])
+            watches[0] = Watch(recreate(trigger))
+    await api.await_final("v3", *uids.values())
+    await asyncio.sleep(SETTLE + max(f.times for f in scenario.faults) * 0.3 if scenario.faults else SETTLE)
+    fired: Counter[str] = Counter()
+    for watch in [*stopped, *watches]:
+        await watch.stop()
+        while not watch.events.empty():
+            fired[watch.events.get_nowait()["run_uid"]] += 1
+    wanted = {
+        uid
+        for index, uid in uids.items()
+        if scenario.states is None
+        or ("failed" if index in scenario.failing else "succeeded") in scenario.states
+    }
+    # 5. each finished run fired exactly once per watcher
+    check(
+        fired == Counter(dict.fromkeys(wanted, 1)),
+        "a finished run did not fire exactly once",
+        {"fired": dict(fired), "wanted": sorted(wanted)},
+    )
