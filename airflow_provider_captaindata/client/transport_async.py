@@ -13,6 +13,7 @@ import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_captaindata.client.paging import origin_key
@@ -79,11 +80,26 @@ class AsyncTransport:
     # holds a small, reused set of TLS connections.
     POOL_SIZE = 50
 
+    # One pool per running loop, whatever the policy: the policy's timeouts travel with each
+    # request (see _timeout), so two policies on one loop never share a timeout. A pool holds
+    # its loop (aiohttp does), so an entry leaves with its loop: at the loop's shutdown (the
+    # pool's closer, see _close_with_loop), and for a loop closed without that shutdown,
+    # when the next pool is made.
     _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = weakref.WeakKeyDictionary()
     _lock = threading.Lock()
 
     def __init__(self, policy: RetryPolicy = DEFAULT_POLICY) -> None:
         self.policy = policy
+
+    @cached_property
+    def _timeout(self) -> aiohttp.ClientTimeout:
+        import aiohttp
+
+        # Per socket operation, not in total: the wait for a slot is the caller's (a trigger
+        # bounds it by its deadline), never a connect timeout.
+        return aiohttp.ClientTimeout(
+            total=None, sock_connect=self.policy.connect_timeout, sock_read=self.policy.read_timeout
+        )
 
     def _pool(self) -> _LoopPool:
         loop = asyncio.get_running_loop()
@@ -93,23 +109,32 @@ class AsyncTransport:
         with self._lock:
             pool = self._pools.get(loop)
             if pool is None or pool.session.closed:
-                pool = self._pools[loop] = self._new_pool()
+                self._forget_ended()
+                pool = self._pools[loop] = self._new_pool(loop)
         return pool
 
-    def _new_pool(self) -> _LoopPool:
+    @classmethod
+    def _forget_ended(cls) -> None:
+        """Drop the pools of closed loops and closed sessions (their loops can then be freed)."""
+        for loop, pool in list(cls._pools.items()):
+            if loop.is_closed() or pool.session.closed:
+                cls._pools.pop(loop, None)
+
+    def _new_pool(self, loop: asyncio.AbstractEventLoop) -> _LoopPool:
         import aiohttp
 
         session = aiohttp.ClientSession(
             headers={"User-Agent": USER_AGENT},
             connector=aiohttp.TCPConnector(limit=self.POOL_SIZE, ssl=_ssl_context()),
-            # Per socket operation, not in total: the wait for a slot is the caller's (a
-            # trigger bounds it by its deadline), never a connect timeout.
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=self.policy.connect_timeout, sock_read=self.policy.read_timeout
-            ),
             trust_env=False,  # the proxy variables are read once per origin (see proxy_for)
         )
-        return _LoopPool(session, asyncio.Semaphore(self.POOL_SIZE), _close_with_loop(session))
+
+        def forget() -> None:
+            if self._pools.get(loop) is pool:
+                self._pools.pop(loop, None)
+
+        pool = _LoopPool(session, asyncio.Semaphore(self.POOL_SIZE), _close_with_loop(session, forget))
+        return pool
 
     async def send(
         self, request: ApiRequest, gate: Callable[[], Awaitable[Any]] | None = None
@@ -151,6 +176,7 @@ class AsyncTransport:
                     proxy=proxy,
                     proxy_auth=proxy_auth,
                     allow_redirects=False,  # decode() turns a 3xx into an error (see redirect_error)
+                    timeout=self._timeout,
                 ) as response,
             ):
                 content = await response.read()
@@ -198,7 +224,9 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+def _close_with_loop(
+    session: aiohttp.ClientSession, forget: Callable[[], None]
+) -> AsyncGenerator[None, None]:
     """A started async generator that closes ``session`` when its loop shuts down.
 
     ``asyncio.run`` (and so the triggerer) closes the async generators it tracks before it
@@ -209,6 +237,7 @@ def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, Non
         try:
             yield
         finally:
+            forget()  # out of the registry first: nothing then holds the ending loop
             await session.close()
 
     agen = closer()
