@@ -24,7 +24,7 @@ help:
 	@echo "make demo   - set up and run the example DAGs on real Airflow services against the emulator"
 	@echo "make test   - lint, type-check and run the tests on every supported Airflow line (LINES=...)"
 	@echo "make soak   - thousands of randomized invariant scenarios (SOAK_SCENARIOS, SOAK_SECONDS, SOAK_SEED)"
-	@echo "make stack  - the example DAGs on a production-like stack (Celery, Redis, S3, 2 API servers, 2 triggerers, TLS)"
+	@echo "make stack  - the example DAGs on a production-like stack (Celery, Redis, PostgreSQL, S3, 2 API servers, 2 triggerers, TLS)"
 	@echo "make stack-test - the stack's fault scenarios (tests/test_stack.py)"
 	@echo "make docs   - build the documentation (warnings are errors)"
 	@echo "make ui-check - check the connection form and extra link in the real UI (headless chromium)"
@@ -73,16 +73,19 @@ test-airflow2: env-2.11
 demo: env
 	$(PY) scripts/demo.py $(if $(KEEP),--keep,)
 
-# The stack's one system package: Debian's redis-server (the Celery broker), installed as root.
+# The stack's system packages, installed as root when missing: Debian's redis-server (the Celery
+# broker) and postgresql (the metadata database; its binaries are not on PATH, hence the glob).
 stack-tools:
 	@command -v redis-server >/dev/null 2>&1 || { echo "make: installing Debian's redis-server for the stack"; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "make: installing Debian's postgresql for the stack"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
 
 stack: env stack-tools
 	$(PY) scripts/stack.py $(if $(KEEP),--keep,)
 
 stack-test: env stack-tools
-	CAPTAINDATA_STACK_TEST=1 $(PY) -m pytest tests/test_stack.py -p no:randomly -v -s --timeout 1500
+	CAPTAINDATA_STACK_TEST=1 $(PY) -m pytest tests/test_stack.py -p no:randomly -v -s --timeout 1500 --durations=0
 
 docs: env
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site

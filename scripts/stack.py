@@ -8,13 +8,15 @@ Parts (each its own process group, log in ``.stack/logs/``, stopped with everyth
   through ``SSL_CERT_FILE``/``REQUESTS_CA_BUNDLE``;
 - Airflow: two API servers (the callback receiver plugin in both) behind a round-robin proxy,
   the scheduler, the dag-processor, two triggerers and a Celery worker (CeleryExecutor),
-  sharing one SQLite database; DAGs from two bundles, ``dags_examples/`` and
+  sharing one PostgreSQL database (a throwaway cluster the stack creates and removes); DAGs
+  from two bundles, ``dags_examples/`` and
   ``tests/stack_dags/``.
 
 ``scripts/stack.py`` starts it, runs every example DAG once (results and callbacks in S3),
 prints the figures (start-up time, memory per part) and stops it; ``--keep`` leaves it up
 until Ctrl-C. ``tests/test_stack.py`` (marked ``services``) drives the same ``Stack`` through
-faults. ``scripts/stack.py proxy`` is the round-robin proxy itself.
+faults. ``scripts/stack_proxy.py`` is the round-robin proxy, ``scripts/stack_postgres.py`` the
+database.
 
 Exit code: 0 when every DAG run succeeded, 1 when one did not, 2 when a step failed.
 """
@@ -29,7 +31,7 @@ import secrets
 import shutil
 import signal
 import socket
-import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -55,6 +57,7 @@ from demo_services import (
     start_emulator,
     wait_for_dags,
 )
+from stack_postgres import PostgresCluster
 
 STACK_DIR = ROOT / ".stack"
 STACK_DAGS = ROOT / "tests" / "stack_dags"
@@ -65,6 +68,10 @@ TRIGGERERS = 2
 POLL_SECONDS = 2.0
 EMULATOR_SETTINGS = {"v3_pending_seconds": 1.0, "v3_running_seconds": 10.0, "v4_running_seconds": 6.0}
 FINAL_STATES = {"success", "failed"}
+EVENT_DAG = "captaindata_event_scheduled"
+# The event example watches the one seed workflow that no other example or stack DAG launches:
+# only the runs the stack starts outside Airflow fire it.
+EVENT_WORKFLOW_NAME = "Search LinkedIn People and Extract Profiles"
 ASSET_GRACE_SECONDS = 60.0
 # Short failure detection, so that the fault scenarios take seconds, not the default minutes.
 AIRFLOW_SETTINGS = {
@@ -91,8 +98,9 @@ def require(tool: str | None, what: str, fix: str) -> str:
     return tool
 
 
-def group_rss_mb(pgid: int) -> float:
-    """Resident memory of every process of a process group (a part with its children)."""
+def group_rss_mb(pgid: int, share: str | None = None) -> float:
+    """Resident memory of every process of a process group (a part with its children); with
+    ``share="Pss:"``, each process's proportional share of it (from smaps_rollup)."""
     total = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -100,8 +108,14 @@ def group_rss_mb(pgid: int) -> float:
         try:
             stat = (entry / "stat").read_text()
             fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) == pgid:  # field 5 of stat: the process group
+            if int(fields[2]) != pgid:  # field 5 of stat: the process group
+                continue
+            if share is None:
                 total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # field 24: rss pages
+                continue
+            for line in (entry / "smaps_rollup").read_text().splitlines():
+                if line.startswith(share):
+                    total += int(line.split()[1]) * 1024
         except (OSError, ValueError, IndexError):
             continue
     return total / 2**20
@@ -135,7 +149,6 @@ class Stack:
     def __init__(self, base: Path = STACK_DIR, label: str = "stack") -> None:
         self.base = base
         self.log_dir = base / "logs"
-        self.database = base / "airflow" / "airflow.db"
         self.supervisor = Supervisor(self.log_dir, label)
         self.label = label
         self.timings: dict[str, float] = {}
@@ -192,6 +205,12 @@ class Stack:
         self.phase("s3 (SeaweedFS)", t)
 
         t = time.monotonic()
+        self.postgres = PostgresCluster(self.base, self.log_dir / "postgres.log")
+        self._exit.callback(self.postgres.stop)
+        self.database_url = database_url = self.postgres.start()
+        self.phase("postgres (initdb, start, create database)", t)
+
+        t = time.monotonic()
         emulator_url = start_emulator(
             self.supervisor,
             EMULATOR_SETTINGS,
@@ -199,6 +218,7 @@ class Stack:
         )
         self.emulator = EmulatorClient(emulator_url)
         self.emulator.info()  # over TLS, through the trusted authority
+        self.event_workflow = self._workflow_uid(EVENT_WORKFLOW_NAME)
         self.phase(f"emulator ({emulator_url})", t)
 
         api_ports = [free_port() for _ in range(API_SERVERS)]
@@ -234,11 +254,11 @@ class Stack:
                 "AIRFLOW__CELERY__BROKER_URL": f"{self.redis_url}/0",
                 "AIRFLOW__CELERY__RESULT_BACKEND": f"{self.redis_url}/1",
                 "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
-                # Eight processes write to one SQLite file: wait for the lock (30 s, not 5 s).
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.database}?timeout=30",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
                 "CAPTAINDATA_EXAMPLE_POLL_SECONDS": str(POLL_SECONDS),
                 "CAPTAINDATA_EXAMPLE_OUTPUT_BASE": self.s3_uri("examples"),
                 "CAPTAINDATA_STACK_OUTPUT_BASE": self.s3_uri("stack"),
+                "CAPTAINDATA_EXAMPLE_WORKFLOW_UID": self.event_workflow,
                 **self.s3.environment(),
                 **self.trust_env,
             },
@@ -248,15 +268,13 @@ class Stack:
 
         t = time.monotonic()
         migrate(self.env, self.log_dir)
-        # Write-ahead logging (kept in the file): readers no longer block the one writer.
-        with contextlib.closing(sqlite3.connect(self.database)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
         self.phase("airflow db migrate", t)
 
         t = time.monotonic()
         backends = [f"http://{HOST}:{port}" for port in api_ports]
         self.backends = backends
-        proxy_argv = [sys.executable, str(Path(__file__).resolve()), "proxy", "--port", str(self.proxy_port)]
+        proxy_argv = [sys.executable, str(Path(__file__).resolve().parent / "stack_proxy.py")]
+        proxy_argv += ["--port", str(self.proxy_port)]
         for backend in backends:
             proxy_argv += ["--backend", backend]
         self.supervisor.start("proxy", proxy_argv, os.environ)
@@ -273,6 +291,22 @@ class Stack:
         self.phase("airflow parts up", t)
         self.timings["total start-up"] = time.monotonic() - t0
         self.say(f"up in {self.timings['total start-up']:.1f} s; Airflow UI and API at {self.api_url}/")
+
+    def _v3(self) -> Any:
+        """An HTTP client of the emulator's v3 API, as Captain Data's app (not Airflow) uses it."""
+        import httpx
+
+        key = {
+            "Authorization": f"x-api-key {self.emulator.api_key}",
+            "x-project-id": self.emulator.project_uid,
+        }
+        trust = ssl.create_default_context(cafile=self.trust_env["SSL_CERT_FILE"])
+        return httpx.Client(base_url=self.emulator.v3_url, headers=key, verify=trust)
+
+    def _workflow_uid(self, name: str) -> str:
+        with self._v3() as v3:
+            workflows = v3.get("/workflows").raise_for_status().json()
+        return next(str(w["uid"]) for w in workflows if w["name"] == name)
 
     def _set_env(self, values: dict[str, str]) -> None:
         for name, value in values.items():
@@ -445,7 +479,12 @@ class Stack:
         return [json.loads(line) for line in lines if line.startswith("{")]
 
     def memory(self) -> dict[str, float]:
-        return {s.name: group_rss_mb(s.proc.pid) for s in self.supervisor.services}
+        """MiB per part: resident memory of its processes; PostgreSQL's proportional share
+        (its backends all map the same shared buffers, which RSS would count once each)."""
+        parts = {s.name: group_rss_mb(s.proc.pid) for s in self.supervisor.services}
+        if self.postgres.pid is not None:
+            parts["postgres"] = group_rss_mb(self.postgres.pid, "Pss:")
+        return parts
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         self.api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
@@ -453,19 +492,24 @@ class Stack:
         return str(self.api.call("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
 
     def run_examples(self, timeout: float = 600) -> dict[tuple[str, str], str]:
-        """Trigger every example DAG but those scheduled on assets, which their producer's
-        results (in S3) start; wait for all of them; their final states."""
+        """Trigger every example DAG but those scheduled on assets: the consumer starts when the
+        producer's results land in S3, the event-scheduled example when a run that the stack
+        starts on the emulator (as someone in Captain Data's app would) finishes. Wait for all
+        of them; their final states."""
         runs, awaited = [], []
         for dag_id in sorted(p.stem for p in DAGS_DIR.glob("captaindata_*.py")):
             if self.api.call("GET", f"/dags/{dag_id}/details").get("asset_expression"):
-                self.api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
                 awaited.append(dag_id)
+                if dag_id != EVENT_DAG:
+                    self.api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
             else:
                 runs.append((dag_id, self.trigger(dag_id)))
+        if EVENT_DAG in awaited:
+            self.watch_runs()
+            self.start_outside_run("make stack: an example run")
         states = self.wait_for_runs(runs, timeout)
 
-        # Asset-scheduled DAGs start when their asset gets an event (an example's results
-        # landing in S3); one whose event never comes is named, not waited for forever.
+        # One whose event never comes is named, not waited for forever.
         deadline = time.monotonic() + ASSET_GRACE_SECONDS
         asset_runs: dict[str, str] = {}
         while len(asset_runs) < len(awaited) and time.monotonic() < deadline:
@@ -478,6 +522,62 @@ class Stack:
         for dag_id in sorted(set(awaited) - set(asset_runs)):
             self.say(f"  {dag_id}: no asset event within {ASSET_GRACE_SECONDS:.0f} s, not run")
         return {**states, **self.wait_for_runs(list(asset_runs.items()), timeout)}
+
+    # -- the event-scheduled example: DAG runs started by Captain Data runs -------------------
+
+    def watcher_looks(self) -> int:
+        """How often the event example's watcher has listed its workflow's runs (since the
+        emulator's request log was last cleared)."""
+        return len(self.emulator.requests(method="GET", path=f"/v3/workflows/{self.event_workflow}/jobs"))
+
+    def watch_runs(self, timeout: float = 120) -> None:
+        """Unpause the event example and wait for its watcher's next look: a run that finishes
+        after this fires (the watcher's first look sets where it starts)."""
+        before = self.watcher_looks()
+        self.api.call("PATCH", f"/dags/{EVENT_DAG}", json={"is_paused": False})
+        # The dag-processor registers a watcher's trigger when it parses an unpaused DAG: ask
+        # for that parse now (the stack's dag-processor parses every 10 minutes otherwise).
+        token = self.api.call("GET", f"/dags/{EVENT_DAG}/details")["file_token"]
+        self.api.call("PUT", f"/parseDagFile/{token}")
+        wait_until(
+            lambda: self.watcher_looks() > before, "the event watcher's look", timeout, self.supervisor
+        )
+
+    def start_outside_run(self, name: str) -> str:
+        """A run of the watched workflow started on the emulator's API, not by Airflow; its uid."""
+        with self._v3() as v3:
+            steps = v3.get(f"/workflows/{self.event_workflow}/details").raise_for_status().json()["steps"]
+            search = "https://www.linkedin.com/search/results/people/?keywords=stack"
+            body = {
+                "job_name": name,
+                "inputs": [{"linkedin_people_search_url": search}],
+                "steps": [{"step_uid": steps[0]["step_uid"]}],
+            }
+            answer = v3.post(f"/workflows/{self.event_workflow}/schedule", json=body).raise_for_status()
+        return str(answer.json()["job_uid"])
+
+    def watcher_holder(self) -> int | None:
+        """The job id of the triggerer that runs the event example's watcher (None: none yet)."""
+        rows = self.sql(
+            "SELECT triggerer_id FROM trigger WHERE classpath LIKE %s", ["%.CaptainDataRunFinishedTrigger"]
+        )
+        return rows[0][0] if len(rows) == 1 else None
+
+    def outside_run_status(self, uid: str) -> str:
+        with self._v3() as v3:
+            return str(v3.get(f"/jobs/{uid}").raise_for_status().json()["status"])
+
+    def event_runs(self) -> dict[str, tuple[str, list[str]]]:
+        """The event example's DAG runs started by asset events: run id -> (state, the uids of
+        the Captain Data runs whose events started it)."""
+        found = {}
+        params = {"run_type": "asset_triggered", "limit": 100}
+        for run in self.api.call("GET", f"/dags/{EVENT_DAG}/dagRuns", params=params)["dag_runs"]:
+            path = f"/dags/{EVENT_DAG}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents"
+            events = self.api.call("GET", path)["asset_events"]
+            uids = [str(e["extra"]["payload"]["run_uid"]) for e in events]
+            found[str(run["dag_run_id"])] = (str(run["state"]), uids)
+        return found
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self.api.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
@@ -509,6 +609,15 @@ class Stack:
             self.log_dir / "scheduler.log",
         )
 
+    def sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a query on Airflow's metadata database (what the public API does not show)."""
+        import psycopg2
+
+        url = self.database_url.replace("postgresql+psycopg2://", "postgresql://")
+        with contextlib.closing(psycopg2.connect(url)) as db, db.cursor() as cursor:
+            cursor.execute(query, params)
+            return list(cursor.fetchall())
+
     def xcom(
         self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, key: str = "return_value"
     ) -> Any:
@@ -517,82 +626,6 @@ class Stack:
         if map_index >= 0:
             params["map_index"] = map_index
         return self.api.call("GET", path, params=params)["value"]
-
-
-# -- the round-robin proxy in front of the API servers --------------------------------------------
-
-HOP_HEADERS = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "accept-encoding",  # asked for plain bodies, passed on as they are
-}
-
-
-def serve_proxy(port: int, backends: list[str]) -> None:
-    """An HTTP load balancer: each request to the next backend in turn (a connection refused by
-    one goes to the next: nothing was sent). One JSON line per request on stdout."""
-    import itertools
-
-    import httpx
-    import uvicorn
-
-    turn = itertools.count()
-    client = httpx.AsyncClient(timeout=120.0, follow_redirects=False, trust_env=False)
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = [(k, v) for k, v in scope["headers"] if k.decode("latin-1").lower() not in HOP_HEADERS]
-        target = scope["raw_path"].decode("latin-1") or scope["path"]
-        if scope["query_string"]:
-            target += "?" + scope["query_string"].decode("latin-1")
-        first = next(turn)
-        answer = None
-        for attempt in range(len(backends)):
-            index = (first + attempt) % len(backends)
-            try:
-                answer = await client.request(
-                    scope["method"], backends[index] + target, headers=headers, content=body
-                )
-                break
-            except httpx.ConnectError:
-                continue
-            except httpx.HTTPError:
-                break
-        status = answer.status_code if answer is not None else 502
-        content = answer.content if answer is not None else b"no API server answered"
-        out = [
-            (k.encode("latin-1"), v.encode("latin-1")) for k, v in (answer.headers.items() if answer else [])
-        ]
-        out = [(k, v) for k, v in out if k.decode().lower() not in HOP_HEADERS | {"content-encoding"}]
-        out.append((b"content-length", str(len(content)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": content})
-        record = {
-            "t": round(time.time(), 3),
-            "backend": index,
-            "method": scope["method"],
-            "path": scope["path"],
-            "status": status,
-        }
-        print(json.dumps(record), flush=True)
-
-    config = uvicorn.Config(app, host=HOST, port=port, lifespan="off", access_log=False, log_level="warning")
-    uvicorn.Server(config).run()
 
 
 # -- make stack ------------------------------------------------------------------------------------
@@ -625,15 +658,8 @@ def print_figures(stack: Stack) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command")
-    proxy = sub.add_parser("proxy", help="the round-robin proxy (started by the stack)")
-    proxy.add_argument("--port", type=int, required=True)
-    proxy.add_argument("--backend", action="append", required=True)
     parser.add_argument("--keep", action="store_true", help="keep everything up until Ctrl-C")
     args = parser.parse_args(argv)
-    if args.command == "proxy":
-        serve_proxy(args.port, args.backend)
-        return 0
 
     def on_sigterm(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

@@ -1,9 +1,10 @@
 """The provider on the production-like stack of ``make stack``, through faults.
 
-CeleryExecutor with Redis, two API servers behind a round-robin proxy, two triggerers, results
-and callback pages in S3 (SeaweedFS), the emulator over HTTPS. Each fault scenario checks what
-a user needs: exactly one launch per task (the emulator's request log), exactly the run's rows
-in S3 (read back by a downstream DAG on the worker), and every DAG run successful.
+CeleryExecutor with Redis, the metadata database on PostgreSQL, two API servers behind a
+round-robin proxy, two triggerers, results and callback pages in S3 (SeaweedFS), the emulator
+over HTTPS. Each fault scenario checks what a user needs: exactly one launch per task (the
+emulator's request log), exactly the run's rows in S3 (read back by a downstream DAG on the
+worker), one DAG run per finished Captain Data run, and every DAG run successful.
 
 Slow (minutes) and heavy: run with ``make stack-test`` (``CAPTAINDATA_STACK_TEST=1``); a plain
 ``pytest`` run skips it.
@@ -98,9 +99,12 @@ def test_examples_write_results_and_callbacks_to_s3_through_both_api_servers(sta
     states = stack.run_examples()
     FIGURES[f"examples: all {len(states)} DAG runs (s)"] = time.monotonic() - started
     assert set(states.values()) == {"success"}, states
-    # The asset consumer was started by the producer's results landing in S3, and read them.
+    # The asset consumer was started by the producer's results landing in S3, and read them;
+    # the event-scheduled example by the run the stack started outside Airflow.
     assert "captaindata_asset_consumer" in dict(states.keys()), states
     runs = dict(states.keys())  # dag_id -> run_id
+    (event_run,) = stack.event_runs().values()
+    assert event_run[0] == "success" and len(event_run[1]) == 1, event_run
 
     # Every callback page went through the proxy, alternately to each API server, and each
     # server's own receiver stored what it got (its access log says 200).
@@ -123,6 +127,56 @@ def test_examples_write_results_and_callbacks_to_s3_through_both_api_servers(sta
     storage_run = runs["captaindata_workflow_to_storage"]
     written = read_back(stack, stack.s3_uri("examples/captaindata_workflow_to_storage"))
     assert written["files"] == {f"{storage_run}.jsonl": 4} and written["hidden"] == [], written
+
+
+def test_event_trigger_fires_one_dag_run_per_finished_run_across_a_triggerer_kill(
+    stack: Any, emulator: Any
+) -> None:
+    emulator.configure(v3_running_seconds=2.0)
+    try:
+        stack.watch_runs()  # the examples unpaused it already; alone, this test does
+        before = stack.event_runs()
+        holder = wait_for(stack.watcher_holder, "the watcher on a triggerer", timeout=120, every=1)
+        victim = next(name for name, job in stack.triggerer_jobs.items() if job == holder)
+        survivor = next(job for name, job in stack.triggerer_jobs.items() if name != victim)
+
+        started = time.monotonic()
+        stack.kill(victim)
+        # A run that finishes while no triggerer watches: the survivor must fire it, once.
+        during = stack.start_outside_run("finished while the watcher's triggerer was dead")
+        wait_for(lambda: stack.outside_run_status(during) == "finished", "the run", timeout=60, every=0.5)
+        assert stack.watcher_holder() == holder  # not taken over yet: it finished unwatched
+        wait_for(lambda: stack.watcher_holder() == survivor, "the takeover", timeout=180, every=1)
+        FIGURES["event watcher's triggerer kill -9: takeover (s)"] = time.monotonic() - started
+        wait_for(
+            lambda: fired(stack, during), "the DAG run of the run finished meanwhile", timeout=240, every=1
+        )
+        FIGURES["event watcher's triggerer kill -9: DAG run done after the kill (s)"] = (
+            time.monotonic() - started
+        )
+        # A run that finishes after the takeover fires too.
+        after = stack.start_outside_run("finished after the takeover")
+        wait_for(lambda: fired(stack, after), "the DAG run of the run finished after", timeout=240, every=1)
+        stack.revive(victim)
+        # More looks of the survivor (and the revived triggerer): no run fires again.
+        looks = stack.watcher_looks()
+        wait_for(lambda: stack.watcher_looks() >= looks + 5, "5 more looks", timeout=120, every=1)
+    finally:
+        emulator.configure(v3_running_seconds=10.0)
+    runs = stack.event_runs()
+    new = sorted((uids for run_id, (_, uids) in runs.items() if run_id not in before), key=str)
+    assert new == sorted([[during], [after]], key=str), runs
+    assert {state for state, _ in runs.values()} == {"success"}, runs
+    fired_for = Counter(uid for _, uids in runs.values() for uid in uids)
+    assert set(fired_for.values()) == {1}, fired_for  # the examples' run did not fire again
+    # What the survivor resumed from: the watermark in the asset state store, in PostgreSQL.
+    stored = stack.sql("SELECT key FROM asset_state_store WHERE key LIKE %s", ["captaindata.run_finished.%"])
+    assert stored, "no watermark in the asset state store"
+
+
+def fired(stack: Any, uid: str) -> bool:
+    """Whether a finished DAG run of the event example was started by ``uid``'s event."""
+    return any(uid in uids and state in ("success", "failed") for state, uids in stack.event_runs().values())
 
 
 def test_triggerer_killed_with_20_deferred_tasks_and_scheduler_restarted(stack: Any, emulator: Any) -> None:
@@ -243,3 +297,39 @@ def test_s3_refusing_writes_while_results_are_written(stack: Any, emulator: Any)
     assert list(launches(stack, run_id).values()) == [1]
     results = read_back(stack, stack.s3_uri(f"stack/stack_launch/{run_id}"))
     assert results["rows"] == 60 and results["hidden"] == [], results
+
+
+def test_s3_outage_fails_the_results_write_and_the_retry_writes_the_whole_file(
+    stack: Any, emulator: Any
+) -> None:
+    emulator.configure(v3_running_seconds=3.0, v3_page_size=5)
+    try:
+        run_id = stack.trigger("stack_launch", {"profiles": 30})
+        wait_for(
+            lambda: stack.emulator.requests(method="GET", path="/v3/jobs/*/results"),
+            "the first results page",
+            timeout=300,
+            every=0.1,
+        )
+        started = time.monotonic()
+
+        def first_try_failed() -> bool:
+            (ti,) = [t for t in stack.task_instances("stack_launch", run_id) if t["task_id"] == "launch"]
+            return bool(ti["state"] == "up_for_retry" or ti["try_number"] >= 2)
+
+        # S3 refuses writes until the write has failed the try, past the S3 client's retries.
+        with stack.s3_refusing_writes():
+            wait_for(first_try_failed, "the results write to fail the try", timeout=600, every=0.5)
+        writable_again = time.time()
+        FIGURES["S3 outage failing the try: refused for (s)"] = time.monotonic() - started
+        assert stack.wait_for_runs([("stack_launch", run_id)]) == {("stack_launch", run_id): "success"}
+        FIGURES["S3 outage failing the try: run done after the outage began (s)"] = time.monotonic() - started
+    finally:
+        emulator.configure(v3_page_size=1000)
+    assert tries(stack, "stack_launch", run_id)["launch[-1]"] >= 2
+    assert list(launches(stack, run_id).values()) == [1]  # the retry found the run: no second launch
+    final = f"{BUCKET_PATH}/stack/stack_launch/{run_id}/results.jsonl"
+    assert stack.s3_fs().info(final)["LastModified"].timestamp() >= writable_again - 2
+    results = read_back(stack, stack.s3_uri(f"stack/stack_launch/{run_id}"))
+    assert results["rows"] == 60 and results["hidden"] == [], results
+    assert sorted(Counter(results["inputs"]).values()) == [2] * 30, results  # every profile's 2 rows, once
