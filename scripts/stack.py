@@ -98,9 +98,8 @@ def require(tool: str | None, what: str, fix: str) -> str:
     return tool
 
 
-def group_rss_mb(pgid: int, share: str | None = None) -> float:
-    """Resident memory of every process of a process group (a part with its children); with
-    ``share="Pss:"``, each process's proportional share of it (from smaps_rollup)."""
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of every process of a process group (a part with its children)."""
     total = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -108,16 +107,30 @@ def group_rss_mb(pgid: int, share: str | None = None) -> float:
         try:
             stat = (entry / "stat").read_text()
             fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) != pgid:  # field 5 of stat: the process group
-                continue
-            if share is None:
+            if int(fields[2]) == pgid:  # field 5 of stat: the process group
                 total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # field 24: rss pages
-                continue
-            for line in (entry / "smaps_rollup").read_text().splitlines():
-                if line.startswith(share):
-                    total += int(line.split()[1]) * 1024
         except (OSError, ValueError, IndexError):
             continue
+    return total / 2**20
+
+
+def tree_pss_mb(root: int) -> float:
+    """Proportional memory (PSS) of a process and all its descendants, whatever their group:
+    PostgreSQL gives each backend its own session, and they all map the same shared buffers
+    (which RSS would count once per backend)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry.name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
     return total / 2**20
 
 
@@ -479,11 +492,11 @@ class Stack:
         return [json.loads(line) for line in lines if line.startswith("{")]
 
     def memory(self) -> dict[str, float]:
-        """MiB per part: resident memory of its processes; PostgreSQL's proportional share
-        (its backends all map the same shared buffers, which RSS would count once each)."""
+        """MiB per part: resident memory of its processes; PostgreSQL's (its watchdog, the
+        postmaster and every backend) proportional (``tree_pss_mb``)."""
         parts = {s.name: group_rss_mb(s.proc.pid) for s in self.supervisor.services}
         if self.postgres.pid is not None:
-            parts["postgres"] = group_rss_mb(self.postgres.pid, "Pss:")
+            parts["postgres"] = tree_pss_mb(self.postgres.pid)
         return parts
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:

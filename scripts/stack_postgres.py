@@ -26,11 +26,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from demo_services import HOST, StepFailed, _die_with_parent, free_port
+from stack_pg_watchdog import become
 
 USER = "airflow"  # the cluster's superuser, which Airflow connects as
 DATABASE = "airflow"
@@ -77,35 +77,6 @@ def _owner() -> pwd.struct_passwd | None:
         ) from None
 
 
-def _as(owner: pwd.struct_passwd | None) -> Any:
-    """Run in the child before ``initdb`` or ``postgres``: become ``owner`` (None: stay)."""
-
-    def become() -> None:
-        if owner is not None:
-            os.setgroups([])
-            os.setgid(owner.pw_gid)
-            os.setuid(owner.pw_uid)
-
-    return become
-
-
-def watch(argv: list[str], user: str | None) -> int:
-    """``postgres`` as a child of this small process, which passes SIGTERM and SIGINT on as
-    SIGINT (fast shutdown) and exits with it. The postmaster does not act on a parent-death
-    signal (checked with PostgreSQL 15), this process does: if the stack is killed outright,
-    the kernel's SIGTERM reaches the cluster through it."""
-    owner = pwd.getpwnam(user) if user else None
-    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_as(owner))  # noqa: PLW1509
-
-    def forward(signum: int, frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signal.SIGINT)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    return child.wait()
-
-
 class PostgresCluster:
     """``start()`` returns Airflow's ``sql_alchemy_conn``; ``stop()`` leaves nothing behind."""
 
@@ -144,7 +115,7 @@ class PostgresCluster:
                 stderr=subprocess.STDOUT,
                 check=False,
                 timeout=120,
-                preexec_fn=_as(owner),
+                preexec_fn=become(owner.pw_name if owner is not None else None),
             )
         pwfile.unlink()
         if done.returncode != 0:
@@ -156,7 +127,7 @@ class PostgresCluster:
         argv = [str(binaries / "postgres"), "-D", str(data), "-p", str(self.port)]
         for name, value in SETTINGS.items():
             argv += ["-c", f"{name}={value}"]
-        watchdog = [sys.executable, str(Path(__file__).resolve()), "watch"]
+        watchdog = [sys.executable, str(Path(__file__).resolve().parent / "stack_pg_watchdog.py")]
         watchdog += ["--user", owner.pw_name] if owner is not None else []
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -211,7 +182,9 @@ class PostgresCluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(STOP_GRACE_SECONDS)
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)  # what is left of its group (a stuck backend)
+                # The watchdog and the postmaster; each backend has its own session and exits
+                # when the postmaster is gone.
+                os.killpg(self.proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(5)
             self.proc = None
@@ -238,22 +211,3 @@ class PostgresCluster:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        description="The stack's PostgreSQL watchdog (started by scripts/stack.py)."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    watcher = sub.add_parser("watch", help="run postgres, passing SIGTERM and SIGINT on as a fast shutdown")
-    watcher.add_argument("--user", help="run it as this user (when root)")
-    watcher.add_argument("argv", nargs=argparse.REMAINDER, help="-- then the postgres command")
-    args = parser.parse_args(argv)
-    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    return watch(command, args.user)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
