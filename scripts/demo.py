@@ -326,6 +326,10 @@ def run_demo(supervisor: Supervisor, keep: bool) -> int:
         {
             "CAPTAINDATA_EXAMPLE_POLL_SECONDS": str(POLL_SECONDS),
             "CAPTAINDATA_EXAMPLE_OUTPUT_BASE": (DEMO_DIR / "results").as_uri(),
+            # The warehouse table of the v1 example (captaindata_v1_to_sql).
+            "AIRFLOW_CONN_CAPTAINDATA_WAREHOUSE": json.dumps(
+                {"conn_type": "sqlite", "host": str(DEMO_DIR / "results" / "warehouse.db")}
+            ),
             **lineage_env(LINEAGE_LOG),
         },
     )

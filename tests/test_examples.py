@@ -34,6 +34,7 @@ EXPECTED_ROWS = {
     "captaindata_asset_producer": 4,
     "captaindata_event_scheduled": 4,
     "captaindata_sensor": 4,
+    "captaindata_v1_to_sql": 40,
     "captaindata_workflow_mapping": 8,
     "captaindata_workflow_to_storage": 4,
     "captaindata_workflow_xcom": 6,
@@ -112,6 +113,9 @@ def emulator(
         callback_storage=(tmp_path / "callbacks").as_uri(),
     )
     monkeypatch.setenv("AIRFLOW_CONN_CAPTAINDATA_DEFAULT", json.dumps(conn))
+    # The warehouse of the v1 example (SQLite through the common SQL operators).
+    warehouse = {"conn_type": "sqlite", "host": str(tmp_path / "warehouse.db")}
+    monkeypatch.setenv("AIRFLOW_CONN_CAPTAINDATA_WAREHOUSE", json.dumps(warehouse))
     return captaindata_emulator
 
 
