@@ -170,7 +170,11 @@ class RunPages:
 
     def short_batches(self) -> set[str]:
         stored = Counter(batch_of(page) for page in self.store.page_ids(self.launch_key, self.run_uid))
-        return {batch for batch, recs in self.by_batch.items() if stored[batch] < pages_in(recs)}
+        return {
+            batch
+            for batch, recs in self.by_batch.items()
+            if stored[batch] < pages_in(recs) or not confirmed(recs)
+        }
 
     def delivering(self, batch: str) -> bool:
         return any(r.status in IN_FLIGHT for r in self.by_batch[batch])
@@ -196,12 +200,13 @@ class RunPages:
                     self.in_flight.add(batch)
         return hope or batch in self.in_flight
 
-    def follow_deliveries(self, missing: set[str]) -> None:
+    def follow_deliveries(self, missing: set[str]) -> set[str]:
         """Forget deliveries that arrived; list the records again, now and then, while some are
-        still going: they tell whether a delivery ended (then it is replayed)."""
+        still going: they tell whether a delivery ended (then it is replayed). Returns the
+        batches still missing."""
         self.in_flight &= missing
         if not self.in_flight or time.monotonic() - self.listed_at < self.relist_every:
-            return
+            return missing
         fresh = group_records(
             list_callback_records(self.hook, self.run_uid, log=self.log), self.run_uid, self.log
         )
@@ -209,6 +214,7 @@ class RunPages:
             self.by_batch[batch] = fresh.get(batch, self.by_batch[batch])
         self.listed_at = time.monotonic()
         self.in_flight = {batch for batch in self.in_flight if self.delivering(batch)}
+        return self.short_batches()  # what the fresh records confirm is no longer missing
 
 
 def group_records(records: Sequence[Record], run_uid: str, log: Any) -> dict[str, list[Record]]:
@@ -225,6 +231,23 @@ def _originals(records: Sequence[Record]) -> list[Record]:
     return [r for r in records if r.parent_uid is None]
 
 
+def confirmed(records: Sequence[Record]) -> bool:
+    """The API's records show each page of this batch reaching the receiver: in every original's
+    chain (its delivery or a replay) a SUCCESS, or a 2xx answer (the receiver answers 2xx only
+    once the page is written, so a FAILED record with ``http_status`` 200 still counts). A stored
+    page without one may have been posted by anyone holding the launch's URL (a forger filling
+    a batch the task log named missing), so it is not read before a replay confirms it: the
+    same page overwrites its own file, another one adds a file and the batch is ambiguous."""
+    originals = _originals(records) or list(records)
+    return all(any(_reached(r) for r in _chain(records, o)) for o in originals)
+
+
+def _reached(record: Record) -> bool:
+    status = record.http_status
+    answered = isinstance(status, int) and not isinstance(status, bool) and 200 <= status < 300
+    return record.status == "SUCCESS" or answered
+
+
 def pages_in(records: Sequence[Record]) -> int:
     """Pages under one batch uid: its original callbacks (replays and duplicates are not pages)."""
     return max(1, len(_originals(records)))
@@ -235,10 +258,10 @@ def _chain(records: Sequence[Record], original: Record) -> list[Record]:
 
 
 def _replay_targets(records: Sequence[Record]) -> list[Record]:
-    """What to replay for a batch short of pages. Replays count against the original callback:
-    replay it, not one of its replays. One page: its original. Several: we cannot tell which
-    stored file is which, so the originals never acknowledged (no SUCCESS in their chain), or
-    all of them; a page replayed again only overwrites its own file."""
+    """What to replay for a batch short of pages, or of confirmed deliveries. Replays count
+    against the original callback: replay it, not one of its replays. One page: its original.
+    Several: we cannot tell which stored file is which, so the originals never acknowledged
+    (no SUCCESS in their chain), or all of them; a page replayed again only overwrites its own file."""
     originals = _originals(records)
     if len(originals) <= 1:
         return [min(originals or list(records), key=lambda r: r.created_at)]

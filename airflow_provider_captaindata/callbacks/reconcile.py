@@ -5,11 +5,16 @@ the original callbacks (no ``parent_uid``) are the pages, replays point at their
 The receiver keeps one file per page (``{storage}/{launch_key}/{run_uid}/{batch_uid}.{digest}.json``).
 Reconciling compares the two, batch uid by batch uid:
 
-* a batch is complete when it has as many stored pages as original callbacks, whatever the
-  records say: the receiver only answers 2xx after a whole page is written, so a "FAILED"
-  record with a stored page (the sender gave up waiting for our answer, say) needs nothing.
-  The API reference gives one page per batch uid; a batch uid naming an input (several pages)
-  is handled the same way, its pages told apart by their content;
+* a batch is complete when it has exactly as many stored pages as original callbacks and the
+  records show each page reaching the receiver (a SUCCESS or a 2xx answer in its chain: the
+  receiver answers 2xx only once a page is written). A stored page without one (the sender
+  gave up before our answer, say) is replayed to be confirmed: the same page overwrites its
+  own file. This is what keeps a page posted by
+  someone holding the URL (filling a batch the task log named missing) out of the results;
+* more stored pages than original callbacks under a batch uid: pages that differ were posted
+  under it, so the batch is ambiguous, not read, and named (the task fails). The API
+  reference gives one page per batch uid; a batch uid naming an input (several pages) is
+  handled the same way, its pages told apart by their content;
 * a page with no file (dropped, refused, receiver down) is replayed, at most 3 times per page
   counting the replays already made (the record's ``retry_count``), then awaited with a bound;
 * a page still being delivered (``PENDING``/``RUNNING``) is awaited, not replayed.
@@ -34,6 +39,7 @@ from airflow_provider_captaindata.callbacks.deliveries import (
     CallbackHook,
     Record,
     RunPages,
+    confirmed,
     list_callback_records,
     pages_in,
     takes_paging,
@@ -71,10 +77,12 @@ class MissingPagesError(CaptainDataError):
         missing_pages: int | None = None,
         unverified: int = 0,
         refused: int = 0,
+        unconfirmed: Sequence[str] = (),
     ) -> None:
         self.run_uid = run_uid
         self.missing = list(missing)
         self.ambiguous = list(ambiguous)
+        self.unconfirmed = list(unconfirmed)
         self.unverified = unverified
         problems = []
         if self.missing:
@@ -85,6 +93,12 @@ class MissingPagesError(CaptainDataError):
                 "that the receiver is reachable at the connection's callback_base_url and stores into "
                 "the same callback_storage."
             )
+        if self.unconfirmed:
+            problems.append(
+                f"Of those, {len(self.unconfirmed)} batches ({_named(self.unconfirmed)}) have a page stored "
+                "that no successful delivery of the API confirms, even after replays: not read (anyone "
+                "holding the callback URL could have posted it)."
+            )
         if refused:
             problems.append(
                 f"The receiver refused {refused} of those batches with 403: the callback URL had expired "
@@ -94,8 +108,9 @@ class MissingPagesError(CaptainDataError):
         if self.ambiguous:
             problems.append(
                 f"Run {run_uid} has more different pages stored than delivered callbacks for "
-                f"{len(self.ambiguous)} batch uids ({_named(self.ambiguous)}): a page was delivered "
-                "again with other content, so rows of those batches may be doubled."
+                f"{len(self.ambiguous)} batch uids ({_named(self.ambiguous)}): pages that differ were "
+                "posted under one batch uid (a forged page, or a page changed on redelivery), so those "
+                "batches are not read."
             )
         if unverified:
             problems.append(
@@ -122,6 +137,7 @@ class ReconcileReport:
     missing: list[str]  # batch uids with pages never stored
     unlisted: int = 0  # stored pages that no record mentions: not read
     ambiguous: list[str] = field(default_factory=list)  # batch uids with more stored pages than callbacks
+    unconfirmed: list[str] = field(default_factory=list)  # stored, but no delivery the API confirms
     page_ids: list[str] = field(default_factory=list)  # the stored pages read, in this order
     records_complete: bool = True  # False: the hook may not have listed every record
     refused: int = 0  # missing batches whose last delivery the receiver answered 403
@@ -189,6 +205,7 @@ class ReconcileReport:
             missing_pages=self.expected - self.received,
             unverified=self.unverified,
             refused=self.refused,
+            unconfirmed=self.unconfirmed,
         )
         if on_missing == "fail":
             raise error
@@ -239,8 +256,7 @@ def reconcile_run(
         if not missing or not hope or time.monotonic() >= deadline:
             break
         time.sleep(max(0.0, min(poll_seconds, deadline - time.monotonic())))
-        missing = pages.short_batches()
-        pages.follow_deliveries(missing)
+        missing = pages.follow_deliveries(pages.short_batches())
     return _report(
         hook,
         store,
@@ -270,13 +286,16 @@ def _report(
     for page in store.page_ids(launch_key, run_uid):
         stored.setdefault(batch_of(page), []).append(page)
     expected = {batch: pages_in(recs) for batch, recs in by_batch.items()}
-    page_ids: list[str] = []
-    for batch in sorted(expected):
-        pages = stored.get(batch, [])
-        # One page per batch uid (the API reference): extra files are that page delivered again
-        # with other content; read one. Several pages per batch uid: read them all.
-        page_ids.extend(pages[:1] if expected[batch] == 1 else pages)
-    received = sum(min(len(stored.get(batch, [])), n) for batch, n in expected.items())
+    count = {batch: len(stored.get(batch, [])) for batch in expected}
+    # More pages stored than the records list: pages under one batch uid that differ, so some
+    # were not delivered by the API (a forger's, or a page changed on a retry): none is read
+    # and the batch is named. Fewer, or none confirmed delivered: missing, not read either.
+    ambiguous = sorted(b for b, n in expected.items() if count[b] > n)
+    unconfirmed = sorted(b for b in expected if 0 < count[b] <= expected[b] and not confirmed(by_batch[b]))
+    missing = sorted(b for b, n in expected.items() if count[b] < n or b in unconfirmed)
+    readable = [b for b in sorted(expected) if b not in ambiguous and b not in unconfirmed]
+    page_ids = [page for batch in readable for page in stored.get(batch, [])]
+    received = sum(min(count[b], n) for b, n in expected.items() if b not in unconfirmed)
     unlisted = sum(len(pages) for batch, pages in stored.items() if batch not in expected)
     report = ReconcileReport(
         run_uid=run_uid,
@@ -285,14 +304,15 @@ def _report(
         expected=sum(expected.values()),
         received=received,
         replayed=replayed,
-        missing=sorted(b for b, n in expected.items() if len(stored.get(b, [])) < n),
+        missing=missing,
         unlisted=unlisted,
-        ambiguous=sorted(b for b, n in expected.items() if n > 1 and len(stored.get(b, [])) > n),
+        ambiguous=ambiguous,
+        unconfirmed=unconfirmed,
         page_ids=page_ids,
         refused=sum(
             1
             for b, n in expected.items()
-            if len(stored.get(b, [])) < n and max(by_batch[b], key=lambda r: r.created_at).http_status == 403
+            if count[b] < n and max(by_batch[b], key=lambda r: r.created_at).http_status == 403
         ),
         records_complete=takes_paging(hook.list_run_callbacks)
         or sum(len(recs) for recs in by_batch.values()) not in (10, RECORDS_PER_CALL),
