@@ -265,8 +265,9 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
             body = await asyncio.to_thread(store.read_event, self.webhook_name, name)
             if body is None:
                 continue
-            if self.workflow_uid is None or body.get("workflow_uid") == self.workflow_uid:
-                state.pending.setdefault(str(body["job_uid"]), received)
+            # Only the run uid is taken from the body: anyone holding the URL can post any
+            # workflow_uid. Whose run it is comes from the API (see ``look``).
+            state.pending.setdefault(str(body["job_uid"]), received)
         state.webhooks.advance()
 
     async def read_pending(self, hook: Any, state: WatchState, listed: set[str]) -> list[RunSnapshot]:
@@ -287,6 +288,10 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
             except CaptainDataError as exc:
                 log.warning("Run %s could not be read (%s): read again on the next look", run_uid, exc)
         return found
+
+    def watches(self, snapshot: RunSnapshot) -> bool:
+        """Whether the run, as the API returned it, belongs to the watched workflow."""
+        return self.workflow_uid is None or snapshot.raw.get("workflow_uid") == self.workflow_uid
 
     def payload(self, snapshot: RunSnapshot, at: float) -> dict[str, Any]:
         target = {"workflow_uid": snapshot.raw.get("workflow_uid") or self.workflow_uid}
@@ -318,6 +323,9 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
         now = time.time()
         new: dict[str, Finished] = {}
         for snapshot in [*runs, *from_pending]:
+            if not self.watches(snapshot):
+                state.pending.pop(snapshot.uid, None)  # another workflow's run: never fires here
+                continue
             if not snapshot.state.is_final or not snapshot.uid:
                 continue
             key = fire_key(snapshot.uid, snapshot.status)

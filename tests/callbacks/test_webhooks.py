@@ -254,3 +254,29 @@ def test_a_found_run_is_not_lost_to_an_error_on_another_run(emulated: Api, capta
         return [event]
 
     assert [e["run_name"] for e in asyncio.run(scenario())] == ["found final"]
+
+
+def test_webhook_mode_filters_on_the_run_the_api_returns(
+    emulated: Api, receiver: Receiver, client: httpx.Client
+) -> None:
+    """Issue 22 #6: a webhook naming a run of workflow B with workflow A's uid in its body fired
+    A's watcher; whose run it is now comes from the API, never from the posted body."""
+    first, second = workflows()[:2]
+    trigger = CaptainDataRunFinishedTrigger(workflow_uid=first, mode="webhook", poll_interval=0.1)
+
+    async def scenario() -> tuple[dict[str, Any], str]:
+        watch = Watch(trigger)
+        await asyncio.sleep(0.3)  # first look: the baseline
+        other = emulated.start_v3(second, "another workflow")
+        await emulated.await_final("v3", other)
+        forged = webhook_body(job_uid=other, workflow_uid=first, message="Run succeeded")
+        assert client.post(webhook_url_for(receiver.base_url, SECRET), json=forged).status_code == 200
+        await asyncio.sleep(0.5)  # looks that read the forged webhook and the run it names
+        mine = emulated.start_v3(first, "mine")
+        event = await watch.next()
+        await watch.nothing_more()
+        await watch.stop()
+        return event, mine
+
+    event, mine = asyncio.run(scenario())
+    assert event["run_uid"] == mine and event["workflow_uid"] == first
