@@ -93,6 +93,21 @@ class CaptainDataTransportError(CaptainDataError):
         super().__init__(f"{method} {path} failed: {message}" if method else message)
 
 
+class CaptainDataResponseTooLarge(CaptainDataTransportError):
+    """An answer (decompressed) longer than the policy's ``max_response_bytes``: not read
+    further, not retried (it would be as long again). ``sent``: the API may have acted."""
+
+    def __init__(self, method: str, path: str, limit: int) -> None:
+        super().__init__(
+            f"the answer is larger than max_response_bytes ({limit} bytes, after decompression); "
+            "it was not read further. Raise RetryPolicy(max_response_bytes=...) if the API "
+            "really sends answers this large",
+            sent=True,
+            method=method,
+            path=path,
+        )
+
+
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
 
 

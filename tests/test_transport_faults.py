@@ -295,3 +295,68 @@ def test_wrong_key_names_the_connection(emulator: Any, monkeypatch: pytest.Monke
     assert info.value.status_code == 401
     assert f"Airflow connection {CONN_ID!r}" in str(info.value)
     assert "test-wrong-key-not-real" not in str(info.value)
+
+
+# -- error texts: a callback URL's token is scrubbed as the key is ------------------------------
+
+TOKEN = "f" * 24 + "0123456789abcdef" * 2 + "e" * 8  # the shape of a callback token, not a real one
+CALLBACK_URL = f"https://airflow.example/captaindata/callbacks/v1/launch-key-0001/1999999999/{TOKEN}"
+HEADER_TOKEN = "test-header-token-not-real-0005"
+
+
+class _EchoServer:
+    """Answers every POST with an error echoing the request body (as some APIs and gateways
+    do): as plain text (400) or inside the documented v4 error body (422)."""
+
+    def __init__(self) -> None:
+        self.as_json = False
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                if outer.as_json:
+                    sent = json.loads(body)
+                    answer = json.dumps(
+                        {
+                            "error_label": "INVALID_CALLBACK",
+                            "message": f"callback {sent['callback']['url']} is not reachable",
+                            "params": {"callback": sent["callback"]},
+                        }
+                    ).encode()
+                    status = 422
+                else:
+                    answer, status = f"Bad request: {body}".encode(), 400
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_an_error_echoing_the_callback_url_shows_no_token(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, as_json: bool
+) -> None:
+    server = _EchoServer()
+    server.as_json = as_json
+    _use(monkeypatch, server.url)
+    try:
+        with pytest.raises(CaptainDataAPIError) as info:
+            CaptainDataHook(CONN_ID, retry_policy=FAST).run_action_async(
+                EXTRACT, [PROFILE], callback_url=CALLBACK_URL, callback_headers={"X-Token": HEADER_TOKEN}
+            )
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+    error = info.value
+    texts = [str(error), repr(error), error.message, json.dumps(error.params), caplog.text]
+    for secret in (TOKEN, HEADER_TOKEN, API_KEY):
+        assert all(secret not in text for text in texts)
+    assert "***" in error.message

@@ -32,10 +32,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from airflow_provider_captaindata import __version__
+from airflow_provider_captaindata.client.body import (
+    ACCEPT_ENCODING,
+    CHUNK_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    BodyReader,
+)
 from airflow_provider_captaindata.client.paging import describe_origin
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataError,
+    CaptainDataResponseTooLarge,
     CaptainDataTransportError,
     Fault,
     classify,
@@ -50,6 +57,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"airflow-provider-captaindata/{__version__}"
 _ERROR_TEXT_LIMIT = 300
 _SCRUBBED = "***"
+_SECRET_PART_CHARS = 16  # a callback URL's parts this long (tokens, launch keys) are scrubbed
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,9 @@ class RetryPolicy:
         looking the run up: an API behind a gateway may go on creating a run it answered 502
         for, and list it only then. Too short a wait means a second run; too long only delays
         an already failed launch.
+    :param max_response_bytes: the largest answer read, after decompression (64 MiB); a
+        longer one raises ``CaptainDataResponseTooLarge`` and is not retried. A bound on what
+        one answer can cost a worker or the triggerer, compressed or not.
     """
 
     attempts: int = 5
@@ -105,12 +116,15 @@ class RetryPolicy:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     launch_lookup_delay: float = 5.0
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def should_retry(self, exc: BaseException, idempotent: bool) -> bool:
         if isinstance(exc, CaptainDataAPIError):
             if exc.status_code == 429:
                 return True
             return idempotent and exc.is_retryable
+        if isinstance(exc, CaptainDataResponseTooLarge):
+            return False  # it would be as large again
         if isinstance(exc, CaptainDataTransportError):
             return idempotent or classify(exc) is Fault.NOT_SENT
         return False
@@ -176,6 +190,26 @@ class RetryPolicy:
 
 
 DEFAULT_POLICY = RetryPolicy()
+
+
+def callback_secrets(body: Any) -> tuple[str, ...]:
+    """What an error text must not show of a request body's ``callback``: its URL, each long
+    part of it (the token is a path segment, a v4 ``callback.headers`` value may carry one) and
+    its header values. An API error may echo the body, and its text reaches the task log."""
+    callback = body.get("callback") if isinstance(body, dict) else None
+    if not isinstance(callback, dict):
+        return ()
+    found: list[str] = []
+    url = callback.get("url")
+    if isinstance(url, str) and url:
+        parts = urlsplit(url)
+        pieces = [*parts.path.split("/"), *(v for q in parts.query.split("&") for v in q.split("=")[1:])]
+        # The whole URL first: replaced before its parts, it leaves no origin-and-*** behind.
+        found += [url, *(piece for piece in pieces if len(piece) >= _SECRET_PART_CHARS)]
+    headers = callback.get("headers")
+    if isinstance(headers, dict):
+        found += [str(value) for value in headers.values() if value]
+    return tuple(found)
 
 
 def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
@@ -304,6 +338,8 @@ class SyncTransport:
         self.policy = policy
         self._session = requests.Session()
         self._session.headers["User-Agent"] = USER_AGENT
+        # Only what BodyReader inflates itself, under the size cap.
+        self._session.headers["Accept-Encoding"] = ACCEPT_ENCODING
 
     def send(self, request: ApiRequest, gate: Callable[[], None] | None = None) -> ApiResponse:
         """Send with retries; ``gate`` (a rate limiter) is passed before every attempt."""
@@ -340,11 +376,29 @@ class SyncTransport:
                 # requests would resend X-API-Key to the new host (it strips only Authorization);
                 # decode() turns the 3xx into an error. The async path does not follow them either.
                 allow_redirects=False,
+                stream=True,  # read below, under the size cap
             )
         except requests.RequestException as exc:
             sent = not _never_sent_requests(exc)
             raise transport_error(request, exc, sent=sent, policy=self.policy) from None
-        return decode(request, response.status_code, response.headers, response.content)
+        with response:
+            content = self._read(request, response)
+        return decode(request, response.status_code, response.headers, content)
+
+    def _read(self, request: ApiRequest, response: requests.Response) -> bytes:
+        import urllib3.exceptions
+
+        headers = response.headers
+        reader = BodyReader(
+            request.method, request.path, headers.get("Content-Encoding"), self.policy.max_response_bytes
+        )
+        reader.check_length(headers.get("Content-Length"))
+        try:
+            for chunk in response.raw.stream(CHUNK_BYTES, decode_content=False):
+                reader.feed(chunk)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise transport_error(request, exc, sent=True, policy=self.policy) from None
+        return reader.finish()
 
     def close(self) -> None:
         self._session.close()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_captaindata.client.body import ACCEPT_ENCODING, CHUNK_BYTES, BodyReader
 from airflow_provider_captaindata.client.paging import origin_key
 from airflow_provider_captaindata.client.transport import (
     DEFAULT_POLICY,
@@ -124,7 +125,9 @@ class AsyncTransport:
         import aiohttp
 
         session = aiohttp.ClientSession(
-            headers={"User-Agent": USER_AGENT},
+            # Only what BodyReader inflates itself, under the size cap.
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
+            auto_decompress=False,
             connector=aiohttp.TCPConnector(limit=self.POOL_SIZE, ssl=_ssl_context()),
             trust_env=False,  # the proxy variables are read once per origin (see proxy_for)
         )
@@ -179,12 +182,22 @@ class AsyncTransport:
                     timeout=self._timeout,
                 ) as response,
             ):
-                content = await response.read()
+                content = await self._read(request, response)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise transport_error(request, exc, sent=False, policy=self.policy) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise transport_error(request, exc, sent=True, policy=self.policy) from None
         return decode(request, response.status, response.headers, content)
+
+    async def _read(self, request: ApiRequest, response: aiohttp.ClientResponse) -> bytes:
+        headers = response.headers
+        reader = BodyReader(
+            request.method, request.path, headers.get("Content-Encoding"), self.policy.max_response_bytes
+        )
+        reader.check_length(headers.get("Content-Length"))
+        async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+            reader.feed(chunk)
+        return reader.finish()
 
     @classmethod
     async def aclose(cls) -> None:

@@ -11,7 +11,12 @@ from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_captaindata.client.paging import same_origin_url
 from airflow_provider_captaindata.client.settings import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings
-from airflow_provider_captaindata.client.transport import DEFAULT_POLICY, ApiRequest, RetryPolicy
+from airflow_provider_captaindata.client.transport import (
+    DEFAULT_POLICY,
+    ApiRequest,
+    RetryPolicy,
+    callback_secrets,
+)
 from airflow_provider_captaindata.client.versions import ApiVersion
 from airflow_provider_captaindata.exceptions import (
     CaptainDataError,
@@ -88,7 +93,7 @@ class CaptainDataBaseHook(BaseHook):
             json=json,
             params=params,
             idempotent=idempotent,
-            secrets=(settings.api_key.get_secret_value(),),
+            secrets=(settings.api_key.get_secret_value(), *callback_secrets(json)),
             conn_id=settings.conn_id,
         )
 
