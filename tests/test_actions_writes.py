@@ -297,8 +297,8 @@ class RetriedTI(_XComSink):
 
 def crashed_try(op: CaptainDataRunActionOperator, store: StateStore | None, crash_on: str) -> None:
     """Try 1 dies (like a killed worker) as the call of the input containing ``crash_on`` is sent."""
-    import airflow_provider_captaindata.hooks.captaindata as sync_hook
-    import airflow_provider_captaindata.hooks.captaindata_async as async_hook
+    from airflow_provider_captaindata.client.api import CaptainDataClient
+    from airflow_provider_captaindata.client.api_async import CaptainDataAsyncClient
 
     class WorkerDied(BaseException):
         pass
@@ -312,10 +312,8 @@ def crashed_try(op: CaptainDataRunActionOperator, store: StateStore | None, cras
         return call
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sync_hook.CaptainDataHook, "_call", die_on(sync_hook.CaptainDataHook._call))
-        patch.setattr(
-            async_hook.CaptainDataAsyncHook, "_acall", die_on(async_hook.CaptainDataAsyncHook._acall)
-        )
+        patch.setattr(CaptainDataClient, "_call", die_on(CaptainDataClient._call))
+        patch.setattr(CaptainDataAsyncClient, "_acall", die_on(CaptainDataAsyncClient._acall))
         context: dict[str, Any] = {"ti": RetriedTI(1), "run_id": "r"}
         if store is not None:
             context["task_state_store"] = store

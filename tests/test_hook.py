@@ -370,7 +370,7 @@ def test_v4_live_search_follows_header_pages_to_the_end(
 def monkey_fast_gate(hook: CaptainDataHook) -> None:
     from airflow_provider_captaindata.client.transport import SyncRateGate
 
-    hook.__dict__["_live_gate"] = SyncRateGate(1000.0)
+    hook.client.__dict__["_live_gate"] = SyncRateGate(1000.0)
 
 
 def test_live_input_is_validated_before_any_call(hook: CaptainDataHook, captaindata_emulator: Any) -> None:

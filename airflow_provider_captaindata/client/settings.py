@@ -18,6 +18,7 @@ from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 
 CONN_TYPE = "captaindata"
 DEFAULT_CONN_ID = "captaindata_default"
+CLIENT_CONN_ID = "client"  # names a client built from values (no Airflow connection) in errors
 DEFAULT_RATE_LIMIT = 1.0  # the smallest plan: never refused, slow until the connection says more
 V1_DEFAULT_BASE_URL = "https://api.captaindata.com/v1"
 API_VERSIONS = ("v1", "v3", "v4")
@@ -103,6 +104,29 @@ class ConnectionSettings:
             deployment=str(extra.get("deployment") or "").strip() or None,
         )
 
+    @classmethod
+    def resolve(
+        cls,
+        settings: ConnectionSettings | None,
+        api_key: str | None,
+        **fields: Any,
+    ) -> ConnectionSettings:
+        """The settings a client is built with: ``settings`` as given (from an Airflow
+        connection), or ``api_key`` and the other fields checked by the connection's rules."""
+        given = sorted(name for name, value in fields.items() if value is not None)
+        if settings is not None:
+            if api_key is not None or given:
+                named = ", ".join(given or ["api_key"])
+                raise CaptainDataConfigError(
+                    f"settings: give either settings or api_key and its fields, not both ({named})"
+                )
+            return settings
+        if not isinstance(api_key, str) or not api_key.strip():
+            raise CaptainDataConfigError("api_key: the Captain Data API key is required (a non-empty string)")
+        extra = {name: fields[name] for name in given if name != "base_url"}
+        conn = _PlainConnection(CLIENT_CONN_ID, api_key, fields.get("base_url"))
+        return cls.from_connection(conn, extra)
+
     def base_url(self, version: ApiVersion) -> str:
         return self.v3_base_url if version.name == "v3" else self.v4_base_url
 
@@ -113,6 +137,16 @@ class ConnectionSettings:
                 "set the 'Project (workspace) uid' field (extra 'project_uid')."
             )
         return version.auth_headers(self.api_key.get_secret_value(), self.project_uid)
+
+
+@dataclass(frozen=True)
+class _PlainConnection:
+    # What ``from_connection`` reads of an Airflow connection, for a client built from values.
+    conn_id: str
+    password: str
+    host: str | None
+    port: int | None = None
+    schema: str | None = None
 
 
 def _strip_form_prefix(extra: dict[str, Any]) -> dict[str, Any]:

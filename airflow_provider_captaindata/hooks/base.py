@@ -1,51 +1,19 @@
-"""What both Captain Data hooks share: the connection metadata Airflow reads and how a call
-is addressed and authenticated."""
+"""What both Captain Data hooks share: the connection metadata Airflow reads, and how a hook
+hands an endpoint method to its client (:mod:`airflow_provider_captaindata.client`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_captaindata.client.paging import same_origin_url
-from airflow_provider_captaindata.client.settings import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings
-from airflow_provider_captaindata.client.transport import (
-    DEFAULT_POLICY,
-    ApiRequest,
-    RetryPolicy,
-    callback_secrets,
-)
-from airflow_provider_captaindata.client.versions import ApiVersion
-from airflow_provider_captaindata.exceptions import (
-    CaptainDataError,
-    CaptainDataOutcomeUnknown,
-    may_have_acted,
-)
+from airflow_provider_captaindata.client.settings import CONN_TYPE, DEFAULT_CONN_ID
+from airflow_provider_captaindata.client.transport import DEFAULT_POLICY, RetryPolicy
 
-
-def v4_runs_params(
-    *,
-    status: str | Sequence[str] | None,
-    action_name: str | None,
-    execution_mode: str | None,
-    limit: int,
-    offset: int,
-    sort: str,
-) -> dict[str, Any]:
-    """The query of ``GET /v4/runs`` for both hooks: filters left out when not given, ``status``
-    repeated once per value."""
-    statuses = [status] if isinstance(status, str) else list(status or ())
-    given = {
-        "status": statuses or None,
-        "action_name": action_name,
-        "execution_mode": execution_mode,
-        "limit": limit,
-        "offset": offset,
-        "sort": sort,
-    }
-    return {key: value for key, value in given.items() if value is not None}
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class CaptainDataBaseHook(BaseHook):
@@ -70,47 +38,29 @@ class CaptainDataBaseHook(BaseHook):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(captaindata_conn_id={self.captaindata_conn_id!r})"
 
-    def _request(
-        self,
-        settings: ConnectionSettings,
-        version: ApiVersion,
-        method: str,
-        path_or_url: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        idempotent: bool = True,
-    ) -> ApiRequest:
-        base = settings.base_url(version)
-        # Anything but one of our paths ("/...") is a URL from an answer (v3 ``paging.next``,
-        # v4 ``X-Pagination-Next``). It gets the auth headers, so it is sent only rebuilt on the
-        # API's own origin (appended to the base, ``@evil.example`` would name a host).
-        url = base + path_or_url if path_or_url.startswith("/") else same_origin_url(path_or_url, base)
-        return ApiRequest(
-            method,
-            url,
-            settings.auth_headers(version),
-            json=json,
-            params=params,
-            idempotent=idempotent,
-            secrets=(settings.api_key.get_secret_value(), *callback_secrets(json)),
-            conn_id=settings.conn_id,
-        )
+
+def delegate(method: Callable[Concatenate[Any, _P], _R]) -> Callable[Concatenate[Any, _P], _R]:
+    """A hook method that calls the client's method of the same name: one home per endpoint,
+    the client's signature and docstring on the hook."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def call(self: Any, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        result: _R = getattr(self.client, name)(*args, **kwargs)
+        return result
+
+    return call
 
 
-@contextmanager
-def live_call(action: str) -> Iterator[bool]:
-    """Around one live call: yields whether it may be re-sent (reads may), and turns an
-    ambiguous failure of an action with effects into ``CaptainDataOutcomeUnknown``.
+def delegate_async(
+    method: Callable[Concatenate[Any, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[Any, _P], Coroutine[Any, Any, _R]]:
+    """:func:`delegate` for a coroutine method (the hook's stays a coroutine function)."""
+    name = method.__name__
 
-    Such a call goes out as not idempotent, so the transport re-sends it only when it surely
-    was not processed (a 429, a connection that never opened)."""
-    from airflow_provider_captaindata.client.catalog import has_effects
+    @functools.wraps(method)
+    async def call(self: Any, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        result: _R = await getattr(self.client, name)(*args, **kwargs)
+        return result
 
-    effects = has_effects(action)
-    try:
-        yield not effects
-    except CaptainDataError as exc:
-        if effects and may_have_acted(exc):
-            raise CaptainDataOutcomeUnknown(action, str(exc)) from exc
-        raise
+    return call

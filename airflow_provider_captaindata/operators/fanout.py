@@ -30,6 +30,7 @@ from airflow_provider_captaindata.checkpoint import (
     open_records,
 )
 from airflow_provider_captaindata.client.catalog import has_effects
+from airflow_provider_captaindata.client.lookups import may_be_since
 from airflow_provider_captaindata.client.paging import PageTrail, next_page_url
 from airflow_provider_captaindata.client.versions import V4
 from airflow_provider_captaindata.exceptions import (
@@ -40,7 +41,7 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataTransportError,
 )
 from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
-from airflow_provider_captaindata.launch_identity import lookup_since, may_be_since
+from airflow_provider_captaindata.launch_identity import lookup_since
 from airflow_provider_captaindata.results import open_sink
 
 if TYPE_CHECKING:
