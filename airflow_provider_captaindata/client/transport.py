@@ -21,6 +21,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import random
 import socket
 import ssl
@@ -340,6 +341,8 @@ class SyncTransport:
         self._session.headers["User-Agent"] = USER_AGENT
         # Only what BodyReader inflates itself, under the size cap.
         self._session.headers["Accept-Encoding"] = ACCEPT_ENCODING
+        cafile, capath = trusted_certificates()
+        self._verify = cafile or capath or True
 
     def send(self, request: ApiRequest, gate: Callable[[], None] | None = None) -> ApiResponse:
         """Send with retries; ``gate`` (a rate limiter) is passed before every attempt."""
@@ -377,6 +380,7 @@ class SyncTransport:
                 # decode() turns the 3xx into an error. The async path does not follow them either.
                 allow_redirects=False,
                 stream=True,  # read below, under the size cap
+                verify=self._verify,  # the async client's certificates too
             )
         except requests.RequestException as exc:
             sent = not _never_sent_requests(exc)
@@ -402,6 +406,26 @@ class SyncTransport:
 
     def close(self) -> None:
         self._session.close()
+
+
+def trusted_certificates() -> tuple[str | None, str | None]:
+    """``(cafile, capath)`` that both clients verify the API's certificate with.
+
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set (OpenSSL's own variables, read by the async
+    client's ``ssl`` module and now by the sync one too), else ``REQUESTS_CA_BUNDLE`` (requests'
+    variable, now honoured by the async client too), else certifi's bundle, which both clients
+    used by default: the Mozilla roots, not the system store. A private CA (a TLS-inspecting
+    proxy, the emulator over HTTPS) goes in one of the variables; the docs say so."""
+    cafile = os.environ.get("SSL_CERT_FILE") or None
+    capath = os.environ.get("SSL_CERT_DIR") or None
+    if cafile or capath:
+        return cafile, capath
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+    if bundle:
+        return bundle, None
+    import certifi
+
+    return certifi.where(), None
 
 
 def _never_sent_requests(exc: requests.RequestException) -> bool:
@@ -456,9 +480,12 @@ def describe_cause(exc: BaseException, policy: RetryPolicy) -> str:
     def has(*kinds: type[BaseException]) -> bool:
         return any(isinstance(cause, kinds) for cause in causes)
 
-    for cause in causes:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"TLS: the server's certificate is not trusted ({cause.verify_message})"
+    verify_messages = [getattr(cause, "verify_message", None) for cause in causes]
+    if has(ssl.SSLCertVerificationError):
+        # aiohttp's wrapper is an SSLCertVerificationError too, without the reason: the
+        # wrapped one has it.
+        reason = next((message for message in verify_messages if message), "verification failed")
+        return f"TLS: the server's certificate is not trusted ({reason})"
     if has(socket.gaierror) or names & {"NameResolutionError", "ClientConnectorDNSError"}:
         return "DNS: the host name does not resolve"
     if has(ssl.SSLError) or names & {"SSLError", "ClientSSLError", "ClientConnectorSSLError"}:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import ssl
 import threading
 import weakref
@@ -26,6 +25,7 @@ from airflow_provider_captaindata.client.transport import (
     RetryPolicy,
     decode,
     transport_error,
+    trusted_certificates,
 )
 from airflow_provider_captaindata.exceptions import CaptainDataError
 
@@ -227,14 +227,9 @@ def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
 
 
 def _ssl_context() -> ssl.SSLContext:
-    """Trust certifi's roots (as requests does on the sync path), or SSL_CERT_FILE/SSL_CERT_DIR."""
-    import certifi
-
-    if os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(
-            cafile=os.environ.get("SSL_CERT_FILE"), capath=os.environ.get("SSL_CERT_DIR")
-        )
-    return ssl.create_default_context(cafile=certifi.where())
+    """The certificates both clients trust (see ``transport.trusted_certificates``)."""
+    cafile, capath = trusted_certificates()
+    return ssl.create_default_context(cafile=cafile, capath=capath)
 
 
 def _close_with_loop(
