@@ -16,7 +16,7 @@ clear_on_success``) or at its retention; records beside ``output_path`` stay wit
 
 Each try claims the records (an ``owner`` entry, its try number) when it opens them, and
 checks the claim after writing ``sending`` and before sending: a zombie try that lives on
-beside its retry stops at its next input instead of sending what the retry sends.
+beside its retry stops instead of sending what the retry sends (:meth:`InputRecords.sending`).
 
 Where the records live, the first that applies:
 
@@ -29,9 +29,12 @@ Where the records live, the first that applies:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import threading
+import time
 from typing import Any, Protocol
 
 from airflow_provider_captaindata.exceptions import CaptainDataError
@@ -43,6 +46,10 @@ DONE = "done"
 UNKNOWN = "unknown"
 KEY_PREFIX = "captaindata_live_input/"
 OWNER = "owner"  # the key of the try that holds the records
+# A try reuses the claim it read for this long; a retry waits CLAIM_SETTLE_SECONDS after its
+# claim before reading records. The margin between them covers two processes' timers.
+OWNER_FRESH_SECONDS = 0.5
+CLAIM_SETTLE_SECONDS = 2.0
 
 
 def fingerprint(action: str, body: Any) -> str:
@@ -102,16 +109,19 @@ class FileCheckpoint:
         final = object_storage_path(output_path)
         self.folder = final.parent / f".{final.name}.{scope}.checkpoint"
         self.where = str(self.folder)
+        # Whole-object calls on the filesystem: one request each (opening a file object to
+        # read asks the store for its size first), and far less CPU per record.
+        self.fs = self.folder.fs
+        self._prefix = self.folder.path.rstrip("/") + "/"
         self._made = False
 
     def get(self, key: str) -> Any:
-        path = self.folder / f"{key}.json"
         try:
-            text = path.read_text(encoding="utf-8")
+            data = self.fs.cat_file(f"{self._prefix}{key}.json")
         except FileNotFoundError:
             return None
         try:
-            return json.loads(text)
+            return json.loads(data)
         except ValueError:  # cut short by a crash while it was written: it may have been sent
             return {"state": SENDING, "fp": None}
 
@@ -119,10 +129,11 @@ class FileCheckpoint:
         if not self._made:  # once per try: a mkdir is a round trip on an object store
             self.folder.mkdir(parents=True, exist_ok=True)
             self._made = True
-        (self.folder / f"{key}.json").write_text(json.dumps(record, default=str), encoding="utf-8")
+        self.fs.pipe_file(f"{self._prefix}{key}.json", json.dumps(record, default=str).encode())
 
     def delete(self, key: str) -> None:
-        (self.folder / f"{key}.json").unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(f"{self._prefix}{key}.json")
 
 
 class InputRecords:
@@ -134,10 +145,16 @@ class InputRecords:
         self.try_number = try_number
         self.where = checkpoint.where
         self.offload = checkpoint.offload
+        self._owner_lock = threading.Lock()
+        self._owner_seen: tuple[Any, float] = (None, float("-inf"))
 
     def claim(self) -> None:
-        """This try holds the records from now on (an earlier try still running stops)."""
+        """This try holds the records from now on: an earlier try still running (a zombie)
+        stops. A retry then waits :data:`CLAIM_SETTLE_SECONDS` before reading any record (see
+        :meth:`sending`)."""
         self.checkpoint.put(OWNER, self.try_number)
+        if self.resumed:
+            time.sleep(CLAIM_SETTLE_SECONDS)
 
     def earlier(self, index: int, mark: str) -> dict[str, Any] | None:
         """An earlier try's record of this same call (``done`` with rows, or its outcome unknown)."""
@@ -150,16 +167,32 @@ class InputRecords:
         return record if record.get("fp") in (mark, None) else None
 
     def sending(self, index: int, mark: str) -> None:
-        """Record the call as sent, then make sure no later try holds the records: written
-        before the check, a later try that claimed after it reads this record and never sends
-        the input too (raises :class:`SupersededTryError` when one claimed first)."""
+        """Record the call as sent, then make sure no later try holds the records (raises
+        :class:`SupersededTryError` if one does).
+
+        The claim is read at most every :data:`OWNER_FRESH_SECONDS`, not per input. Still, no
+        input is sent by this try and a later one: if this record is written after the later
+        try read it (at least CLAIM_SETTLE_SECONDS after its claim), the claim this check uses
+        was read less than OWNER_FRESH_SECONDS before, so after the claim, and it stops."""
         self.checkpoint.put(str(index), {"state": SENDING, "fp": mark, "try": self.try_number})
-        owner = self.checkpoint.get(OWNER)
+        owner = self._owner()
         if owner is not None and owner != self.try_number:
             raise SupersededTryError(
                 f"try {owner} of this task holds the records in {self.where}; try "
                 f"{self.try_number} stops before sending input {index}"
             )
+
+    def _owner(self) -> Any:
+        with self._owner_lock:
+            owner, read_at = self._owner_seen
+        if time.monotonic() - read_at < OWNER_FRESH_SECONDS:
+            return owner
+        started = time.monotonic()  # when the read began: what it returns is no older
+        owner = self.checkpoint.get(OWNER)
+        with self._owner_lock:
+            if started > self._owner_seen[1]:
+                self._owner_seen = (owner, started)
+        return owner
 
     def outcome(
         self, index: int, mark: str, state: str, rows: list[Any] | None = None, result: Any = None

@@ -28,8 +28,11 @@ DEFAULT_DEPLOYMENT = "airflow"
 MAX_JOB_NAME = 255
 TAG_LENGTH = 16  # hex characters of the digest in a job name (64 bits)
 # Where Airflow says where it is served, in order; the first one set names the deployment.
+# Never [core] execution_api_server_url: it says how one worker reaches an API server, which
+# differs between workers of one deployment (two API servers), and a retry on another worker
+# would not find its own run.
 DEPLOYMENT_URL_OPTIONS = {
-    3: (("api", "base_url"), ("core", "execution_api_server_url")),
+    3: (("api", "base_url"),),
     2: (("webserver", "base_url"),),  # deprecated on Airflow 3: not read there
 }
 

@@ -98,7 +98,7 @@ def test_zombie_try_stops_once_its_retry_claims_the_records(emulator: Any, tmp_p
 
     emulator.add_fault("POST", f"/v4/actions/{MESSAGE}/run/live", delay=0.3, times=None)
     store = StateStore()
-    inputs = [message_input(i) for i in range(8)]
+    inputs = [message_input(i) for i in range(12)]
     zombie_error: list[BaseException] = []
 
     def zombie() -> None:
@@ -120,7 +120,7 @@ def test_zombie_try_stops_once_its_retry_claims_the_records(emulator: Any, tmp_p
     # unknown by try 2, never sent again).
     unknown = {e["input_index"] for e in ti2["ti"].pushed["input_errors"]}
     assert all(e["error_label"] == OUTCOME_UNKNOWN for e in ti2["ti"].pushed["input_errors"])
-    assert set(sends) | unknown == set(range(8)) and len(unknown) <= 1
+    assert set(sends) | unknown == set(range(12)) and len(unknown) <= 1
     assert zombie_error and isinstance(zombie_error[0], SupersededTryError)
 
 
@@ -196,3 +196,59 @@ def test_mapped_instances_with_one_rendered_output_path_each_write_their_own_obj
     assert len(files) == 3
     rows = [line for f in files for line in f.read_text().splitlines()]
     assert len(rows) == sum(s["rows"] for s in summaries) == 3
+
+
+# -- suspected: the default deployment differing across workers ------------------------------------
+
+
+@pytest.mark.airflow3
+def test_default_deployment_is_the_same_on_workers_reaching_different_api_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two workers of one deployment, each configured with its own API server (no [api]
+    base_url): a retry on the second must compute the first's launch identity."""
+    from airflow_provider_captaindata.launch_identity import airflow_deployment
+
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL", raising=False)
+    seen = set()
+    for server in ("http://api-1.internal:8080/execution/", "http://api-2.internal:8080/execution/"):
+        monkeypatch.setenv("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", server)
+        seen.add(airflow_deployment())
+    assert len(seen) == 1, seen
+
+
+# -- suspected: retry_on_failure on a v3 paused run ------------------------------------------------
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("stoppable", [True, False], ids=["stopped", "stop-refused"])
+def test_retry_on_failure_stops_a_paused_run_before_retrying_it(
+    captaindata_emulator: Any, stoppable: bool
+) -> None:
+    """A paused run resumes when its integration is fixed: retried beside it, every input would
+    run twice. It is stopped first; if it cannot be, it is not retried."""
+    from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+    from tests.airflow_helpers import run_dag, task_states
+    from tests.test_workflows import launch_dag
+
+    emulator = captaindata_emulator
+    emulator.configure(v3_pending_seconds=0.2, v3_running_seconds=0.5)
+    workflow_uid = next(w.uid for w in CaptainDataHook().list_workflows() if len(w.steps) == 1)
+    emulator.force_outcome(workflow_uid, "paused", error_message="the integration needs attention", times=1)
+    if not stoppable:
+        emulator.add_fault("POST", "/v3/jobs/*/cancel", status=403, times=None)
+
+    dag = launch_dag(
+        f"v3_paused_retry_{stoppable}", workflow_uid, retry_on_failure=1, paused_grace_period=0.5
+    )
+    dag_run = run_dag(dag)
+    cancels = emulator.requests(method="POST", path="/v3/jobs/*/cancel")
+    retries = emulator.requests(method="POST", path="/v3/jobs/*/retry")
+    assert len(cancels) == 1
+    if stoppable:
+        assert len(retries) == 1 and cancels[0]["time"] <= retries[0]["time"]
+        assert cancels[0]["path"].split("/")[3] == retries[0]["path"].split("/")[3]  # the paused one
+        assert task_states(dag_run) == {"launch": "success"}
+    else:
+        assert retries == []
+        assert task_states(dag_run) == {"launch": "failed"}

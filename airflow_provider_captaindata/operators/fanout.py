@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_captaindata.checkpoint import (
@@ -55,6 +56,10 @@ PROGRESS_EVERY_SECONDS = 10.0
 # held stay a few MB at most; never under 4 per worker, so that workers do not starve.
 REORDER_WINDOW = 256
 WINDOW_PER_WORKER = 4
+# With records on an object store each input also waits on about three round trips (its
+# "sending" record, the claim check, its outcome): workers per call in flight, so that the
+# calls stay at max_concurrency (measured: tests/benchmarks/test_fanout_s3_records.py).
+RECORDS_WORKERS_PER_CALL = 4
 MAX_ERRORS_XCOM_BYTES = 262_144  # the input_errors XCom: error texts vary in size, so bytes
 
 
@@ -92,6 +97,9 @@ class LiveFanOut:
         self._started = time.monotonic()
         self._last_progress = self._started
         self.live_url = ""
+        self.in_flight = asyncio.Semaphore(operator.max_concurrency)  # live calls at once
+        self.halted = False
+        self._record_threads: ThreadPoolExecutor | None = None
 
     async def run(self) -> None:
         from aiolimiter import AsyncLimiter
@@ -119,9 +127,17 @@ class LiveFanOut:
                     rows = await self.one(hook, limiter.acquire, index, item)
                     await self.complete(index, rows)
 
-            await asyncio.gather(*(worker() for _ in range(min(self.op.max_concurrency, len(self.inputs)))))
+            workers = self.op.max_concurrency
+            if self.records is not None and self.records.offload:
+                # A worker also waits on its input's records; more workers keep
+                # max_concurrency calls in flight meanwhile (self.in_flight bounds the calls).
+                workers *= RECORDS_WORKERS_PER_CALL
+                self._record_threads = ThreadPoolExecutor(workers, thread_name_prefix="captaindata-records")
+            await asyncio.gather(*(worker() for _ in range(min(workers, len(self.inputs)))))
         finally:
             await hook.aclose()
+            if self._record_threads is not None:
+                self._record_threads.shutdown(wait=False)
         self.progress(force=True)
 
     async def wait_for_room(self, index: int) -> None:
@@ -144,28 +160,55 @@ class LiveFanOut:
                 return list(earlier.get("rows") or [])
             self.errors.append(_unknown(index, item, earlier_unknown(earlier)))
             return []
-        await self.recorded(self.records.sending, index, mark)
-        rows, outcome = await self.call_one(hook, gate, index, item, body)
+        records = self.records
+
+        async def sending() -> None:
+            await self.recorded(records.sending, index, mark)
+
+        rows, outcome = await self.call_one(hook, gate, index, item, body, before=sending)
         await self.recorded(self.records.outcome, index, mark, outcome, rows)
         return rows
 
     async def recorded(self, call: Callable[..., T], *args: Any) -> T:
         """A records call: in a thread when it is a round trip (object storage), so that the
         other workers keep calling meanwhile."""
-        if self.records is not None and self.records.offload:
-            return await asyncio.to_thread(call, *args)
+        if self._record_threads is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._record_threads, call, *args)
         return call(*args)
 
     async def call_one(
-        self, hook: CaptainDataAsyncHook, gate: Any, index: int, item: dict[str, Any], body: dict[str, Any]
+        self,
+        hook: CaptainDataAsyncHook,
+        gate: Callable[[], Awaitable[Any]],
+        index: int,
+        item: dict[str, Any],
+        body: dict[str, Any],
+        *,
+        before: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[list[Any], str]:
-        """The input's rows and its outcome: ``done``, ``unknown`` or ``failed`` (recorded)."""
+        """The input's rows and its outcome: ``done``, ``unknown`` or ``failed`` (recorded).
+        ``before`` (the ``sending`` record) runs once the call has its slot, so a worker that
+        dies while waiting for one leaves no record of a call never made; it runs while the
+        call waits for its turn at the rate limit."""
         rows: list[dict[str, Any]] = []
         url: str | None = None
         trail = PageTrail(f"{self.op.action} live pages of input {index}")
         try:
             while True:
-                answer = await hook.run_action_live(self.op.action, body, url=url, gate=gate)
+                async with self.in_flight:
+                    if self.halted:  # another worker failed: no more calls, nor records of calls
+                        raise asyncio.CancelledError
+                    try:
+                        page_gate = gate
+                        if before is not None:
+                            await asyncio.gather(before(), gate())
+                            before, page_gate = None, _after_first(gate)
+                        answer = await hook.run_action_live(self.op.action, body, url=url, gate=page_gate)
+                    except (CaptainDataOutcomeUnknown, CaptainDataAPIError, CaptainDataTransportError):
+                        raise  # this input's outcome, below
+                    except BaseException:
+                        self.halted = True  # set before the slot goes to another worker
+                        raise
                 rows.extend(tag_rows(answer.data, index))
                 if self.op.max_results is not None and len(rows) >= self.op.max_results:
                     return rows[: self.op.max_results], DONE
@@ -225,6 +268,19 @@ class LiveFanOut:
             len(self.errors),
             self.done / elapsed,
         )
+
+
+def _after_first(gate: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+    """``gate`` for a call whose first attempt already passed it (its retries pass it again)."""
+    passed = False
+
+    async def gate_after_first() -> None:
+        nonlocal passed
+        if passed:
+            await gate()
+        passed = True
+
+    return gate_after_first
 
 
 def _unknown(index: int, item: dict[str, Any], message: str) -> dict[str, Any]:

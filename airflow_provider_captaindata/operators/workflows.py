@@ -58,7 +58,8 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
     :param repeat_option: ``{"type": "minute|hour|day|week|month", "value": n}`` to repeat.
     :param unstructure_meta: sent as is when set.
     :param retry_on_failure: times to call the API's retry on a run that ends ``warning`` or
-        stays ``paused`` (default 0: fail).
+        stays ``paused`` (default 0: fail). A paused run is stopped first (it would resume
+        beside its retry); when it cannot be stopped, it is not retried and the task fails.
 
     Other parameters (waiting, timeouts, results) are those of
     :class:`~airflow_provider_captaindata.operators.base.CaptainDataRunOperatorBase`.
@@ -228,6 +229,12 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
 
     def on_run_failed(self, context: Any, event: dict[str, Any], retries_done: int) -> str | None:
         if retries_done >= self.retry_on_failure or event.get("run_status") not in RETRYABLE_RUN_STATUSES:
+            return None
+        if event.get("run_status") == "paused" and not self._stop(
+            event["run_uid"], "retry_on_failure runs a retry in its place"
+        ):
+            # A paused run resumes once its integration is fixed: beside a retry, the inputs
+            # would run (and cost credits) twice. Not stopped: no retry, the task fails.
             return None
         answer = self.hook.retry_workflow_run(event["run_uid"])
         new_uid = answer.get("job_uid") or answer.get("uid")

@@ -367,7 +367,7 @@ def _fanout(params: dict[str, Any]) -> dict[str, Any]:
         task_id="bench_fanout",
         action=params["action"],
         inputs=inputs,
-        output_path="file://" + params["out"],
+        output_path=params.get("output_path") or "file://" + params["out"],
         on_input_error="continue",  # count failures instead of stopping at the first batch error
         **({"max_concurrency": params["max_concurrency"]} if params.get("max_concurrency") else {}),
     )

@@ -1,0 +1,82 @@
+"""5. Acting live fan-out with its per-input records beside an ``s3://`` output_path.
+
+2,000 inputs of ``linkedin-message-profile`` (an action with effects: each input is recorded
+``sending`` before its call and ``done`` after it) through the action operator's live fan-out
+(``execute()`` with ``inputs``, its default ``max_concurrency``), with no task_state_store
+(Airflow before 3.3): the records are objects beside ``output_path`` in SeaweedFS S3, as in the
+tests. The connection's ``rate_limit_per_second`` and the emulator's limit are 40 requests/s
+(the fastest plan) and each live call takes 0.1 s on the emulator. The baseline is the ideal:
+inputs / rate; the target is 1.05x it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.benchmarks.conftest import connection_env
+from tests.benchmarks.harness import STRICT, Recorder, Row, child_argv, child_env, run_child
+
+INPUTS = int(os.environ.get("BENCH_FANOUT_S3_INPUTS", "2000"))
+RATE = 40.0
+LATENCY = 0.1
+ACTION = "linkedin-message-profile"
+
+
+def _live_calls(emulator: Any) -> list[dict[str, Any]]:
+    return emulator.requests(method="POST", path=f"/v4/actions/{ACTION}/run/live*")
+
+
+def test_acting_fanout_with_s3_records_at_rate_limit(
+    recorder: Recorder, emulator: Any, child_home: Path, s3_server: Any
+) -> None:
+    emulator.configure(rate_limit_per_second=RATE, live_latency_seconds=LATENCY)
+    before = len(_live_calls(emulator))
+    output_path = s3_server.uri(f"bench-{uuid.uuid4().hex[:8]}/messages.jsonl")
+    env = child_env(
+        child_home, {**connection_env(emulator, rate_limit_per_second=RATE), **s3_server.environment()}
+    )
+    result = run_child(
+        child_argv("fanout", inputs=INPUTS, action=ACTION, out="", output_path=output_path), env, timeout=900
+    ).output
+    calls = _live_calls(emulator)[before:]
+    refused = sum(1 for c in calls if c["status"] == 429)
+    failed = int(result["summary"]["failed"])
+    ideal = INPUTS / RATE
+    ratio = result["wall_s"] / ideal
+    rows = [
+        Row(
+            "fanout_s3_records",
+            f"wall time, {INPUTS:,} acting inputs",
+            result["wall_s"],
+            ideal,
+            "s",
+            "<= 1.05x ideal",
+            ratio <= 1.05,
+        ),
+        Row("fanout_s3_records", "429s seen", refused, None, "", "", None),
+        Row("fanout_s3_records", "inputs failed", failed, None, "", "0", failed == 0),
+    ]
+    details = {
+        "inputs": INPUTS,
+        "action": ACTION,
+        "records": "beside the s3:// output_path (SeaweedFS)",
+        "rate_limit_per_second": RATE,
+        "live_latency_s": LATENCY,
+        "max_concurrency": result["max_concurrency"],
+        "ideal_s": ideal,
+        "wall_s": result["wall_s"],
+        "cpu_s": result["cpu_s"],
+        "calls": len(calls),
+        "refused_429": refused,
+        "failed": failed,
+        "rows_written": result["summary"].get("rows"),
+        "first_errors": result["input_errors"][:5],
+    }
+    recorder.section("fanout_s3_records", details, rows)
+    # Each acting input was sent once: no input lost, none sent twice.
+    assert len(calls) - refused == INPUTS - failed
+    if STRICT:
+        assert all(r.met is not False for r in rows), [r.metric for r in rows if r.met is False]
