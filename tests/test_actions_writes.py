@@ -241,8 +241,8 @@ def test_fan_out_closes_its_http_client(emulator: Any, monkeypatch: pytest.Monke
     pools: list[Any] = []
     new_pool = AsyncTransport._new_pool
 
-    def recording_new_pool(self: AsyncTransport) -> Any:
-        pools.append(new_pool(self))
+    def recording_new_pool(self: AsyncTransport, *args: Any) -> Any:
+        pools.append(new_pool(self, *args))
         return pools[-1]
 
     monkeypatch.setattr(AsyncTransport, "_new_pool", recording_new_pool)
