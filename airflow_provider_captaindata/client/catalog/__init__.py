@@ -8,7 +8,6 @@ its fake results with it. Importing this module costs nothing: the JSON is read 
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import re
@@ -249,6 +248,8 @@ def fields_problems(
     for name in values:
         if name not in fields and name not in extra_allowed:
             allowed = ", ".join(sorted(fields)) or "none"
+            import difflib  # only on a bad field: importing the catalog stays cheap
+
             close = difflib.get_close_matches(str(name), list(fields), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             problems.append(Problem(name, f"unknown {what} field '{name}' (allowed: {allowed}){hint}"))
