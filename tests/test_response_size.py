@@ -64,7 +64,7 @@ class _Api:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
+            def do_GET(self) -> None:  # and POST: the async client's call is a live read
                 outer.requests += 1
                 headers, body = ANSWERS[outer.mode]
                 self.send_response(200)
@@ -76,6 +76,8 @@ class _Api:
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(body)  # the client may stop reading: what is tested
+
+            do_POST = do_GET
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -117,17 +119,14 @@ def _async(api: _Api, mode: str) -> Any:
     async def call() -> Any:
         hook = CaptainDataAsyncHook(CONN_ID, retry_policy=POLICY)
         try:
-            return (await hook._acall(hook_version(), "GET", "/identities")).data
+            search = {
+                "linkedin_people_search_url": "https://www.linkedin.com/search/results/people/?keywords=x"
+            }
+            return (await hook.run_action_live("linkedin-search-people", {"input": search})).data
         finally:
             await hook.aclose()
 
     return asyncio.run(call())
-
-
-def hook_version() -> Any:
-    from airflow_provider_captaindata.client.versions import V4
-
-    return V4
 
 
 CLIENTS = {"sync": _sync, "async": _async}

@@ -32,7 +32,7 @@ def https(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps([{"name": "workspace"}]).encode()
+            body = b"[]"
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -67,24 +67,18 @@ def origin(https: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _sync() -> Any:
-    return CaptainDataHook(CONN_ID, retry_policy=ONE_TRY).get_workspaces()
+    return CaptainDataHook(CONN_ID, retry_policy=ONE_TRY).list_action_runs()
 
 
 def _async() -> Any:
     async def call() -> Any:
         hook = CaptainDataAsyncHook(CONN_ID, retry_policy=ONE_TRY)
         try:
-            return (await hook._acall(_v4(), "GET", "/workspaces")).data
+            return await hook.list_action_runs()
         finally:
             await hook.aclose()
 
     return asyncio.run(call())
-
-
-def _v4() -> Any:
-    from airflow_provider_captaindata.client.versions import V4
-
-    return V4
 
 
 CLIENTS = {"sync": _sync, "async": _async}
@@ -96,7 +90,7 @@ def test_both_clients_trust_the_same_variables(
     origin: str, https: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, client: str, variable: str
 ) -> None:
     monkeypatch.setenv(variable, str(https[1]))
-    assert CLIENTS[client]() == [{"name": "workspace"}]
+    assert CLIENTS[client]() == []
 
 
 @pytest.mark.parametrize("client", list(CLIENTS))
