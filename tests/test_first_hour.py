@@ -131,3 +131,46 @@ def test_the_testing_page_quotes_the_trap_error_word_for_word() -> None:
         env_name="AIRFLOW_CONN_CAPTAINDATA_DEFAULT",
     )
     assert message in (Path(__file__).resolve().parent.parent / "docs" / "testing.md").read_text()
+
+
+def test_the_emulator_cli_prints_what_it_serves() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from airflow_provider_captaindata.client.catalog import input_problems
+    from airflow_provider_captaindata.emulator.samples import SAMPLE_ACTIONS, SAMPLE_VALUES
+    from airflow_provider_captaindata.emulator.v3 import seed_workflows
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airflow_provider_captaindata.emulator", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not lines or not lines[-1].startswith(f"  {SAMPLE_ACTIONS[-1]}"):
+            line = proc.stdout.readline()
+            assert line, "\n".join(lines)  # the CLI ended before printing its last sample
+            lines.append(line.rstrip("\n"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    out = "\n".join(lines)
+    assert lines[0].startswith("http://127.0.0.1:") and lines[3].startswith("export AIRFLOW_CONN_")
+    for workflow in seed_workflows(0):
+        assert f"  {workflow.uid}  {workflow.name}" in out, out
+    for action in SAMPLE_ACTIONS:
+        assert f"  {action}  input=" in out, out
+    # Every sample is one the API accepts (the catalog's patterns, as the emulator checks them).
+    for action in SAMPLE_ACTIONS:
+        from airflow_provider_captaindata.client.catalog import get_action
+
+        spec = get_action(action)
+        assert spec is not None
+        sample = {name: SAMPLE_VALUES[name] for name in spec.input_fields}
+        assert not input_problems(action, sample, check_patterns=True), action

@@ -1,7 +1,8 @@
 """``captaindata-emulator``: run the emulator until SIGINT or SIGTERM.
 
 The first line of output is the base URL (scripts read it to find a free port's number);
-the next lines give the key, the project uid and the Airflow connection to use.
+the next lines give the key, the project uid and the Airflow connection to export, then the
+v3 workflows it serves (uid, name, sample inputs) and sample inputs of a few v4 actions.
 """
 
 from __future__ import annotations
@@ -106,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"project uid: {emulator.project_uid}")
     for name, value in emulator.airflow_env().items():
         print(f"export {name}='{value}'", flush=True)
+    from airflow_provider_captaindata.emulator.samples import action_lines, workflow_lines
+
+    print("v3 workflows (workflow_uid, name, sample inputs):")
+    print("\n".join(workflow_lines(args.seed)))
+    print("v4 actions (every action of the catalog; sample inputs of a few):")
+    print("\n".join(action_lines()), flush=True)
     while not stop.wait(0.5):
         if not emulator.running:
             print("captaindata-emulator: the server stopped on its own", file=sys.stderr)
