@@ -36,6 +36,7 @@ from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 PAGE_SUFFIX = ".json"
+DIGEST_CHARS = 16
 _PAGE_NAME_RE = re.compile(
     r"(([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:\.[0-9a-f]{16})?)\.json"
 )
@@ -51,7 +52,7 @@ def page_digest(body: Any) -> str:
     ``run.status`` say, gets the same digest; a different page of the same batch another."""
     content = {k: v for k, v in body.items() if k != "run"} if isinstance(body, dict) else body
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_CHARS]
 
 
 def batch_of(page_id: str) -> str:
@@ -119,12 +120,23 @@ class CallbackStore:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def write_page(self, launch_key: str, run_uid: str, batch_uid: str, data: bytes, body: Any = None) -> str:
+    def write_page(
+        self,
+        launch_key: str,
+        run_uid: str,
+        batch_uid: str,
+        data: bytes | bytearray,
+        body: Any = None,
+        *,
+        digest: str | None = None,
+    ) -> str:
         """Store one page durably, replacing any earlier copy of it; returns its path.
 
-        ``body`` is ``data`` parsed, when the caller has it (saves parsing it again)."""
+        ``digest`` (:func:`page_digest` of the body) or ``body`` (``data`` parsed), when the
+        caller has them, save parsing ``data`` again."""
         folder = self.run_folder(launch_key, run_uid)
-        digest = page_digest(json.loads(data) if body is None else body)
+        if digest is None:
+            digest = page_digest(json.loads(data) if body is None else body)
         final = self.page_path(launch_key, run_uid, f"{normalize_uuid(batch_uid)}.{digest}")
         if self.local:
             _write_local(folder, final, data)
@@ -133,7 +145,7 @@ class CallbackStore:
             # becomes visible when complete, so neither name is ever seen half written.
             self.fs.makedirs(folder, exist_ok=True)
             temp = f"{folder}/.{normalize_uuid(batch_uid)}.{uuid.uuid4().hex}.tmp"
-            self.fs.pipe_file(temp, data)
+            self.fs.pipe_file(temp, bytes(data) if isinstance(data, bytearray) else data)
             try:
                 self.fs.mv(temp, final)
             finally:
@@ -193,7 +205,7 @@ def _local_folder(uri: str) -> str | None:
     return None
 
 
-def _write_local(folder: str, final: str, data: bytes) -> None:
+def _write_local(folder: str, final: str, data: bytes | bytearray) -> None:
     created = _makedirs(folder)
     fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
     try:
