@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from airflow_provider_captaindata.exceptions import OUTCOME_UNKNOWN
+from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
 from tests.polling import wait_for
 from tests.test_actions_writes import (
@@ -252,3 +254,58 @@ def test_retry_on_failure_stops_a_paused_run_before_retrying_it(
     else:
         assert retries == []
         assert task_states(dag_run) == {"launch": "failed"}
+
+
+# -- suspected: asyncio.wait_for on Python 3.11 swallowing a cancellation --------------------------
+
+
+def test_trigger_cancelled_as_its_status_read_completes_stops(captaindata_emulator: Any) -> None:
+    """Python 3.11's asyncio.wait_for returns the inner result when the cancellation arrives as
+    the inner call completes: the trigger (cancelled by the triggerer, e.g. handed to another
+    one) would go on polling. The status read is real (the emulator); only its return is held
+    so that the cancellation can meet it."""
+    import asyncio
+
+    from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
+    from tests.test_trigger import launch
+
+    captaindata_emulator.configure(v3_pending_seconds=0.1, v3_running_seconds=60)
+    workflow = next(w.uid for w in CaptainDataHook().list_workflows() if len(w.steps) == 1)
+    run_uid = launch(workflow)
+
+    async def scenario() -> bool:
+        reached = asyncio.Event()
+        release = asyncio.get_running_loop().create_future()
+
+        class HeldTrigger(CaptainDataRunTrigger):
+            def _hook(self) -> Any:
+                real = super()._hook()
+
+                class Held:
+                    async def get_run(self, api_version: str, uid: str) -> Any:
+                        snapshot = await real.get_run(api_version, uid)
+                        reached.set()
+                        await release
+                        return snapshot
+
+                return Held()
+
+        # With a deadline, the read is bounded by it (no deadline: no timeout, nothing to swallow).
+        trigger = HeldTrigger(run_uid=run_uid, poll_interval=0.05, timeout_at=time.time() + 600)
+
+        async def consume() -> None:
+            async for _ in trigger.run():
+                return
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(reached.wait(), 30)
+        release.set_result(None)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2)
+        if not done:  # the cancellation was lost: the trigger polls on
+            task.cancel()
+            await asyncio.wait({task}, timeout=2)
+            return False
+        return task.cancelled()
+
+    assert asyncio.run(scenario())

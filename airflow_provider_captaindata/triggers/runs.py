@@ -130,9 +130,10 @@ class CaptainDataRunTrigger(BaseTrigger):
             try:
                 # A read may take minutes (timeouts, retries, Retry-After): it must not carry
                 # the wait past a deadline, so it gets only the time left (none once passed).
-                snapshot = await asyncio.wait_for(
-                    hook.get_run(self.api_version, self.run_uid), waiter.time_left()
-                )
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result of
+                # a read that completes as the trigger is cancelled, losing the cancellation.
+                async with asyncio.timeout(waiter.time_left()):
+                    snapshot = await hook.get_run(self.api_version, self.run_uid)
             except TimeoutError:
                 log.warning("Run %s: no status before the deadline", self.run_uid)
             except CaptainDataAPIError as exc:
