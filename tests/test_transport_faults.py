@@ -360,3 +360,31 @@ def test_an_error_echoing_the_callback_url_shows_no_token(
     for secret in (TOKEN, HEADER_TOKEN, API_KEY):
         assert all(secret not in text for text in texts)
     assert "***" in error.message
+
+
+# -- the issue's case end to end: a fan-out of messages with task retries --------------------
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_fan_out_message_answered_524_after_acting_is_not_sent_again_by_a_task_retry(
+    emulator: Any,
+) -> None:
+    """Observed before: sends ``[524, 200]`` for input 1 (the 524 counted as a refusal, its
+    record was dropped and the task retry sent the message again)."""
+    from datetime import timedelta
+
+    from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
+    from tests.airflow_helpers import make_dag, run_dag, task_states
+
+    emulator.add_fault(
+        "POST", f"/v4/actions/{MESSAGE}/run/live", match_body="person-00001", status=524, after=True
+    )
+    inputs = [{"linkedin_profile_url": f"https://www.linkedin.com/in/person-{i:05d}"} for i in range(3)]
+    with make_dag("transport_fan_out_524") as dag:
+        CaptainDataRunActionOperator(
+            task_id="message", action=MESSAGE, inputs=inputs, retries=1, retry_delay=timedelta(0)
+        )
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"message": "failed"}  # input 1 stays outcome unknown
+    sent = [c["body"]["input"]["linkedin_profile_url"] for c in _live_posts(emulator, MESSAGE)]
+    assert sorted(sent) == sorted(i["linkedin_profile_url"] for i in inputs)
