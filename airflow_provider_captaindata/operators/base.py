@@ -8,6 +8,7 @@ Subclasses say how to launch (or find) a run and how to read its result pages.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -64,7 +65,13 @@ def positive_seconds(name: str, value: float | timedelta) -> float:
     """Seconds from a number or a timedelta, validated (names the parameter on error)."""
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    # Finite too: an infinite timeout passed here, then failed the trigger's check after launch.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise CaptainDataConfigError(
             f"{name} must be a positive number of seconds or a timedelta, got {value!r}"
         )
