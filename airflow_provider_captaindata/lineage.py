@@ -34,7 +34,7 @@ from airflow.providers.openlineage.extractors import OperatorLineage
 from airflow_provider_captaindata.assets import output_uri
 from airflow_provider_captaindata.client.statuses import RunState
 from airflow_provider_captaindata.exceptions import CaptainDataError, CaptainDataRunError
-from airflow_provider_captaindata.operators.base import is_templated
+from airflow_provider_captaindata.params import is_templated
 
 if TYPE_CHECKING:
     from airflow_provider_captaindata.operators.base import CaptainDataRunOperatorBase

@@ -29,12 +29,16 @@ from airflow_provider_captaindata.launch_identity import lookup_since
 from airflow_provider_captaindata.links import push_run_url
 from airflow_provider_captaindata.operators.base import (
     CaptainDataRunOperatorBase,
-    as_json_value,
     fail_without_retry_on_bad_request,
-    is_templated,
-    to_seconds,
 )
-from airflow_provider_captaindata.operators.workflows import check_inputs
+from airflow_provider_captaindata.params import (
+    airflow_seconds,
+    as_json_value,
+    check_inputs,
+    is_templated,
+    seconds,
+    whole_number,
+)
 from airflow_provider_captaindata.results import aborted_on_error, object_storage_path, open_sink
 
 MODES = ("live", "async")
@@ -143,7 +147,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         self.on_input_error = on_input_error
         self.callback_url = callback_url
         self.callback_headers = callback_headers
-        self.callback_url_ttl = to_seconds("callback_url_ttl", callback_url_ttl)
+        self.callback_url_ttl = seconds("callback_url_ttl", callback_url_ttl, optional=True)
         self.partial_success = partial_success
         self.on_missing_pages = on_missing_pages
         self._validate(rendered=False)
@@ -161,18 +165,8 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         choice("on_input_error", self.on_input_error, ("fail", "continue"))
         choice("partial_success", self.partial_success, ("warn", "fail"))
         choice("on_missing_pages", self.on_missing_pages, ("fail", "warn"))
-        if (
-            isinstance(self.max_concurrency, bool)
-            or not isinstance(self.max_concurrency, int)
-            or self.max_concurrency < 1
-        ):
-            raise CaptainDataConfigError(f"max_concurrency must be an int >= 1, got {self.max_concurrency!r}")
-        if self.max_results is not None and (
-            isinstance(self.max_results, bool)
-            or not isinstance(self.max_results, int)
-            or self.max_results < 1
-        ):
-            raise CaptainDataConfigError(f"max_results must be None or an int >= 1, got {self.max_results!r}")
+        whole_number("max_concurrency", self.max_concurrency, minimum=1)
+        whole_number("max_results", self.max_results, minimum=1, optional=True)
         if (self.input is None) == (self.inputs is None):
             raise CaptainDataConfigError(
                 "Pass either input (one dict) or inputs (a list of dicts), "
@@ -427,13 +421,13 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         from airflow_provider_captaindata.callbacks.reconcile import DEFAULT_REPLAY_WAIT_SECONDS
         from airflow_provider_captaindata.callbacks.tokens import lifetime_covering
 
-        limits = [s for s in (self.timeout_seconds, _seconds(self.execution_timeout)) if s]
+        limits = [s for s in (self.timeout_seconds, airflow_seconds(self.execution_timeout)) if s]
         if not limits:
             return lifetime_covering(None)
         retries = int(self.retries or 0)
-        delay = _seconds(self.retry_delay) or 0.0
+        delay = airflow_seconds(self.retry_delay) or 0.0
         if self.retry_exponential_backoff:
-            delay = _seconds(self.max_retry_delay) or 86400.0  # Airflow caps a retry delay at a day
+            delay = airflow_seconds(self.max_retry_delay) or 86400.0  # Airflow caps a retry delay at a day
         per_try = min(limits) + DEFAULT_REPLAY_WAIT_SECONDS
         return lifetime_covering((retries + 1) * per_try + retries * delay)
 
@@ -484,10 +478,3 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
 
     def result_pages(self, run_uid: str) -> Iterable[list[dict[str, Any]]]:
         return iter(())
-
-
-def _seconds(value: Any) -> float | None:
-    """An Airflow duration (timedelta, or seconds) in seconds; None when unset."""
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -7,8 +7,6 @@ Subclasses say how to launch (or find) a run and how to read its result pages.
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,6 +27,7 @@ from airflow_provider_captaindata.exceptions import (
 )
 from airflow_provider_captaindata.launch_identity import LaunchIdentity, airflow_deployment, identity_for
 from airflow_provider_captaindata.links import RUN_UID_KEY, CaptainDataRunLink, push_run_url, run_url
+from airflow_provider_captaindata.params import check_flag, seconds, whole_number
 from airflow_provider_captaindata.preflight import check_trigger_can_read_connection
 from airflow_provider_captaindata.results import (
     DEFAULT_MAX_XCOM_BYTES,
@@ -59,53 +58,6 @@ class CaptainDataRunStoppedError(CaptainDataRunError, AirflowFailException):
 
 def default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
-
-
-def positive_seconds(name: str, value: float | timedelta) -> float:
-    """Seconds from a number or a timedelta, validated (names the parameter on error)."""
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    # Finite too: an infinite timeout passed here, then failed the trigger's check after launch.
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise CaptainDataConfigError(
-            f"{name} must be a positive number of seconds or a timedelta, got {value!r}"
-        )
-    return float(value)
-
-
-def check_flag(name: str, value: Any) -> None:
-    """A flag must be a real bool: a string such as ``"no"`` would otherwise read as True."""
-    if not isinstance(value, bool):
-        raise CaptainDataConfigError(f"{name} must be True or False, got {value!r}")
-
-
-def to_seconds(name: str, value: float | timedelta | None) -> float | None:
-    """Like :func:`positive_seconds`, with None meaning "no limit"."""
-    return None if value is None else positive_seconds(name, value)
-
-
-def is_templated(value: Any) -> bool:
-    """True for values Airflow renders or resolves later (Jinja strings, XComArgs)."""
-    return (isinstance(value, str) and "{{" in value) or type(value).__name__.endswith(
-        ("XComArg", "MappedArgument")
-    )
-
-
-def as_json_value(name: str, value: Any) -> Any:
-    """A rendered templated value: a JSON string becomes the list/dict it holds."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise CaptainDataConfigError(
-                f"{name} rendered to a string that is not JSON: {value[:80]!r}"
-            ) from None
-    return value
 
 
 @contextmanager
@@ -171,14 +123,12 @@ class CaptainDataRunOperatorBase(BaseOperator):
         self.captaindata_conn_id = captaindata_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = default_deferrable() if deferrable is None else deferrable
-        self.poll_interval = positive_seconds("poll_interval", poll_interval)
-        self.timeout_seconds = to_seconds("timeout", timeout)
-        self.paused_grace_period = positive_seconds("paused_grace_period", paused_grace_period)
+        self.poll_interval = seconds("poll_interval", poll_interval)
+        self.timeout_seconds = seconds("timeout", timeout, optional=True)
+        self.paused_grace_period = seconds("paused_grace_period", paused_grace_period)
         self.fetch_results = fetch_results
         self.output_path = output_path
-        if isinstance(max_xcom_bytes, bool) or not isinstance(max_xcom_bytes, int) or max_xcom_bytes <= 0:
-            raise CaptainDataConfigError(f"max_xcom_bytes must be a positive int, got {max_xcom_bytes!r}")
-        self.max_xcom_bytes = max_xcom_bytes
+        self.max_xcom_bytes = whole_number("max_xcom_bytes", max_xcom_bytes, minimum=1)
         self._run_uid: str | None = None
         # Set while a launch is in flight: the earlier runs its lookup must skip. A kill in
         # that window finds the run by name or tag (see on_kill).

@@ -20,7 +20,7 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataCreditsError,
     CaptainDataError,
 )
-from airflow_provider_captaindata.operators.base import check_flag
+from airflow_provider_captaindata.params import check_flag
 from airflow_provider_captaindata.results import DEFAULT_MAX_XCOM_BYTES
 
 if TYPE_CHECKING:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -11,29 +10,18 @@ from airflow_provider_captaindata.client.statuses import RunSnapshot
 from airflow_provider_captaindata.client.versions import V3
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 from airflow_provider_captaindata.launch_identity import lookup_since
-from airflow_provider_captaindata.operators.base import (
-    CaptainDataRunOperatorBase,
+from airflow_provider_captaindata.operators.base import CaptainDataRunOperatorBase
+from airflow_provider_captaindata.params import (
     as_json_value,
+    check_conn_id,
+    check_inputs,
     is_templated,
+    whole_number,
 )
 
 UID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 REPEAT_TYPES = ("minute", "hour", "day", "week", "month")
 RETRYABLE_RUN_STATUSES = ("warning", "paused")
-
-
-def check_inputs(name: str, inputs: Any) -> list[dict[str, Any]]:
-    """A non-empty list of JSON-serializable dicts, or a CaptainDataConfigError naming ``name``."""
-    if not isinstance(inputs, Sequence) or isinstance(inputs, str | bytes) or not inputs:
-        raise CaptainDataConfigError(f"{name} must be a non-empty list of dicts, got {inputs!r:.80}")
-    for index, item in enumerate(inputs):
-        if not isinstance(item, Mapping):
-            raise CaptainDataConfigError(f"{name}[{index}] must be a dict, got {type(item).__name__}")
-    try:
-        json.dumps(list(inputs))
-    except (TypeError, ValueError) as exc:
-        raise CaptainDataConfigError(f"{name} must be JSON-serializable: {exc}") from None
-    return [dict(i) for i in inputs]
 
 
 class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
@@ -101,21 +89,14 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
                 f"unstructure_meta must be None, True or False, got {unstructure_meta!r}"
             )
         self.unstructure_meta = unstructure_meta
-        if (
-            isinstance(retry_on_failure, bool)
-            or not isinstance(retry_on_failure, int)
-            or retry_on_failure < 0
-        ):
-            raise CaptainDataConfigError(f"retry_on_failure must be an int >= 0, got {retry_on_failure!r}")
-        self.retry_on_failure = retry_on_failure
+        self.retry_on_failure = whole_number("retry_on_failure", retry_on_failure, minimum=0)
         self._validate(rendered=False)
 
     def _validate(self, *, rendered: bool) -> None:
         def ready(value: Any) -> bool:
             return rendered or not is_templated(value)
 
-        if not isinstance(self.captaindata_conn_id, str):
-            raise CaptainDataConfigError("captaindata_conn_id must be a connection id (a string)")
+        check_conn_id(self.captaindata_conn_id)
         if ready(self.workflow_uid) and not (
             isinstance(self.workflow_uid, str) and UID_PATTERN.match(self.workflow_uid)
         ):

@@ -18,13 +18,12 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataTransportError,
 )
 from airflow_provider_captaindata.links import RUN_UID_KEY, CaptainDataRunLink, push_run_url, run_url
-from airflow_provider_captaindata.operators.base import (
+from airflow_provider_captaindata.operators.base import default_deferrable, fail_without_retry_on_bad_request
+from airflow_provider_captaindata.params import (
+    check_conn_id,
     check_flag,
-    default_deferrable,
-    fail_without_retry_on_bad_request,
     is_templated,
-    positive_seconds,
-    to_seconds,
+    seconds,
 )
 from airflow_provider_captaindata.waiting import RunWaiter, checked_event
 
@@ -73,20 +72,19 @@ class CaptainDataRunSensor(BaseSensorOperator):
                 "as a literal; for runs of both kinds, use one sensor per version."
             )
         get_version(api_version)
-        if not isinstance(captaindata_conn_id, str):
-            raise CaptainDataConfigError("captaindata_conn_id must be a connection id (a string)")
+        check_conn_id(captaindata_conn_id)
         if deferrable is not None:
             check_flag("deferrable", deferrable)
         self.run_uid = run_uid
         self.api_version = api_version
         self.captaindata_conn_id = captaindata_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
-        self.paused_grace_period = positive_seconds("paused_grace_period", paused_grace_period)
+        self.paused_grace_period = seconds("paused_grace_period", paused_grace_period)
         if not is_templated(run_uid):
             self._check_run_uid()
         if self.deferrable:  # the trigger needs a positive poll interval and timeout
-            positive_seconds("poke_interval", self.poke_interval)
-            to_seconds("timeout", self.timeout)
+            seconds("poke_interval", self.poke_interval)
+            seconds("timeout", self.timeout, optional=True)
         self._waiter: RunWaiter | None = None
         self._last_status: str | None = None
 
@@ -125,13 +123,13 @@ class CaptainDataRunSensor(BaseSensorOperator):
             return self._result()
         from airflow_provider_captaindata.triggers.runs import CaptainDataRunTrigger
 
-        timeout = to_seconds("timeout", self.timeout)
+        timeout = seconds("timeout", self.timeout, optional=True)
         self.defer(
             trigger=CaptainDataRunTrigger(
                 run_uid=self.run_uid,
                 api_version=self.api_version,
                 captaindata_conn_id=self.captaindata_conn_id,
-                poll_interval=positive_seconds("poke_interval", self.poke_interval),
+                poll_interval=seconds("poke_interval", self.poke_interval),
                 timeout_at=time.time() + timeout if timeout else None,
                 paused_grace_period=self.paused_grace_period,
                 paused_since=self._waiter.paused_since if self._waiter else None,

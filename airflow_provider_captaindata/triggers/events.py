@@ -31,6 +31,7 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataConfigError,
     CaptainDataError,
 )
+from airflow_provider_captaindata.params import check_conn_id, seconds, whole_number
 from airflow_provider_captaindata.triggers.event_state import WatchState, fire_key
 
 try:  # Airflow 3: what AssetWatcher accepts
@@ -125,23 +126,14 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
             isinstance(states, str) or not states or any(s not in allowed for s in states)
         ):
             raise CaptainDataConfigError(f"states must be a list of {', '.join(allowed)}, got {states!r}")
-        if not isinstance(captaindata_conn_id, str) or not captaindata_conn_id:
-            raise CaptainDataConfigError("captaindata_conn_id must be a connection id (a string)")
-        if (
-            isinstance(poll_interval, bool)
-            or not isinstance(poll_interval, int | float)
-            or poll_interval <= 0
-        ):
-            raise CaptainDataConfigError(
-                f"poll_interval must be a number of seconds > 0, got {poll_interval!r}"
-            )
+        check_conn_id(captaindata_conn_id)
+        seconds("poll_interval", poll_interval)
         if finished_after is not None and _epoch(finished_after) is None:
             raise CaptainDataConfigError(
                 "finished_after must be an ISO 8601 time such as '2026-01-01T00:00:00Z', "
                 f"got {finished_after!r}"
             )
-        if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1:
-            raise CaptainDataConfigError(f"max_pages must be a whole number >= 1, got {max_pages!r}")
+        whole_number("max_pages", max_pages, minimum=1)
         self.api_version = api_version
         self.workflow_uid = workflow_uid
         self.action = action

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,18 +21,10 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataConfigError,
     CaptainDataError,
 )
+from airflow_provider_captaindata.params import check_conn_id, check_flag, non_empty_string, seconds
 from airflow_provider_captaindata.waiting import RunWaiter, run_event
 
 log = logging.getLogger(__name__)
-
-
-def _check_seconds(name: str, value: Any, *, allow_none: bool = True, positive: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise CaptainDataConfigError(f"{name} must be a number of seconds, got {value!r}")
-    if positive and value <= 0:
-        raise CaptainDataConfigError(f"{name} must be > 0, got {value!r}")
 
 
 class CaptainDataRunTrigger(BaseTrigger):
@@ -72,18 +63,15 @@ class CaptainDataRunTrigger(BaseTrigger):
         super().__init__()
         # Checked here, not at defer time: Airflow 3.2+ rejects non-primitive kwargs only after
         # the remote run has started.
-        if not isinstance(run_uid, str) or not run_uid:
-            raise CaptainDataConfigError(f"run_uid must be a non-empty string, got {run_uid!r}")
+        non_empty_string("run_uid", run_uid)
         get_version(api_version)
-        if not isinstance(captaindata_conn_id, str):
-            raise CaptainDataConfigError("captaindata_conn_id must be a connection id (a string)")
-        _check_seconds("poll_interval", poll_interval, allow_none=False, positive=True)
-        _check_seconds("timeout_at", timeout_at)
-        _check_seconds("execution_deadline_at", execution_deadline_at)
-        _check_seconds("paused_grace_period", paused_grace_period, allow_none=False)
-        _check_seconds("paused_since", paused_since)
-        if not isinstance(stop_on_kill, bool):
-            raise CaptainDataConfigError(f"stop_on_kill must be True or False, got {stop_on_kill!r}")
+        check_conn_id(captaindata_conn_id)
+        seconds("poll_interval", poll_interval)
+        seconds("timeout_at", timeout_at, optional=True, lower="any")
+        seconds("execution_deadline_at", execution_deadline_at, optional=True, lower="any")
+        seconds("paused_grace_period", paused_grace_period, lower="any")
+        seconds("paused_since", paused_since, optional=True, lower="any")
+        check_flag("stop_on_kill", stop_on_kill)
         self.run_uid = run_uid
         self.api_version = api_version
         self.captaindata_conn_id = captaindata_conn_id
