@@ -17,13 +17,34 @@ results are written to. Importing this module is cheap (it is meant for DAG file
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 
 if TYPE_CHECKING:
-    from airflow_provider_captaindata.operators.base import CaptainDataRunOperatorBase
+    from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+
+
+class RunTask(Protocol):
+    """What assets and lineage read of a run operator
+    (:class:`~airflow_provider_captaindata.operators.base.CaptainDataRunOperatorBase`): this
+    module and ``lineage`` depend on this shape, never on the operator class."""
+
+    output_path: str | None
+    landed: dict[str, Any] | None  # the asset events' extra once results landed (record_landed)
+
+    @property
+    def api_version(self) -> str: ...
+
+    @property
+    def run_uid(self) -> str | None: ...
+
+    @property
+    def hook(self) -> CaptainDataHook: ...
+
+    @property
+    def log(self) -> Any: ...  # a logging.Logger, or the Task SDK's structlog logger on Airflow 3
 
 
 def output_uri(output_path: str) -> str:
@@ -61,7 +82,7 @@ def captaindata_asset(output_path: str, **asset_kwargs: Any) -> Any:
     return Asset(uri=output_uri(output_path), **asset_kwargs)
 
 
-def landed_rows(operator: CaptainDataRunOperatorBase, result: Any) -> int | None:
+def landed_rows(operator: RunTask, result: Any) -> int | None:
     """How many rows the task handed on, read from what it returns."""
     if isinstance(result, list):
         return len(result)
@@ -72,9 +93,9 @@ def landed_rows(operator: CaptainDataRunOperatorBase, result: Any) -> int | None
     return 1  # a single-object answer of a live action
 
 
-def event_extra(operator: CaptainDataRunOperatorBase, result: Any) -> dict[str, Any]:
+def event_extra(operator: RunTask, result: Any) -> dict[str, Any]:
     """The ``extra`` of the asset events for ``result``, also kept for OpenLineage."""
-    extra: dict[str, Any] = {"run_uid": operator._run_uid, "api_version": operator.api_version}
+    extra: dict[str, Any] = {"run_uid": operator.run_uid, "api_version": operator.api_version}
     if operator.api_version == "v3":
         extra["workflow_uid"] = getattr(operator, "workflow_uid", None)
     elif operator.api_version == "v1":
@@ -86,13 +107,13 @@ def event_extra(operator: CaptainDataRunOperatorBase, result: Any) -> dict[str, 
     return extra
 
 
-def record_landed(operator: CaptainDataRunOperatorBase, context: Any, result: Any) -> Any:
+def record_landed(operator: RunTask, context: Any, result: Any) -> Any:
     """Results have landed: remember what for lineage, fill the outlets' asset events; returns
     ``result`` unchanged."""
     from airflow.providers.common.compat.sdk import Asset, AssetAlias
 
     extra = event_extra(operator, result)
-    operator._landed = extra
+    operator.landed = extra
     outlet_events = context.get("outlet_events")
     outlets = [o for o in (getattr(operator, "outlets", None) or []) if isinstance(o, Asset | AssetAlias)]
     if outlet_events is None or not outlets:

@@ -17,7 +17,7 @@ DAG file is parsed, and nothing at all without the provider.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.openlineage.facet import (
@@ -31,13 +31,10 @@ from airflow.providers.common.compat.openlineage.facet import (
 )
 from airflow.providers.openlineage.extractors import OperatorLineage
 
-from airflow_provider_captaindata.assets import output_uri
+from airflow_provider_captaindata.assets import RunTask, output_uri
 from airflow_provider_captaindata.client.statuses import RunState
 from airflow_provider_captaindata.exceptions import CaptainDataError, CaptainDataRunError
 from airflow_provider_captaindata.params import is_templated
-
-if TYPE_CHECKING:
-    from airflow_provider_captaindata.operators.base import CaptainDataRunOperatorBase
 
 # One namespace for Captain Data whatever the API generation or the connection's host: an
 # emulator or a proxy in between does not make the workflow another dataset.
@@ -46,7 +43,7 @@ NAMESPACE = "captaindata://api.captaindata.com"
 Stage = Literal["start", "complete", "failure"]
 
 
-def source_name(operator: CaptainDataRunOperatorBase) -> str | None:
+def source_name(operator: RunTask) -> str | None:
     """``workflows/<uid>``, ``actions/<name>`` or ``v1/<endpoint>``; None while still a template."""
     if operator.api_version == "v1":
         return f"v1/{getattr(operator, 'endpoint', '')}"
@@ -66,7 +63,7 @@ def output_dataset_name(output_path: str) -> tuple[str, str]:
     return f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/")
 
 
-def schema_fields(operator: CaptainDataRunOperatorBase) -> list[tuple[str, str]]:
+def schema_fields(operator: RunTask) -> list[tuple[str, str]]:
     """(name, type) of each result field; empty when unknown."""
     if operator.api_version == "v1":
         from airflow_provider_captaindata.client.v1 import get_endpoint
@@ -91,7 +88,7 @@ def schema_fields(operator: CaptainDataRunOperatorBase) -> list[tuple[str, str]]
     return [(n, str((p or {}).get("type", ""))) for n, p in properties.items()]
 
 
-def run_error(operator: CaptainDataRunOperatorBase, run_uid: str) -> str | None:
+def run_error(operator: RunTask, run_uid: str) -> str | None:
     """Why the run failed, as the task reported it; None when the run itself did not fail
     (the task failed for another reason: a timeout, too many rows for XCom...)."""
     try:
@@ -109,9 +106,9 @@ def run_error(operator: CaptainDataRunOperatorBase, run_uid: str) -> str | None:
     return str(CaptainDataRunError(run_uid, snapshot.status, snapshot.message or snapshot.status))
 
 
-def operator_lineage(operator: CaptainDataRunOperatorBase, stage: Stage) -> OperatorLineage:
+def operator_lineage(operator: RunTask, stage: Stage) -> OperatorLineage:
     """The datasets and facets of one task event (see the module docstring)."""
-    landed = operator._landed or {}
+    landed = operator.landed or {}
     fields = [] if stage == "start" else schema_fields(operator)
     facets: dict[str, Any] = {}
     if fields:
@@ -128,7 +125,7 @@ def operator_lineage(operator: CaptainDataRunOperatorBase, stage: Stage) -> Oper
             stats["outputStatistics"] = OutputStatisticsOutputDatasetFacet(rowCount=landed["rows"])
         outputs.append(OutputDataset(namespace=namespace, name=path, facets=facets, outputFacets=stats))
     run_facets: dict[str, Any] = {}
-    run_uid = operator._run_uid
+    run_uid = operator.run_uid
     if run_uid:
         run_facets["externalQuery"] = ExternalQueryRunFacet(externalQueryId=run_uid, source=NAMESPACE)
         error = run_error(operator, run_uid) if stage == "failure" else None

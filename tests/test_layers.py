@@ -46,3 +46,49 @@ def test_the_client_layer_never_imports_airflow() -> None:
         [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120, env=CLEAN_ENV
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every module of the package -> the package modules it imports, at any depth of the file
+    (function-local and TYPE_CHECKING imports count: a circle held open by them is still one)."""
+    import ast
+    from pathlib import Path
+
+    import airflow_provider_captaindata as package
+
+    root = Path(package.__path__[0])
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets.add(node.module)
+                targets.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+        graph[name] = {t for t in targets if t.startswith(package.__name__ + ".")}
+    return {name: {t for t in targets if t in graph and t != name} for name, targets in graph.items()}
+
+
+def _circles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
+    found: set[frozenset[str]] = set()
+
+    def walk(node: str, path: list[str]) -> None:
+        for target in graph[node]:
+            if target in path:
+                found.add(frozenset(path[path.index(target) :]))
+            elif len(path) < 12:
+                walk(target, [*path, target])
+
+    for start in graph:
+        walk(start, [start])
+    return found
+
+
+def test_the_lineage_and_assets_helpers_do_not_import_the_operators() -> None:
+    graph = _import_graph()
+    for helper in ("airflow_provider_captaindata.assets", "airflow_provider_captaindata.lineage"):
+        assert not {m for m in graph[helper] if ".operators" in m}, helper
+    assert not {c for c in _circles(graph) if any(".assets" in m or ".lineage" in m for m in c)}

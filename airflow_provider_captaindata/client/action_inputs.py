@@ -39,15 +39,15 @@ def action_body(
 
 def validate_action_input(action: str, input: Mapping[str, Any], *, where: str = "input") -> None:
     """Check ``input`` against the action catalog (the emulator's too) before any HTTP call."""
-    from airflow_provider_captaindata.client import catalog
+    from airflow_provider_captaindata.client.catalog import closest_actions, get_action, validate_input
 
-    if catalog.get_action(action) is None:
-        close = catalog.closest_actions(action)
+    if get_action(action) is None:
+        close = closest_actions(action)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise CaptainDataConfigError(f"action: unknown Captain Data action {action!r}.{hint}")
     if not isinstance(input, Mapping):
         raise CaptainDataConfigError(f"{where} must be a dict of input fields, got {type(input).__name__}")
-    problems = catalog.validate_input(action, input)
+    problems = validate_input(action, input)
     if problems:
         raise CaptainDataConfigError(f"{where} for action {action!r}: " + "; ".join(problems))
 
@@ -55,10 +55,10 @@ def validate_action_input(action: str, input: Mapping[str, Any], *, where: str =
 def validate_action_parameters(action: str, parameters: Any) -> None:
     """Check ``parameters`` against the action catalog's parameter fields before any HTTP call:
     a typo is one refused call per input otherwise."""
-    from airflow_provider_captaindata.client import catalog
+    from airflow_provider_captaindata.client.catalog import validate_parameters
 
     if not isinstance(parameters, Mapping):
         raise CaptainDataConfigError(f"parameters must be a dict, got {parameters!r:.80}")
-    problems = catalog.validate_parameters(action, parameters)
+    problems = validate_parameters(action, parameters)
     if problems:
         raise CaptainDataConfigError(f"parameters for action {action!r}: " + "; ".join(problems))

@@ -97,7 +97,7 @@ class CaptainDataRunOperatorBase(BaseOperator):
     """
 
     api_version: ClassVar[str] = "v3"
-    _landed: dict[str, Any] | None = None  # what the results were (assets.record_landed), for lineage
+    landed: dict[str, Any] | None = None  # what the results were (assets.record_landed), for lineage
     operator_extra_links = (CaptainDataRunLink(),)
     ui_color = "#e8f4ff"
 
@@ -168,6 +168,11 @@ class CaptainDataRunOperatorBase(BaseOperator):
         return None
 
     # -- shared flow --------------------------------------------------------------------------
+
+    @property
+    def run_uid(self) -> str | None:
+        """The run this task launched or resumed; None before (read by assets and lineage)."""
+        return self._run_uid
 
     @cached_property
     def hook(self) -> CaptainDataHook:

@@ -10,7 +10,7 @@ estimate is only for the credit check, which refuses to start a task that would 
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
@@ -54,8 +54,8 @@ class CaptainDataV1OperatorBase(BaseOperator):
     api_version: ClassVar[str] = "v1"
     endpoint: ClassVar[str]
     ui_color = "#eaf7ee"
-    _landed: dict[str, Any] | None = None
-    _run_uid: str | None = None  # v1 has no runs: for the asset and lineage helpers
+    landed: dict[str, Any] | None = None  # what the results were (assets.record_landed), for lineage
+    run_uid: str | None = None  # v1 has no runs (assets.RunTask)
 
     def __init__(
         self,
@@ -134,7 +134,7 @@ class CaptainDataV1OperatorBase(BaseOperator):
     def land(self, context: Any, result: Any) -> Any:
         from airflow_provider_captaindata.assets import record_landed  # not needed to parse a DAG
 
-        return record_landed(cast(Any, self), context, result)
+        return record_landed(self, context, result)
 
     def push(self, context: Any, key: str, value: Any) -> None:
         ti = context.get("ti")
@@ -145,9 +145,9 @@ class CaptainDataV1OperatorBase(BaseOperator):
     def get_openlineage_facets_on_start(self) -> Any:
         from airflow_provider_captaindata.lineage import operator_lineage
 
-        return operator_lineage(cast(Any, self), "start")
+        return operator_lineage(self, "start")
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         from airflow_provider_captaindata.lineage import operator_lineage
 
-        return operator_lineage(cast(Any, self), "complete")
+        return operator_lineage(self, "complete")
