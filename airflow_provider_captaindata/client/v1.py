@@ -23,6 +23,7 @@ import asyncio
 import logging
 import re
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -47,7 +48,6 @@ from airflow_provider_captaindata.exceptions import (
 )
 
 if TYPE_CHECKING:
-    import tenacity
     from aiolimiter import AsyncLimiter
 
     from airflow_provider_captaindata.client.transport_async import AsyncTransport
@@ -151,24 +151,17 @@ def is_cursor_refusal(exc: BaseException) -> bool:
     return field_name == "cursor" or "CURSOR" in str(exc.error_label or "").upper()
 
 
-def upstream_retry(policy: RetryPolicy) -> dict[str, Any]:
-    """tenacity arguments for 424s: ``UPSTREAM_ATTEMPTS`` tries with the policy's backoff."""
-    import tenacity
+def upstream_wait(policy: RetryPolicy, exc: CaptainDataAPIError, attempt: int) -> float | None:
+    """Seconds before trying again after try ``attempt`` failed with ``exc``; None: raise it.
 
-    def failed_upstream(exc: BaseException) -> bool:
-        return isinstance(exc, CaptainDataAPIError) and exc.status_code == UPSTREAM_FAILED
-
-    def log_retry(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning("%s; upstream retry %s of %s", exc, state.attempt_number, UPSTREAM_ATTEMPTS - 1)
-
-    return {
-        "stop": tenacity.stop_after_attempt(UPSTREAM_ATTEMPTS),
-        "wait": policy._backoff,
-        "retry": tenacity.retry_if_exception(failed_upstream),
-        "before_sleep": log_retry,
-        "reraise": True,
-    }
+    Only a 424 (the upstream fetch failed) is tried again here, ``UPSTREAM_ATTEMPTS`` times in
+    all with the policy's backoff; 429 and 5xx are the transport's. A plain loop, not tenacity:
+    building a tenacity loop for every call costs about as much CPU as the call."""
+    if exc.status_code != UPSTREAM_FAILED or attempt >= UPSTREAM_ATTEMPTS:
+        return None
+    wait = policy.backoff_seconds(attempt)
+    log.warning("%s; upstream retry %s of %s in %.1f s", exc, attempt, UPSTREAM_ATTEMPTS - 1, wait)
+    return wait
 
 
 @dataclass
@@ -364,13 +357,17 @@ class V1Client(_V1Base):
         self._transport.close()
 
     def _send(self, url: str, params: Mapping[str, str] | None) -> ApiResponse:
-        import tenacity
-
         request = self._request(url, params)
-        for attempt in tenacity.Retrying(**upstream_retry(self.policy)):
-            with attempt:
+        attempt = 1
+        while True:
+            try:
                 return self._transport.send(request, self._gate.wait)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+            except CaptainDataAPIError as exc:
+                wait = upstream_wait(self.policy, exc, attempt)
+                if wait is None:
+                    raise
+            time.sleep(wait)
+            attempt += 1
 
     def call(self, name: str, **params: Any) -> Any:
         """One non-list call (find, enrich, quotas): its JSON answer."""
@@ -451,14 +448,18 @@ class AsyncV1Client(_V1Base):
         await self._transport.aclose()
 
     async def _send(self, url: str, params: Mapping[str, str] | None) -> ApiResponse:
-        import tenacity
-
         request = self._request(url, params)
         limiter = shared_async_limiter(self.base_url, self.rate_limit_per_second)
-        async for attempt in tenacity.AsyncRetrying(**upstream_retry(self.policy)):
-            with attempt:
+        attempt = 1
+        while True:
+            try:
                 return await self._transport.send(request, limiter.acquire)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+            except CaptainDataAPIError as exc:
+                wait = upstream_wait(self.policy, exc, attempt)
+                if wait is None:
+                    raise
+            await asyncio.sleep(wait)
+            attempt += 1
 
     async def call(self, name: str, **params: Any) -> Any:
         endpoint, url, query = self._first(name, params)

@@ -75,8 +75,9 @@ def read_inputs(inputs: Any) -> list[Any]:
     if isinstance(inputs, Mapping) and isinstance(inputs.get("path"), str):
         from airflow_provider_captaindata.results import object_storage_path
 
-        with object_storage_path(inputs["path"]).open("r", encoding="utf-8") as lines:
-            inputs = [json.loads(line) for line in lines if line.strip()]
+        # read_text, not iteration: Airflow 2.11's file wrapper cannot be iterated line by line.
+        text = object_storage_path(inputs["path"]).read_text(encoding="utf-8")
+        inputs = [json.loads(line) for line in text.splitlines() if line.strip()]
     if isinstance(inputs, str | Mapping):
         inputs = [inputs]
     if not isinstance(inputs, Sequence) or isinstance(inputs, str | bytes):

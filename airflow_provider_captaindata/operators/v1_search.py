@@ -30,7 +30,7 @@ DEFAULT_MAX_RESULTS = 2500  # about what Sales Navigator gives for one search (u
 
 def page_key(page: int) -> str:
     """The record of a page read (input records use the input's index)."""
-    return f"page/{page}"
+    return f"page-{page}"
 
 
 def _done(record: Any, mark: str) -> bool:

@@ -386,6 +386,113 @@ def _fanout(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- 6. v1: enrichment at the plan's rate, and a search read against a bare loop -------------
+
+
+def _v1_enrich(params: dict[str, Any]) -> dict[str, Any]:
+    from airflow_provider_captaindata.operators.v1_enrich import CaptainDataEnrichPeopleOperator
+
+    inputs = [f"https://www.linkedin.com/in/bench-{i:05d}" for i in range(params["inputs"])]
+    operator = CaptainDataEnrichPeopleOperator(
+        task_id="bench_v1_enrich",
+        inputs=inputs,
+        output_path="file://" + params["out"],
+        credit_check=False,
+        **({"max_concurrency": params["max_concurrency"]} if params.get("max_concurrency") else {}),
+    )
+    ti = _TaskInstance()
+    with Profile("v1-enrich"):
+        started = time.perf_counter()
+        cpu0 = time.process_time()
+        summary = operator.execute({"ti": ti, "run_id": "bench"})
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "summary": summary,
+        "input_errors": ti.xcom.get("input_errors") or [],
+        "max_concurrency": operator.max_concurrency,
+    }
+
+
+def _v1_search_provider(params: dict[str, Any]) -> int:
+    from airflow_provider_captaindata.client.v1 import V1Client
+
+    # The reading: the client's cursor pages, written as the bare loop writes them (a plain
+    # file); what Airflow's object storage adds is in the operator case.
+    client = V1Client(
+        params["headers"]["X-API-Key"], base_url=params["v1_base_url"], rate_limit_per_second=1000
+    )
+    rows = 0
+    with open(params["out"], "w", encoding="utf-8") as out:
+        for page in client.read(client.pager("search_people", params["results"], query=params["query"])):
+            out.write("".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n" for r in page))
+            rows += len(page)
+    return rows
+
+
+def _v1_search_operator(params: dict[str, Any]) -> int:
+    from airflow_provider_captaindata.operators.v1_search import CaptainDataSearchPeopleOperator
+
+    # The whole task: connection, GET /quotas before and after, per-page records beside the file.
+    operator = CaptainDataSearchPeopleOperator(
+        task_id="bench_v1_search",
+        query=params["query"],
+        max_results=params["results"],
+        output_path="file://" + params["out"],
+        credit_check=False,
+    )
+    return int(operator.execute({"ti": _TaskInstance(), "run_id": "bench"})["rows"])
+
+
+def _v1_search_baseline(params: dict[str, Any]) -> int:
+    import requests
+
+    session = requests.Session()
+    url: str | None = f"{params['v1_base_url']}/people/search"
+    query: dict[str, str] | None = {"query": params["query"]}
+    rows = 0
+    with open(params["out"], "w", encoding="utf-8") as out:
+        while url and rows < params["results"]:
+            response = session.get(url, params=query, headers=params["headers"], timeout=(10, 60))
+            response.raise_for_status()
+            page = response.json()[: params["results"] - rows]
+            out.write("".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n" for r in page))
+            rows += len(page)
+            url, query = response.headers.get("X-Pagination-Next"), None
+            if url == "null":
+                url = None
+    return rows
+
+
+def _v1_search(params: dict[str, Any]) -> dict[str, Any]:
+    read = {"provider": _v1_search_provider, "operator": _v1_search_operator}.get(
+        params["side"], _v1_search_baseline
+    )
+    import requests  # noqa: F401  (as in _results: imports are not what is timed)
+
+    if params["side"] != "baseline":
+        import airflow_provider_captaindata.client.v1
+        import airflow_provider_captaindata.hooks.captaindata
+        import airflow_provider_captaindata.operators.v1_search
+        import airflow_provider_captaindata.results  # noqa: F401
+    reset_peak_rss()
+    rss_before = rss_bytes()
+    with Profile(f"v1-search-{params['side']}-{params['results']}"):
+        started = time.perf_counter()
+        cpu0 = time.process_time()
+        rows = read(params)
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
+    return {
+        "rows": rows,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rss_before": rss_before,
+        "peak_rss": peak_rss_bytes(),
+    }
+
+
 def main() -> None:
     mode, params_file = sys.argv[1], Path(sys.argv[2])
     params = json.loads(params_file.read_text())
@@ -396,6 +503,10 @@ def main() -> None:
         result = _results(params)
     elif mode == "fanout":
         result = _fanout(params)
+    elif mode == "v1_enrich":
+        result = _v1_enrich(params)
+    elif mode == "v1_search":
+        result = _v1_search(params)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     print(json.dumps(result))

@@ -1,0 +1,144 @@
+"""6. The v1 API: enrichment at the plan's rate, and a search read beside a bare loop.
+
+* **enrich**: 10,000 ``GET /v1/people/enrich`` through ``CaptainDataEnrichPeopleOperator``
+  (its default ``max_concurrency``), the emulator enforcing the Titanium plan (40 requests/s,
+  nothing queued: over it, 429) and the connection's ``rate_limit_per_second`` at 40. The
+  baseline is the ideal, inputs / rate; 429s are read from the emulator's request log.
+* **search**: 2,500 results (100 pages of 25) of ``GET /v1/people/search`` read by the v1
+  client (cursor pages, origin check, page-loop guard, rate gate, retry policy) and written as
+  JSON lines, beside a bare ``requests`` loop following the same ``X-Pagination-Next`` headers
+  and writing the same lines the same way; the client's peak memory at
+  250 and at 2,500 results (it should not grow with the results); and, for information, the
+  whole ``CaptainDataSearchPeopleOperator`` task (connection, ``GET /quotas`` before and after,
+  a record per page beside the file). Each case is a fresh child process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tests.benchmarks.conftest import connection_env
+from tests.benchmarks.harness import BENCH_DIR, STRICT, Recorder, Row, child_argv, child_env, run_child
+
+ENRICH_INPUTS = int(os.environ.get("BENCH_V1_ENRICH_INPUTS", "10000"))
+PLAN, RATE = "Titanium", 40.0
+SEARCH_SIZES = tuple(int(s) for s in os.environ.get("BENCH_V1_SEARCH_RESULTS", "250,2500").split(","))
+QUERY = '(keywords:"data engineer")'
+REPEATS = int(os.environ.get("BENCH_V1_REPEATS", "3"))
+FLAT_MEMORY_BYTES = 2 * 2**20  # peak RSS may differ by allocator noise, never by the results
+
+
+def test_v1_enrichment_at_the_plan_rate(recorder: Recorder, emulator: Any, child_home: Path) -> None:
+    emulator.configure(v1_plan=PLAN)
+    before = len(emulator.requests(method="GET", path="/v1/people/enrich"))
+    out = BENCH_DIR / "v1-enrich.jsonl"
+    env = child_env(child_home, connection_env(emulator, api_version="v1", rate_limit_per_second=RATE))
+    try:
+        result = run_child(
+            child_argv("v1_enrich", inputs=ENRICH_INPUTS, out=str(out)), env, timeout=1800
+        ).output
+    finally:
+        emulator.configure(v1_plan=None)
+    calls = emulator.requests(method="GET", path="/v1/people/enrich")[before:]
+    refused = sum(1 for c in calls if c["status"] == 429)
+    failed = int(result["summary"]["failed"])
+    ideal = ENRICH_INPUTS / RATE
+    ratio = result["wall_s"] / ideal
+    out.unlink(missing_ok=True)
+    rows = [
+        Row("v1", f"enrich wall time, {ENRICH_INPUTS:,} inputs at {RATE:g}/s", result["wall_s"], ideal, "s",
+            "<= 1.05x ideal", ratio <= 1.05),
+        Row("v1", "enrich 429s seen", refused, None, "", "", None),
+        Row("v1", "enrich inputs failed", failed, None, "", "0", failed == 0),
+    ]  # fmt: skip
+    details = {
+        "inputs": ENRICH_INPUTS,
+        "plan": PLAN,
+        "rate_limit_per_second": RATE,
+        "max_concurrency": result["max_concurrency"],
+        "ideal_s": ideal,
+        "wall_s": result["wall_s"],
+        "cpu_s": result["cpu_s"],
+        "calls": len(calls),
+        "refused_429": refused,
+        "failed": failed,
+        "rows_written": result["summary"].get("rows"),
+        "first_errors": result["input_errors"][:5],
+    }
+    recorder.section("v1-enrich", details, rows)
+    assert result["summary"]["rows"] == ENRICH_INPUTS - failed
+    if STRICT:
+        assert all(r.met is not False for r in rows), [r.metric for r in rows if r.met is False]
+
+
+def test_v1_search_read_beside_a_bare_loop(recorder: Recorder, emulator: Any, child_home: Path) -> None:
+    emulator.configure(v1_search_total_results=max(SEARCH_SIZES), v1_page_size=25, v1_plan=None)
+    conn = connection_env(emulator, api_version="v1", rate_limit_per_second=1000)
+    env = child_env(child_home, conn)
+    access = {"v1_base_url": emulator.v1_url, "headers": {"X-API-Key": emulator.api_key}}
+    out_dir = BENCH_DIR / "v1-search-out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases: dict[tuple[str, int], dict[str, Any]] = {}
+    try:
+        for results in SEARCH_SIZES:
+            for side in ("baseline", "provider", "operator"):
+                out = out_dir / f"{side}-{results}.jsonl"
+                params = {"side": side, "results": results, "query": QUERY, "out": str(out), **access}
+                # The median of REPEATS fresh children: a shared machine's noise is larger than
+                # the difference measured.
+                runs = [run_child(child_argv("v1_search", **params), env).output for _ in range(REPEATS)]
+                figures = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
+                figures["wall_s_runs"] = [r["wall_s"] for r in runs]
+                assert figures["rows"] == results, (side, results, figures["rows"])
+                figures["file_bytes"] = out.stat().st_size
+                figures["results_per_s"] = results / figures["wall_s"]
+                figures["peak_rss_mb"] = figures["peak_rss"] / 2**20
+                cases[(side, results)] = figures
+                out.unlink()
+    finally:
+        emulator.configure(v1_search_total_results=60)
+    for results in SEARCH_SIZES:  # the same records, written the same way
+        assert cases[("provider", results)]["file_bytes"] == cases[("baseline", results)]["file_bytes"]
+        assert cases[("operator", results)]["file_bytes"] == cases[("baseline", results)]["file_bytes"]
+    small, large = min(SEARCH_SIZES), max(SEARCH_SIZES)
+    growth = cases[("provider", large)]["peak_rss"] - cases[("provider", small)]["peak_rss"]
+    rows: list[Row] = []
+    for results in SEARCH_SIZES:
+        ours, base = cases[("provider", results)], cases[("baseline", results)]
+        ratio = ours["results_per_s"] / base["results_per_s"]
+        target = ">= 0.9x baseline" if results == large else ""
+        met = ratio >= 0.9 if results == large else None
+        rows.append(
+            Row("v1", f"search results/s at {results:,}", ours["results_per_s"], base["results_per_s"],
+                "results/s", target, met)
+        )  # fmt: skip
+    for results in SEARCH_SIZES:
+        ours, base = cases[("provider", results)], cases[("baseline", results)]
+        rows.append(
+            Row(
+                "v1",
+                f"search peak RSS at {results:,}",
+                ours["peak_rss_mb"],
+                base["peak_rss_mb"],
+                "MB",
+                "",
+                None,
+            )
+        )
+    for results in SEARCH_SIZES:
+        ours, base = cases[("operator", results)], cases[("baseline", results)]
+        rows.append(
+            Row("v1", f"search operator task results/s at {results:,}", ours["results_per_s"],
+                base["results_per_s"], "results/s", "", None)
+        )  # fmt: skip
+    rows.append(Row("v1", f"search peak RSS {large:,} minus {small:,} results", growth / 2**20, None, "MB",
+                    f"<= {FLAT_MEMORY_BYTES / 2**20:g} MB (flat)", growth <= FLAT_MEMORY_BYTES))  # fmt: skip
+    details = {
+        "page_size": 25,
+        "cases": {f"{side}_{results}": figures for (side, results), figures in cases.items()},
+    }
+    recorder.section("v1-search", details, rows)
+    if STRICT:
+        assert all(r.met is not False for r in rows), [r.metric for r in rows if r.met is False]
