@@ -114,10 +114,6 @@ class CallbackStore:
         name = normalize_uuid(batch) + (f".{digest}" if digest else "")
         return f"{self.run_folder(launch_key, run_uid)}/{name}{PAGE_SUFFIX}"
 
-    def describe(self, launch_key: str, run_uid: str) -> str:
-        """The run folder as a URI, for log lines."""
-        return f"{self.uri.rstrip('/')}/{launch_key}/{normalize_uuid(run_uid)}"
-
     # -- writing -----------------------------------------------------------------------------
 
     def write_page(

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 # Re-exported: the statuses live in a module that DAG files can import cheaply.
-from airflow_provider_captaindata.client.statuses import RunSnapshot, RunState, V3JobStatus, V4RunStatus
+from airflow_provider_captaindata.client.statuses import RunSnapshot, RunState
 
 
 class _WireModel(BaseModel):
@@ -81,15 +81,6 @@ class V3ResultsPage(_WireModel):
 # v4 ----------------------------------------------------------------------------------------
 
 
-class V4Error(_WireModel):
-    error_label: str | None = None
-    error_scope: str | None = None
-    error_ref: str | None = None
-    message: str | None = None
-    status_code: int | None = None
-    params: Any = None
-
-
 class V4LastError(_WireModel):
     label: str | None = None
     message: str | None = None
@@ -120,7 +111,6 @@ __all__ = [
     "RunSnapshot",
     "RunState",
     "V3Job",
-    "V3JobStatus",
     "V3LaunchAnswer",
     "V3Paging",
     "V3ResultsPage",
@@ -128,8 +118,6 @@ __all__ = [
     "V3WorkflowDetails",
     "V3WorkflowStep",
     "V4CallbackRecord",
-    "V4Error",
     "V4LastError",
     "V4Run",
-    "V4RunStatus",
 ]

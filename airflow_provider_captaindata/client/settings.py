@@ -23,20 +23,6 @@ DEFAULT_RATE_LIMIT = 1.0  # the smallest plan: never refused, slow until the con
 V1_DEFAULT_BASE_URL = "https://api.captaindata.com/v1"
 API_VERSIONS = ("v1", "v3", "v4")
 
-# Extra fields of the connection form; a DAG author sets them in the UI or in the JSON extra.
-EXTRA_FIELDS = (
-    "project_uid",
-    "v3_base_url",
-    "v4_base_url",
-    "v1_base_url",
-    "api_version",
-    "rate_limit_per_second",
-    "callback_base_url",
-    "callback_secret",
-    "callback_storage",
-    "deployment",
-)
-
 
 @dataclass(frozen=True)
 class ConnectionSettings:

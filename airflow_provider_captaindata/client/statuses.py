@@ -28,34 +28,6 @@ class RunState(StrEnum):
         return self in (RunState.SUCCEEDED, RunState.PARTIAL)
 
 
-class V3JobStatus(StrEnum):
-    """Statuses of a v3 run ("job")."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    FINISHED = "finished"
-    COMPLETED = "completed"  # one page of the docs says completed: same as finished
-    WARNING = "warning"
-    SHUTDOWN = "shutdown"
-    STOPPED = "stopped"
-    PAUSED = "paused"
-
-
-class V4RunStatus(StrEnum):
-    """Statuses of a v4 run (the API is compared case-insensitively)."""
-
-    CREATED = "CREATED"
-    QUEUED = "QUEUED"
-    SCHEDULED = "SCHEDULED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    PARTIAL_SUCCEEDED = "PARTIAL_SUCCEEDED"
-    FAILED = "FAILED"
-    INVALID = "INVALID"
-    STOPPED = "STOPPED"
-    BLOCKED = "BLOCKED"
-
-
 @dataclass(frozen=True)
 class RunSnapshot:
     """A run as a waiter sees it, whatever the API version."""

@@ -91,7 +91,6 @@ class ActionSpec:
     pagination: str | None = None  # "page" (page number in the URL) or "token" (opaque cursor)
     required_any_of: tuple[tuple[str, ...], ...] = ()  # "one of these" groups of input fields
     bodies: Mapping[str, BodySpec] = field(default_factory=dict)
-    integration: str = ""
     effects: bool = True  # a live call acts (sends, connects, visits): never re-sent blindly
 
     @property
@@ -161,7 +160,6 @@ def _actions() -> dict[str, ActionSpec]:
             pagination=raw["pagination"],
             required_any_of=tuple(tuple(g) for g in raw.get("input_required_any_of", [])),
             bodies={mode: _body(body) for mode, body in raw["bodies"].items()},
-            integration=raw.get("integration", ""),
             effects=raw["effects"],
         )
     return specs
