@@ -44,7 +44,7 @@ class ApiVersion:
 
     def created_at(self, run: Mapping[str, Any]) -> float | None:
         """Epoch seconds no earlier than the run's creation, None when its fields say nothing."""
-        times = [_epoch(run.get(name)) for name in self.created_fields]
+        times = [epoch_seconds(run.get(name)) for name in self.created_fields]
         known = [t for t in times if t is not None]
         return min(known) if known else None
 
@@ -109,8 +109,9 @@ V4 = ApiVersion(
 VERSIONS: dict[str, ApiVersion] = {"v3": V3, "v4": V4}
 
 
-def _epoch(value: Any) -> float | None:
-    """An API date (ISO 8601, ``Z`` or an offset; naive is UTC) as epoch seconds."""
+def epoch_seconds(value: Any) -> float | None:
+    """An API date (ISO 8601, ``Z`` or an offset; naive is UTC) as epoch seconds; None when
+    absent or not a date."""
     if not isinstance(value, str) or not value:
         return None
     try:

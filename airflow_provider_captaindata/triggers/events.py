@@ -25,7 +25,7 @@ from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_captaindata.client.settings import DEFAULT_CONN_ID
 from airflow_provider_captaindata.client.statuses import RunSnapshot
-from airflow_provider_captaindata.client.versions import get_version
+from airflow_provider_captaindata.client.versions import epoch_seconds, get_version
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
@@ -46,19 +46,6 @@ PENDING_MAX_AGE_SECONDS = 7 * 86400.0  # a run never final within a week is no l
 V4_PAGE = 100  # the API's maximum limit for GET /runs
 FINISH_FIELD = {"v3": "finish_time", "v4": "finished_at"}
 STATE_KEY_PREFIX = "captaindata.run_finished"
-
-
-def _epoch(value: Any) -> float | None:
-    """Epoch seconds of an ISO 8601 time from the API (``Z`` or an offset); None if absent."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 class CaptainDataRunFinishedTrigger(BaseEventTrigger):
@@ -128,7 +115,7 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
             raise CaptainDataConfigError(f"states must be a list of {', '.join(allowed)}, got {states!r}")
         check_conn_id(captaindata_conn_id)
         seconds("poll_interval", poll_interval)
-        if finished_after is not None and _epoch(finished_after) is None:
+        if finished_after is not None and epoch_seconds(finished_after) is None:
             raise CaptainDataConfigError(
                 "finished_after must be an ISO 8601 time such as '2026-01-01T00:00:00Z', "
                 f"got {finished_after!r}"
@@ -214,7 +201,7 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
 
     def finished_at(self, snapshot: RunSnapshot) -> float | None:
         """The run's finish time on Captain Data's clock; None if it is listed without one."""
-        return _epoch(snapshot.raw.get(FINISH_FIELD[self.api_version]))
+        return epoch_seconds(snapshot.raw.get(FINISH_FIELD[self.api_version]))
 
     async def list_recent_runs(self, hook: Any, floor: float) -> list[RunSnapshot]:
         """Runs listed newest first, page by page, until a page has nothing at or after ``floor``.
@@ -342,7 +329,7 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
         if state is None:
             state = WatchState()
             if self.finished_after is not None:
-                state.runs.floor = state.webhooks.floor = _epoch(self.finished_after) or -math.inf
+                state.runs.floor = state.webhooks.floor = epoch_seconds(self.finished_after) or -math.inf
                 baseline = False
         while True:
             try:
