@@ -58,3 +58,20 @@ def test_seconds_keep_their_meaning() -> None:
     for bad in (0, True, 1.5, "3"):
         with pytest.raises(CaptainDataConfigError, match=r"^n must be an int >= 1"):
             whole_number("n", bad, minimum=1)
+
+
+def test_async_without_a_receiver_names_callback_url_and_what_is_missing(captaindata_emulator: Any) -> None:
+    from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
+
+    op = CaptainDataRunActionOperator(
+        task_id="a",
+        action="linkedin-extract-people",
+        mode="async",
+        inputs=[{"linkedin_profile_url": "https://www.linkedin.com/in/a"}],
+    )
+    # One text for "the receiver needs these fields" (callbacks.tokens), named for the operator.
+    with pytest.raises(
+        CaptainDataConfigError, match=r"^callback_url: .*callback_base_url, callback_secret, callback_storage"
+    ):
+        op.receiver_settings()
+    assert not captaindata_emulator.requests(method="POST")

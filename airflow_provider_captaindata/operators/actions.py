@@ -254,28 +254,15 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
     def receiver_settings(self) -> tuple[str, str, str]:
         """(callback_base_url, callback_secret, callback_storage) of the connection, all required
         when the provider's receiver takes the results."""
-        settings = self.hook.settings
-        missing = [
-            name
-            for name, value in (
-                ("callback_base_url", settings.callback_base_url),
-                ("callback_secret", settings.callback_secret),
-                ("callback_storage", settings.callback_storage),
-            )
-            if not value
-        ]
-        if missing:
+        from airflow_provider_captaindata.callbacks.tokens import require_callback_settings
+
+        try:
+            return require_callback_settings(self.hook.settings)
+        except CaptainDataConfigError as exc:
             raise CaptainDataConfigError(
-                f"callback_url: async runs POST their results to a callback URL. Set callback_url, or "
-                f"configure the callback receiver on connection {self.captaindata_conn_id!r} "
-                f"(missing: {', '.join(missing)}); see the Callbacks page of the docs."
-            )
-        assert settings.callback_base_url and settings.callback_secret and settings.callback_storage
-        return (
-            settings.callback_base_url,
-            settings.callback_secret.get_secret_value(),
-            settings.callback_storage,
-        )
+                "callback_url: async runs POST their results to a callback URL. Set callback_url, or "
+                f"configure the callback receiver. {exc}"
+            ) from None
 
     def _body(self, **inputs: Any) -> dict[str, Any]:
         return action_body(
