@@ -13,7 +13,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from airflow_provider_captaindata.client.statuses import RunSnapshot, RunState
-from airflow_provider_captaindata.exceptions import CaptainDataConfigError
+from airflow_provider_captaindata.exceptions import (
+    CaptainDataAPIError,
+    CaptainDataConfigError,
+    CaptainDataError,
+)
 
 EventStatus = Literal["success", "error", "cancelled", "timeout"]
 EVENT_STATUSES: frozenset[str] = frozenset({"success", "error", "cancelled", "timeout"})
@@ -167,3 +171,16 @@ class RunWaiter:
         now = time.time() if now is None else now
         deadlines = [d for d in (self.timeout_at, self.execution_deadline_at) if d is not None]
         return max(0.0, min(deadlines) - now) if deadlines else None
+
+
+def keeps_waiting(exc: CaptainDataError, run_uid: str, log: Any, then: str = "still waiting") -> bool:
+    """After a status read failed: True (and a warning) when the wait goes on, since the retry
+    policy gave up on this one read but the run may be healthy (a 5xx, a timeout, a dropped
+    connection); False when no later read can succeed (401, 403, 404, a bad connection).
+    The one decision of the operator, the sensor and the trigger."""
+    if isinstance(exc, CaptainDataConfigError) or (
+        isinstance(exc, CaptainDataAPIError) and not exc.is_retryable
+    ):
+        return False
+    log.warning("Run %s: status unavailable (%s); %s", run_uid, exc, then)
+    return True

@@ -42,6 +42,7 @@ from airflow_provider_captaindata.waiting import (
     checked_event,
     execution_deadline,
     iso_time,
+    keeps_waiting,
 )
 
 if TYPE_CHECKING:
@@ -338,10 +339,8 @@ class CaptainDataRunOperatorBase(BaseOperator):
         try:
             snapshot = self.hook.get_run(self.api_version, run_uid)
         except (CaptainDataAPIError, CaptainDataTransportError) as exc:
-            if isinstance(exc, CaptainDataAPIError) and not exc.is_retryable:
+            if not keeps_waiting(exc, run_uid, self.log):
                 raise
-            # The retry policy is exhausted for this poll; the run may be healthy, so keep waiting.
-            self.log.warning("Run %s: status unavailable (%s); still waiting", run_uid, exc)
             return waiter.on_clock()
         if waiter.status_changed(snapshot):
             self.log.info("Run %s is %s", run_uid, snapshot.status)

@@ -25,7 +25,7 @@ from airflow_provider_captaindata.params import (
     is_templated,
     seconds,
 )
-from airflow_provider_captaindata.waiting import RunWaiter, checked_event
+from airflow_provider_captaindata.waiting import RunWaiter, checked_event, keeps_waiting
 
 if TYPE_CHECKING:
     from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
@@ -157,9 +157,8 @@ class CaptainDataRunSensor(BaseSensorOperator):
         try:
             snapshot = self.hook.get_run(self.api_version, self.run_uid)
         except (CaptainDataAPIError, CaptainDataTransportError) as exc:
-            if isinstance(exc, CaptainDataAPIError) and not exc.is_retryable:
+            if not keeps_waiting(exc, self.run_uid, self.log, then="poking again"):
                 raise
-            self.log.warning("Run %s: status unavailable (%s); poking again", self.run_uid, exc)
             return False
         if waiter.status_changed(snapshot):
             self.log.info("Run %s is %s", self.run_uid, snapshot.status)

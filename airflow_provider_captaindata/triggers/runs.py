@@ -17,12 +17,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_captaindata.client.settings import DEFAULT_CONN_ID
 from airflow_provider_captaindata.client.versions import get_version
 from airflow_provider_captaindata.exceptions import (
-    CaptainDataAPIError,
-    CaptainDataConfigError,
     CaptainDataError,
 )
 from airflow_provider_captaindata.params import check_conn_id, check_flag, non_empty_string, seconds
-from airflow_provider_captaindata.waiting import RunWaiter, run_event
+from airflow_provider_captaindata.waiting import RunWaiter, keeps_waiting, run_event
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +122,9 @@ class CaptainDataRunTrigger(BaseTrigger):
                     snapshot = await hook.get_run(self.api_version, self.run_uid)
             except TimeoutError:
                 log.warning("Run %s: no status before the deadline", self.run_uid)
-            except CaptainDataAPIError as exc:
-                if not exc.is_retryable:
-                    # 401/403/404: polling again cannot help.
-                    event = run_event("error", self.run_uid, api_version=self.api_version, message=str(exc))
-                else:
-                    log.warning("Run %s: status unavailable (%s); still waiting", self.run_uid, exc)
-            except CaptainDataConfigError as exc:
-                event = run_event("error", self.run_uid, api_version=self.api_version, message=str(exc))
             except CaptainDataError as exc:
-                # The retry policy is exhausted for this poll; the run may be healthy, so keep waiting.
-                log.warning("Run %s: status unavailable (%s); still waiting", self.run_uid, exc)
+                if not keeps_waiting(exc, self.run_uid, log):
+                    event = run_event("error", self.run_uid, api_version=self.api_version, message=str(exc))
             else:
                 first = waiter.last_status is None
                 changed = waiter.status_changed(snapshot)
