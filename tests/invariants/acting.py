@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from airflow_provider_captaindata.exceptions import OUTCOME_UNKNOWN
+from airflow_provider_captaindata.exceptions import OUTCOME_UNKNOWN, CaptainDataConfigError
 from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
 from tests.invariants.harness import check, install
 from tests.invariants.scenarios import Scenario
@@ -55,12 +55,20 @@ def run_acting(scenario: Scenario, emulator: Any, folder: Path, dag_id: str) -> 
         kwargs["output_path"] = str(folder / "messages.jsonl")
     elif scenario.output == "shared":
         kwargs["output_path"] = str(folder / "{{ run_id }}.jsonl")  # the docs' own example
+    if scenario.typo:
+        kwargs["parameters"] = {"mesage": "hello"}  # "message" misspelt
     operator = FailsAfterExecute if scenario.fail_after_execute else CaptainDataRunActionOperator
-    with make_dag(dag_id) as dag:
-        if scenario.mapped:
-            operator.partial(**kwargs).expand(inputs=groups)
-        else:
-            operator(inputs=groups[0], **kwargs)
+    try:
+        with make_dag(dag_id) as dag:
+            if scenario.mapped:
+                operator.partial(**kwargs).expand(inputs=groups)
+            else:
+                operator(inputs=groups[0], **kwargs)
+    except CaptainDataConfigError as exc:
+        # bad input refused when the DAG is parsed: the error names the parameter, nothing is sent
+        check(scenario.typo and "mesage" in str(exc), "a DAG was refused", str(exc))
+        check(emulator.requests("POST", LIVE_PATH) == [], "a refused DAG reached the API", scenario.seed)
+        return
     dag_run = run_dag(dag)
     check_acting(scenario, emulator, dag_run, groups)
 
@@ -75,6 +83,15 @@ def check_acting(scenario: Scenario, emulator: Any, dag_run: Any, groups: list[l
             acted[url] += 1
         if post.get("fault") or post.get("status") is None:
             ambiguous.add(url)  # the client did not get the API's own answer
+    if scenario.typo:
+        # bad input: refused before any call, the task failed
+        check(posts == [], "a misspelt parameter reached the API", len(posts))
+        check(
+            all(str(ti.state) == "failed" for ti in dag_run.get_task_instances()),
+            "a task with a misspelt parameter did not fail",
+            [str(ti.state) for ti in dag_run.get_task_instances()],
+        )
+        return
     # 1. each acting input acted on at most once
     check(all(n <= 1 for n in acted.values()), "an acting input acted on more than once", dict(acted))
     tis = {ti.map_index: ti for ti in dag_run.get_task_instances()}

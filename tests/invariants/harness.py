@@ -47,8 +47,7 @@ def harness_policy() -> Iterator[None]:
 
 
 def install(emulator: Any, scenario: Scenario, method: str, path: str | None) -> None:
-    """The scenario's faults and clock skew, on ``path`` (faults on inputs: matched by body)."""
-    emulator.configure(clock_skew_seconds=scenario.clock_skew)
+    """The scenario's faults on ``path`` (faults on inputs: matched by body)."""
     for fault in scenario.faults:
         if path is None:
             emulator.add_fault(method, fault.target, times=fault.times, **FAULTS[fault.kind])

@@ -52,12 +52,14 @@ class Scenario:
     output: str = "xcom"  # "xcom", "file" (one per instance) or "shared" (the docs' run_id template)
     retries: int = 0
     fail_after_execute: bool = False  # the try fails after execute() returned (XCom push, worker death)
+    typo: bool = False  # a misspelt parameter: refused before any call
     # watching
     runs: list[float] = field(default_factory=list)  # seconds each v3 run runs
     failing: list[int] = field(default_factory=list)  # runs forced to fail
     states: list[str] | None = None
     two_triggerers: bool = False
     restart: bool = False
+    behind_page: bool = False  # two long runs created before a full page (50) of short ones
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -95,6 +97,7 @@ def _acting(rng: random.Random, seed: int, skew: float) -> Scenario:
         output=rng.choice(["xcom", "file", "shared"]),
         retries=rng.choice([0, 1, 2]),
         fail_after_execute=rng.random() < 0.3,
+        typo=rng.random() < 0.1,
     )
     if scenario.fail_after_execute:
         scenario.retries = max(scenario.retries, 1)  # the retry is what the failure puts to the test
@@ -120,6 +123,7 @@ def _watching(rng: random.Random, seed: int, skew: float) -> Scenario:
         states=rng.choice([None, None, ["succeeded"], ["failed"]]),
         two_triggerers=rng.random() < 0.3,
         restart=rng.random() < 0.3,
+        behind_page=rng.random() < 0.2,
     )
 
 
@@ -132,6 +136,8 @@ def smaller(scenario: Scenario) -> list[Scenario]:
         ("fail_after_execute", False),
         ("two_triggerers", False),
         ("restart", False),
+        ("typo", False),
+        ("behind_page", False),
         ("clock_skew", 0.0),
         ("mapped", False),
         ("retries", 0),

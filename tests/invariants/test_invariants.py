@@ -37,6 +37,8 @@ def run(scenario: Scenario, emulator: Any) -> None:
     from tests.invariants.watching import run_watching
 
     emulator.reset()
+    # Set once, before anything: Captain Data's clock is off, it does not jump.
+    emulator.configure(clock_skew_seconds=scenario.clock_skew)
     folder = Path(tempfile.mkdtemp(prefix=f"harness-{scenario.seed}-"))
     try:
         with harness_policy():
