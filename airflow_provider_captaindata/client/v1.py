@@ -22,9 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 import time
-import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,13 +30,13 @@ from urllib.parse import quote, unquote
 
 from airflow_provider_captaindata.client.catalog import v1 as spec
 from airflow_provider_captaindata.client.paging import PageTrail, next_page_url, same_origin_url
+from airflow_provider_captaindata.client.rate import shared_async_limiter, shared_sync_gate
 from airflow_provider_captaindata.client.settings import V1_DEFAULT_BASE_URL
 from airflow_provider_captaindata.client.transport import (
     DEFAULT_POLICY,
     ApiRequest,
     ApiResponse,
     RetryPolicy,
-    SyncRateGate,
     SyncTransport,
 )
 from airflow_provider_captaindata.exceptions import (
@@ -48,8 +46,6 @@ from airflow_provider_captaindata.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from aiolimiter import AsyncLimiter
-
     from airflow_provider_captaindata.client.transport_async import AsyncTransport
 
 log = logging.getLogger(__name__)
@@ -293,41 +289,6 @@ class _V1Base:
         if not endpoint.paged:
             raise CaptainDataConfigError(f"{name} is not a list endpoint")
         return CursorPager(url, query, max_results=max_results, what=name, base_url=self.base_url)
-
-
-# One gate per (origin, rate) and process: every v1 call of a worker shares the plan's rate.
-_sync_gates: dict[tuple[str, float], SyncRateGate] = {}
-_gates_lock = threading.Lock()
-
-
-def shared_sync_gate(base_url: str, rate: float) -> SyncRateGate:
-    with _gates_lock:
-        gate = _sync_gates.get((base_url, rate))
-        if gate is None:
-            gate = _sync_gates[(base_url, rate)] = SyncRateGate(rate)
-        return gate
-
-
-_async_limiters: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, float], AsyncLimiter]
-] = weakref.WeakKeyDictionary()
-
-
-def rate_limiter(rate: float) -> AsyncLimiter:
-    """The live fan-out's leaky bucket: ``rate`` calls a second (aiolimiter needs max_rate >= 1:
-    below one call a second, the period is stretched instead)."""
-    from aiolimiter import AsyncLimiter
-
-    return AsyncLimiter(max(rate, 1.0), max(rate, 1.0) / rate)
-
-
-def shared_async_limiter(base_url: str, rate: float) -> AsyncLimiter:
-    """One limiter per (origin, rate) on the running loop (a limiter's waiters belong to one loop)."""
-    per_loop = _async_limiters.setdefault(asyncio.get_running_loop(), {})
-    limiter = per_loop.get((base_url, rate))
-    if limiter is None:
-        limiter = per_loop[(base_url, rate)] = rate_limiter(rate)
-    return limiter
 
 
 class V1Client(_V1Base):

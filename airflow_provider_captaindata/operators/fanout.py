@@ -102,13 +102,12 @@ class LiveFanOut:
         self._record_threads: ThreadPoolExecutor | None = None
 
     async def run(self) -> None:
-        from aiolimiter import AsyncLimiter
+        from airflow_provider_captaindata.client.rate import rate_limiter
 
         hook = CaptainDataAsyncHook(self.op.captaindata_conn_id)
         try:
             rate = (await hook.get_settings()).rate_limit_per_second
-            # aiolimiter needs max_rate >= 1: below one call a second, stretch the period instead.
-            limiter = AsyncLimiter(max(rate, 1.0), max(rate, 1.0) / rate)
+            limiter = rate_limiter(rate)
             self.live_url = f"{(await hook.get_settings()).v4_base_url}/actions/{self.op.action}/run/live"
             self.op.log.info(
                 "%s: %s inputs, %s at a time, paced at %s requests/s (the connection's "
