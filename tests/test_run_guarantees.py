@@ -89,6 +89,18 @@ def test_single_retry_after_success_returns_the_recorded_result(
     assert second == first
 
 
+def thread_may_execute() -> None:
+    """Airflow 2.11's guard against execute() outside a task instance keeps a thread-local set
+    up in the main thread only: give this thread its (empty) one, as the main thread has."""
+    try:
+        from airflow.models.baseoperator import ExecutorSafeguard
+    except ImportError:  # Airflow 3
+        return
+    sentinel = ExecutorSafeguard._sentinel
+    if not hasattr(sentinel, "callers"):
+        sentinel.callers = {}
+
+
 # -- suspected: a zombie try and its retry overlapping ---------------------------------------------
 
 
@@ -104,6 +116,7 @@ def test_zombie_try_stops_once_its_retry_claims_the_records(emulator: Any, tmp_p
     zombie_error: list[BaseException] = []
 
     def zombie() -> None:
+        thread_may_execute()
         try:
             fan_out(where, tmp_path, inputs=inputs, max_concurrency=1).execute(try_context(1, where, store))
         except BaseException as exc:
@@ -111,7 +124,8 @@ def test_zombie_try_stops_once_its_retry_claims_the_records(emulator: Any, tmp_p
 
     thread = threading.Thread(target=zombie)
     thread.start()
-    wait_for(lambda: len(live_posts(emulator, MESSAGE)) >= 2, timeout=30)
+    wait_for(lambda: len(live_posts(emulator, MESSAGE)) >= 2 or zombie_error, timeout=30)
+    assert not zombie_error or len(live_posts(emulator, MESSAGE)) >= 2, zombie_error
     retry = fan_out(where, tmp_path, inputs=inputs, max_concurrency=1, on_input_error="continue")
     ti2 = try_context(2, where, store)
     retry.execute(ti2)
@@ -309,3 +323,23 @@ def test_trigger_cancelled_as_its_status_read_completes_stops(captaindata_emulat
         return task.cancelled()
 
     assert asyncio.run(scenario())
+
+
+def test_collect_operator_mapped_instance_writes_its_own_object(
+    captaindata_emulator: Any, tmp_path: Any
+) -> None:
+    from airflow_provider_captaindata.operators.collect import CaptainDataCollectRunOperator
+    from tests.polling import wait_for
+    from tests.test_trigger import launch
+
+    captaindata_emulator.configure(v3_pending_seconds=0.05, v3_running_seconds=0.1)
+    workflow = next(w.uid for w in CaptainDataHook().list_workflows() if len(w.steps) == 1)
+    run_uid = launch(workflow)
+    wait_for(lambda: CaptainDataHook().get_workflow_run(run_uid).status == "finished")
+    ti = RetriedTI(1)
+    ti.map_index = 2
+    op = CaptainDataCollectRunOperator(
+        task_id="collect", run_uid=run_uid, output_path=str(tmp_path / "rows.jsonl")
+    )
+    summary = op.execute({"ti": ti, "run_id": "r"})
+    assert summary["path"].endswith("rows.map-2.jsonl") and (tmp_path / "rows.map-2.jsonl").exists()

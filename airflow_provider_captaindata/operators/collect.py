@@ -8,7 +8,12 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from airflow_provider_captaindata.client.settings import DEFAULT_CONN_ID
-from airflow_provider_captaindata.results import DEFAULT_MAX_XCOM_BYTES, aborted_on_error, open_sink
+from airflow_provider_captaindata.results import (
+    DEFAULT_MAX_XCOM_BYTES,
+    aborted_on_error,
+    instance_output_path,
+    open_sink,
+)
 
 
 def runs_from_asset_events(context: Any) -> list[dict[str, Any]]:
@@ -35,6 +40,7 @@ class CaptainDataCollectRunOperator(BaseOperator):
         this DAG run (see :func:`runs_from_asset_events`).
     :param output_path: a JSON Lines file (any ObjectStoragePath URI, templated) for the rows
         of all the runs; XCom then gets ``{path, rows, run_uids}``. None: the rows go to XCom.
+        A mapped instance writes ``.map-{map_index}`` before the last suffix.
     :param captaindata_conn_id: the Captain Data connection.
     :param max_xcom_bytes: more rows than this in XCom fail the task (use ``output_path``).
 
@@ -80,6 +86,10 @@ class CaptainDataCollectRunOperator(BaseOperator):
         from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 
         uids = self.run_uids(context)
+        # A mapped instance writes its own object (see results.instance_output_path).
+        self.output_path = instance_output_path(
+            self.output_path, getattr(context.get("ti"), "map_index", None)
+        )
         hook = CaptainDataHook(self.captaindata_conn_id)
         with aborted_on_error(open_sink(self.output_path, max_xcom_bytes=self.max_xcom_bytes)) as sink:
             for uid in uids:
