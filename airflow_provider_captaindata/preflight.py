@@ -87,3 +87,44 @@ def check_trigger_can_read_connection(conn_id: str, context: Any) -> None:
             env_name="AIRFLOW_CONN_" + conn_id.upper(),
         )
     )
+
+
+def check_inputs_against_schema(name: str, inputs: Any, schema: Any, workflow: str) -> None:
+    """Raise :class:`CaptainDataConfigError` naming the field when an input does not match the
+    workflow's ``input_schema`` (from ``GET /workflows/{uid}/details``): a misspelled field would
+    otherwise launch a run that "succeeds" with nothing useful.
+
+    A field the schema does not list is refused unless the schema allows more
+    (``additionalProperties``); a schema that is missing or not an object checks nothing."""
+    if not isinstance(schema, dict) or not schema:
+        return
+    import difflib
+
+    import jsonschema
+
+    listed = schema.get("properties")
+    properties: dict[str, Any] = listed if isinstance(listed, dict) else {}
+    closed = bool(properties) and schema.get("additionalProperties", False) is False
+    try:
+        validator = jsonschema.validators.validator_for(schema)(schema)
+    except Exception:  # a schema this library cannot read: the API has the last word
+        return
+    allowed = ", ".join(sorted(properties)) or "none listed"
+    for index, item in enumerate(inputs):
+        # Unknown fields first: a misspelled field also leaves its right name missing, and
+        # the misspelling is the error to show.
+        unknown = sorted(set(item) - set(properties)) if closed else []
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], list(properties), n=1)
+            did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise CaptainDataConfigError(
+                f"{name}[{index}]: unknown input field {unknown[0]!r} for workflow {workflow} "
+                f"(its input_schema allows: {allowed}).{did_you_mean} Nothing was launched."
+            )
+        error = jsonschema.exceptions.best_match(validator.iter_errors(item))
+        if error is not None:
+            where = f"{name}[{index}]" + "".join(f"[{p!r}]" for p in error.absolute_path)
+            raise CaptainDataConfigError(
+                f"{where}: {error.message} (workflow {workflow}'s input_schema; fields: {allowed}). "
+                "Nothing was launched."
+            )

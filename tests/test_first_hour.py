@@ -174,3 +174,37 @@ def test_the_emulator_cli_prints_what_it_serves() -> None:
         assert spec is not None
         sample = {name: SAMPLE_VALUES[name] for name in spec.input_fields}
         assert not input_problems(action, sample, check_patterns=True), action
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_a_misspelled_v3_input_field_fails_before_the_launch_naming_it(
+    workflow_uid: str, captaindata_emulator: Any, caplog: pytest.LogCaptureFixture, capsys: Any
+) -> None:
+    with make_dag("first_hour_v3_input_schema") as dag:
+        CaptainDataLaunchWorkflowOperator(
+            task_id="launch",
+            workflow_uid=workflow_uid,
+            inputs=[{"linkedin_profil_url": "https://www.linkedin.com/in/someone"}],
+            deferrable=False,
+        )
+    dag_run = run_dag(dag)
+    out = task_output(caplog, capsys)
+    assert task_states(dag_run) == {"launch": "failed"}
+    assert "inputs[0]: unknown input field 'linkedin_profil_url'" in out, out[-3000:]
+    assert "Did you mean 'linkedin_profile_url'?" in out
+    assert not captaindata_emulator.requests(method="POST", path="/v3/workflows/*/schedule")
+
+
+def test_v3_inputs_are_checked_with_one_details_call(workflow_uid: str, captaindata_emulator: Any) -> None:
+    from airflow_provider_captaindata.preflight import check_inputs_against_schema
+
+    op = CaptainDataLaunchWorkflowOperator(task_id="t", workflow_uid=workflow_uid, inputs=PROFILES)
+    steps = op._default_steps()
+    op._check_inputs_schema(steps[0]["step_uid"])
+    assert len(captaindata_emulator.requests(method="GET", path=f"/v3/workflows/{workflow_uid}/details")) == 1
+    schema = op._details().steps[0].input_schema
+    with pytest.raises(CaptainDataConfigError, match=r"inputs\[1\]: 'linkedin_profile_url' is a required"):
+        check_inputs_against_schema("inputs", [*PROFILES, {}], schema, workflow_uid)
+    with pytest.raises(CaptainDataConfigError, match=r"inputs\[0\]\['linkedin_profile_url'\]: 3 is not"):
+        check_inputs_against_schema("inputs", [{"linkedin_profile_url": 3}], schema, workflow_uid)
+    check_inputs_against_schema("inputs", PROFILES, None, workflow_uid)  # no schema: nothing to check

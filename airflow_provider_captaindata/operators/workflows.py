@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_captaindata.client.statuses import RunSnapshot
 from airflow_provider_captaindata.client.versions import V3
@@ -18,6 +18,10 @@ from airflow_provider_captaindata.params import (
     is_templated,
     whole_number,
 )
+from airflow_provider_captaindata.preflight import check_inputs_against_schema
+
+if TYPE_CHECKING:
+    from airflow_provider_captaindata.client.models import V3WorkflowDetails
 
 UID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 REPEAT_TYPES = ("minute", "hour", "day", "week", "month")
@@ -90,6 +94,7 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
             )
         self.unstructure_meta = unstructure_meta
         self.retry_on_failure = whole_number("retry_on_failure", retry_on_failure, minimum=0)
+        self._workflow_details: V3WorkflowDetails | None = None
         self._validate(rendered=False)
 
     def _validate(self, *, rendered: bool) -> None:
@@ -172,6 +177,7 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
     def launch(self, context: Any, stale_run_uids: list[str]) -> str:
         job_name = self.run_name(context)
         steps = list(self.steps) if self.steps else self._default_steps()
+        self._check_inputs_schema(steps[0]["step_uid"])
         run_uid = self.hook.launch_workflow_once(
             self.workflow_uid,
             job_name=job_name,
@@ -195,8 +201,20 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
         job = self.hook.find_workflow_run(self.workflow_uid, job_name, since=lookup_since(context))
         return (V3.snapshot(job.model_dump()) if job else None), f"found by job name {job_name!r}"
 
+    def _details(self) -> V3WorkflowDetails:
+        """The workflow's details (steps, input schema): one call per task."""
+        if self._workflow_details is None:
+            self._workflow_details = self.hook.get_workflow_details(self.workflow_uid)
+        return self._workflow_details
+
+    def _check_inputs_schema(self, first_step_uid: str) -> None:
+        """The inputs go to the launch's first step: checked against its input_schema."""
+        step = next((s for s in self._details().steps if s.step_uid == first_step_uid), None)
+        if step is not None:
+            check_inputs_against_schema("inputs", self.inputs, step.input_schema, self.workflow_uid)
+
     def _default_steps(self) -> list[dict[str, Any]]:
-        details = self.hook.get_workflow_details(self.workflow_uid)
+        details = self._details()
         if len(details.steps) != 1:
             listed = ", ".join(f"{s.step_uid} ({s.step_name})" for s in details.steps) or "none"
             raise CaptainDataConfigError(
