@@ -42,11 +42,16 @@ class BodyReader:
                 path=path,
             )
 
-    def check_length(self, content_length: str | None) -> None:
-        """Refuse at once an uncompressed answer announced longer than the limit."""
+    def check_length(self, content_length: str | None) -> bool:
+        """Refuse at once an uncompressed answer announced longer than the limit; True when
+        the answer is uncompressed and announced within it, so it may be read whole (the
+        client reads no more than the announced length)."""
         announced = (content_length or "").strip()
-        if self._inflate is None and announced.isdigit() and int(announced) > self.limit:
+        if self._inflate is not None or not announced.isdigit():
+            return False
+        if int(announced) > self.limit:
             raise CaptainDataResponseTooLarge(self.method, self.path, self.limit)
+        return True
 
     def feed(self, chunk: bytes) -> None:
         if self._inflate is None:
