@@ -223,7 +223,7 @@ def test_slow_head_input_holds_at_most_a_window_of_rows(emulator: Any) -> None:
     emulator.add_fault("POST", f"/v4/actions/{EXTRACT}/run/live", delay=1.0, match_body="person-00000")
     inputs = [message_input(i) for i in range(80)]
     op = CaptainDataRunActionOperator(task_id="extract", action=EXTRACT, inputs=inputs, max_concurrency=3)
-    fan_out = LiveFanOut(op, inputs)
+    fan_out = LiveFanOut(op.fanout_spec(), inputs)
     assert fan_out.window == 256  # by default; never under 4 per worker
     fan_out.window = 12  # a small window, to see it hold with 80 inputs
     asyncio.run(fan_out.run())
@@ -251,7 +251,7 @@ def test_fan_out_closes_its_http_client(emulator: Any, monkeypatch: pytest.Monke
     )
 
     async def fan_out() -> list[bool]:
-        await LiveFanOut(op, [message_input(i) for i in range(2)]).run()
+        await LiveFanOut(op.fanout_spec(), [message_input(i) for i in range(2)]).run()
         return [pool.session.closed for pool in pools]
 
     assert asyncio.run(fan_out()) == [True]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from airflow.providers.common.compat.sdk import AirflowFailException
@@ -40,6 +40,9 @@ from airflow_provider_captaindata.params import (
     whole_number,
 )
 from airflow_provider_captaindata.results import aborted_on_error, object_storage_path, open_sink
+
+if TYPE_CHECKING:
+    from airflow_provider_captaindata.operators.fanout import FanOutSpec
 
 MODES = ("live", "async")
 IDENTITY_MODES = ("direct", "auto", "managed")
@@ -298,7 +301,26 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
                     raise AirflowFailException(str(exc)) from exc
             # Per-input API errors are recorded, not raised: only the connection's own
             # problems (a missing key, a bad rate limit) reach this, and a retry cannot mend them.
-            return record_landed(self, context, run_live_fanout(self, list(self.inputs or []), context))
+            return record_landed(
+                self, context, run_live_fanout(self.fanout_spec(), list(self.inputs or []), context)
+            )
+
+    def fanout_spec(self) -> FanOutSpec:
+        """This task's fan-out, fixed from its rendered parameters (see operators/fanout.py)."""
+        from airflow_provider_captaindata.operators.fanout import FanOutSpec
+
+        return FanOutSpec(
+            action=self.action,
+            conn_id=self.captaindata_conn_id,
+            output_path=self.output_path,
+            max_xcom_bytes=self.max_xcom_bytes,
+            max_concurrency=self.max_concurrency,
+            max_results=self.max_results,
+            on_input_error=self.on_input_error,
+            body=lambda item: self._body(input=item),
+            hook=self.hook,
+            log=self.log,
+        )
 
     def _live_single_once(self, context: Any) -> Any:
         """The live call; an acting action's is recorded as a fan-out input is, so that neither
@@ -311,7 +333,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         records = open_records(context, self.output_path) if has_effects(self.action) else None
         if records is None:
             if has_effects(self.action) and is_retry(context):
-                refuse_unrecorded_retry(self, context)
+                refuse_unrecorded_retry(self.fanout_spec(), context)
             return self._live_single()
         mark = fingerprint(self.action, self._body(input=self.input))
         earlier = records.earlier(0, mark)

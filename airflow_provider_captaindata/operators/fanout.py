@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_captaindata.checkpoint import (
@@ -46,7 +47,7 @@ from airflow_provider_captaindata.launch_identity import lookup_since
 from airflow_provider_captaindata.results import open_sink
 
 if TYPE_CHECKING:
-    from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
+    from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 
 T = TypeVar("T")
 INPUT_TAG = "airflow_input_index"
@@ -75,21 +76,38 @@ def tag_rows(data: Any, index: int) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass(frozen=True)
+class FanOutSpec:
+    """What the fan-out needs of the task, fixed before it starts: the operator builds it
+    (``CaptainDataRunActionOperator.fanout_spec``), so this module never reads the operator."""
+
+    action: str
+    conn_id: str
+    output_path: str | None
+    max_xcom_bytes: int
+    max_concurrency: int
+    max_results: int | None
+    on_input_error: str
+    body: Callable[[dict[str, Any]], dict[str, Any]]  # the live request body of one input
+    hook: CaptainDataHook  # blocking reads (the retry lookup), not the fan-out's calls
+    log: Any
+
+
 class LiveFanOut:
     def __init__(
         self,
-        operator: CaptainDataRunActionOperator,
+        spec: FanOutSpec,
         inputs: list[dict[str, Any]],
         records: InputRecords | None = None,
     ) -> None:
-        self.op = operator
+        self.spec = spec
         self.inputs = inputs
         self.records = records
-        self.sink = open_sink(operator.output_path, max_xcom_bytes=operator.max_xcom_bytes)
+        self.sink = open_sink(spec.output_path, max_xcom_bytes=spec.max_xcom_bytes)
         self.errors: list[dict[str, Any]] = []
         self.done = 0
         self.reused = 0
-        self.window = max(REORDER_WINDOW, WINDOW_PER_WORKER * operator.max_concurrency)
+        self.window = max(REORDER_WINDOW, WINDOW_PER_WORKER * spec.max_concurrency)
         self.most_held = 0  # the most inputs ever waiting in the reorder buffer
         self._waiting: dict[int, list[dict[str, Any]]] = {}
         self._next_to_write = 0
@@ -97,24 +115,24 @@ class LiveFanOut:
         self._started = time.monotonic()
         self._last_progress = self._started
         self.live_url = ""
-        self.in_flight = asyncio.Semaphore(operator.max_concurrency)  # live calls at once
+        self.in_flight = asyncio.Semaphore(spec.max_concurrency)  # live calls at once
         self.halted = False
         self._record_threads: ThreadPoolExecutor | None = None
 
     async def run(self) -> None:
         from airflow_provider_captaindata.client.rate import rate_limiter
 
-        hook = CaptainDataAsyncHook(self.op.captaindata_conn_id)
+        hook = CaptainDataAsyncHook(self.spec.conn_id)
         try:
             rate = (await hook.get_settings()).rate_limit_per_second
             limiter = rate_limiter(rate)
-            self.live_url = f"{(await hook.get_settings()).v4_base_url}/actions/{self.op.action}/run/live"
-            self.op.log.info(
+            self.live_url = f"{(await hook.get_settings()).v4_base_url}/actions/{self.spec.action}/run/live"
+            self.spec.log.info(
                 "%s: %s inputs, %s at a time, paced at %s requests/s (the connection's "
                 "rate_limit_per_second)%s",
-                self.op.action,
+                self.spec.action,
                 len(self.inputs),
-                self.op.max_concurrency,
+                self.spec.max_concurrency,
                 rate,
                 f"; outcomes recorded in {self.records.where}" if self.records else "",
             )
@@ -126,7 +144,7 @@ class LiveFanOut:
                     rows = await self.one(hook, limiter.acquire, index, item)
                     await self.complete(index, rows)
 
-            workers = self.op.max_concurrency
+            workers = self.spec.max_concurrency
             if self.records is not None and self.records.offload:
                 # A worker also waits on its input's records; more workers keep
                 # max_concurrency calls in flight meanwhile (self.in_flight bounds the calls).
@@ -147,11 +165,11 @@ class LiveFanOut:
     async def one(self, hook: CaptainDataAsyncHook, gate: Any, index: int, item: dict[str, Any]) -> list[Any]:
         """One input's rows: from an earlier try's record, else sent (recorded around the call)."""
         custom = {**(item.get("custom_data") or {}), INPUT_TAG: index}
-        body = self.op._body(input={**item, "custom_data": custom})
+        body = self.spec.body({**item, "custom_data": custom})
         if self.records is None:
             rows, _ = await self.call_one(hook, gate, index, item, body)
             return rows
-        mark = fingerprint(self.op.action, body)
+        mark = fingerprint(self.spec.action, body)
         earlier = await self.recorded(self.records.earlier, index, mark)
         if earlier is not None:
             if earlier.get("state") == DONE:
@@ -191,7 +209,7 @@ class LiveFanOut:
         call waits for its turn at the rate limit."""
         rows: list[dict[str, Any]] = []
         url: str | None = None
-        trail = PageTrail(f"{self.op.action} live pages of input {index}")
+        trail = PageTrail(f"{self.spec.action} live pages of input {index}")
         try:
             while True:
                 async with self.in_flight:
@@ -202,15 +220,15 @@ class LiveFanOut:
                         if before is not None:
                             await asyncio.gather(before(), gate())
                             before, page_gate = None, _after_first(gate)
-                        answer = await hook.run_action_live(self.op.action, body, url=url, gate=page_gate)
+                        answer = await hook.run_action_live(self.spec.action, body, url=url, gate=page_gate)
                     except (CaptainDataOutcomeUnknown, CaptainDataAPIError, CaptainDataTransportError):
                         raise  # this input's outcome, below
                     except BaseException:
                         self.halted = True  # set before the slot goes to another worker
                         raise
                 rows.extend(tag_rows(answer.data, index))
-                if self.op.max_results is not None and len(rows) >= self.op.max_results:
-                    return rows[: self.op.max_results], DONE
+                if self.spec.max_results is not None and len(rows) >= self.spec.max_results:
+                    return rows[: self.spec.max_results], DONE
                 current = url or self.live_url
                 page = answer.data if isinstance(answer.data, list) else None
                 next_url = next_page_url(answer.headers, current) if page is not None else None
@@ -257,9 +275,9 @@ class LiveFanOut:
             return
         self._last_progress = now
         elapsed = max(now - self._started, 1e-9)
-        self.op.log.info(
+        self.spec.log.info(
             "%s: %s/%s inputs done (%s from an earlier try), %s rows, %s failed, %.1f inputs/s",
-            self.op.action,
+            self.spec.action,
             self.done,
             len(self.inputs),
             self.reused,
@@ -313,7 +331,7 @@ def errors_for_xcom(
     return kept, len(errors) - len(kept)
 
 
-def refuse_unrecorded_retry(operator: CaptainDataRunActionOperator, context: Any) -> None:
+def refuse_unrecorded_retry(spec: FanOutSpec, context: Any) -> None:
     """A retry with no checkpoint store: send nothing if this action ran live since the DAG run
     started (an earlier try may have sent any of the inputs, and the API does not say which).
     "Since" is read with the lookups' margin for Captain Data's clock
@@ -321,45 +339,43 @@ def refuse_unrecorded_retry(operator: CaptainDataRunActionOperator, context: Any
     from airflow.providers.common.compat.sdk import AirflowFailException
 
     since = lookup_since(context)
-    runs = operator.hook.list_action_runs(action_name=operator.action, execution_mode="LIVE")
+    runs = spec.hook.list_action_runs(action_name=spec.action, execution_mode="LIVE")
     acted = [r.uid for r in runs if may_be_since(V4.created_at(r.model_dump()), since)]
     if acted:
         raise AirflowFailException(
-            f"{OUTCOME_UNKNOWN}: {operator.action} acts, and an earlier try may have sent some inputs "
+            f"{OUTCOME_UNKNOWN}: {spec.action} acts, and an earlier try may have sent some inputs "
             f"(live runs since this DAG run started: {', '.join(acted[:5])}); nothing was sent again. "
             "No per-input record exists: set output_path (records are kept beside it) or use "
             "Airflow 3.3+ (task_state_store) for retries that send only what is left."
         )
 
 
-def run_live_fanout(
-    operator: CaptainDataRunActionOperator, inputs: list[dict[str, Any]], context: Any
-) -> Any:
+def run_live_fanout(spec: FanOutSpec, inputs: list[dict[str, Any]], context: Any) -> Any:
     """Run the fan-out; fail after the batch, or hand the errors on, per ``on_input_error``."""
-    records = open_records(context, operator.output_path) if has_effects(operator.action) else None
-    if has_effects(operator.action) and records is None and is_retry(context):
-        refuse_unrecorded_retry(operator, context)
+    records = open_records(context, spec.output_path) if has_effects(spec.action) else None
+    if has_effects(spec.action) and records is None and is_retry(context):
+        refuse_unrecorded_retry(spec, context)
     if records is not None:
         records.claim()
-    fan_out = LiveFanOut(operator, inputs, records)
+    fan_out = LiveFanOut(spec, inputs, records)
     try:
         asyncio.run(fan_out.run())
     except BaseException:
         fan_out.sink.abort()
         raise
     errors = sorted(fan_out.errors, key=lambda e: e["input_index"])
-    if errors and operator.on_input_error == "fail":
+    if errors and spec.on_input_error == "fail":
         fan_out.sink.abort()
         raise CaptainDataInputErrors(errors, len(inputs))
     if errors:
-        operator.log.warning(
+        spec.log.warning(
             "%s of %s inputs failed; continuing (on_input_error='continue')", len(errors), len(inputs)
         )
     kept, left_out = errors_for_xcom(errors)
     if left_out:
-        operator.log.warning(
+        spec.log.warning(
             "input_errors XCom: %s errors left out past %s bytes", left_out, MAX_ERRORS_XCOM_BYTES
         )
     context["ti"].xcom_push(key="input_errors", value=kept)
     # The records stay: this try may still fail after execute() returns (see checkpoint.py).
-    return fan_out.sink.finish(action=operator.action, inputs=len(inputs), failed=len(errors))
+    return fan_out.sink.finish(action=spec.action, inputs=len(inputs), failed=len(errors))
