@@ -52,9 +52,10 @@ OWNER_FRESH_SECONDS = 0.5
 CLAIM_SETTLE_SECONDS = 2.0
 
 
-def fingerprint(action: str, body: Any) -> str:
-    """What was sent, so a record only counts for the same call (a retry after the inputs
-    changed sends the new ones)."""
+def call_mark(action: str, body: Any) -> str:
+    """The mark of one call in its record: what was sent, so a record only counts for the same
+    call (a retry after the inputs changed sends the new ones). Not a launch's fingerprint
+    (:func:`~airflow_provider_captaindata.launch_identity.fingerprint`), which names a run."""
     canonical = json.dumps([action, body], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
@@ -163,7 +164,7 @@ class InputRecords:
         record = self.checkpoint.get(str(index))
         if not isinstance(record, dict):
             return None
-        # A record cut short by a crash has no fingerprint: it may be this call, so it counts.
+        # A record cut short by a crash has no mark: it may be this call, so it counts.
         return record if record.get("fp") in (mark, None) else None
 
     def sending(self, index: int, mark: str) -> None:

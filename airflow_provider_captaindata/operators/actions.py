@@ -326,7 +326,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         """The live call; an acting action's is recorded as a fan-out input is, so that neither
         a lost answer nor a task retry after a worker crash sends it twice, and a retry after
         it succeeded (a failed XCom push) returns the recorded result without a call."""
-        from airflow_provider_captaindata.checkpoint import DONE, UNKNOWN, fingerprint, is_retry, open_records
+        from airflow_provider_captaindata.checkpoint import DONE, UNKNOWN, call_mark, is_retry, open_records
         from airflow_provider_captaindata.client.catalog import has_effects
         from airflow_provider_captaindata.operators.fanout import earlier_unknown, refuse_unrecorded_retry
 
@@ -335,7 +335,7 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
             if has_effects(self.action) and is_retry(context):
                 refuse_unrecorded_retry(self.fanout_spec(), context)
             return self._live_single()
-        mark = fingerprint(self.action, self._body(input=self.input))
+        mark = call_mark(self.action, self._body(input=self.input))
         earlier = records.earlier(0, mark)
         if earlier is not None and earlier.get("state") == DONE:
             self.log.info("%s was sent by an earlier try: its recorded result is returned", self.action)

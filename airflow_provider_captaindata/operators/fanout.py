@@ -27,7 +27,7 @@ from airflow_provider_captaindata.checkpoint import (
     DONE,
     UNKNOWN,
     InputRecords,
-    fingerprint,
+    call_mark,
     is_retry,
     open_records,
 )
@@ -169,7 +169,7 @@ class LiveFanOut:
         if self.records is None:
             rows, _ = await self.call_one(hook, gate, index, item, body)
             return rows
-        mark = fingerprint(self.spec.action, body)
+        mark = call_mark(self.spec.action, body)
         earlier = await self.recorded(self.records.earlier, index, mark)
         if earlier is not None:
             if earlier.get("state") == DONE:

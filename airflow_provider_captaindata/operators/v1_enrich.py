@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow_provider_captaindata.checkpoint import DONE, InputRecords, fingerprint, open_records
+from airflow_provider_captaindata.checkpoint import DONE, InputRecords, call_mark, open_records
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
@@ -135,7 +135,7 @@ class V1FanOut:
             await self._room.wait_for(lambda: index < self._next_to_write + self.window)
 
     def mark(self, params: Mapping[str, Any]) -> str:
-        return fingerprint(self.endpoint, params)
+        return call_mark(self.endpoint, params)
 
     async def _one(self, index: int, params: dict[str, Any]) -> list[dict[str, Any]]:
         if self.records is not None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from airflow_provider_captaindata.checkpoint import DONE, InputRecords, fingerprint, open_records
+from airflow_provider_captaindata.checkpoint import DONE, InputRecords, call_mark, open_records
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 from airflow_provider_captaindata.operators.v1_base import (
     ESTIMATED_CREDITS_PER_RESULT,
@@ -74,7 +74,7 @@ class CaptainDataV1SearchOperator(CaptainDataV1OperatorBase):
         client = self.hook.v1_client()
         before = self.credits_before(client, estimate)
         records = open_records(context, self.output_path)
-        mark = fingerprint(self.endpoint, [params, max_results])
+        mark = call_mark(self.endpoint, [params, max_results])
         pager = client.pager(self.endpoint, max_results, **params)
         with aborted_on_error(open_sink(self.output_path, max_xcom_bytes=self.max_xcom_bytes)) as sink:
             pages = self._reuse(records, mark, sink, pager) if records else 0
