@@ -471,7 +471,9 @@ def _v1_search(params: dict[str, Any]) -> dict[str, Any]:
     )
     import requests  # noqa: F401  (as in _results: imports are not what is timed)
 
-    if params["side"] != "baseline":
+    if params["side"] == "provider":  # the client alone: no Airflow in the process, as in a script
+        import airflow_provider_captaindata.client.v1
+    elif params["side"] == "operator":
         import airflow_provider_captaindata.client.v1
         import airflow_provider_captaindata.hooks.captaindata
         import airflow_provider_captaindata.operators.v1_search
