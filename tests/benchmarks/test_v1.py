@@ -6,11 +6,12 @@
   baseline is the ideal, inputs / rate; 429s are read from the emulator's request log.
 * **search**: 2,500 results (100 pages of 25) of ``GET /v1/people/search`` read by the v1
   client (cursor pages, origin check, page-loop guard, rate gate, retry policy) in a process
-  without Airflow, as a script uses it, and written as JSON lines, beside a bare ``requests`` loop following the same ``X-Pagination-Next`` headers
-  and writing the same lines the same way; the client's peak memory at
-  250 and at 2,500 results (it should not grow with the results); and, for information, the
-  whole ``CaptainDataSearchPeopleOperator`` task (connection, ``GET /quotas`` before and after,
-  a record per page beside the file). Each case is a fresh child process.
+  without Airflow, as a script uses it, and written as JSON lines, beside a bare ``requests``
+  loop following the same ``X-Pagination-Next`` headers and writing the same lines the same
+  way; the client's peak memory at 250 and at 2,500 results (it should not grow with the
+  results); and, for information, the whole ``CaptainDataSearchPeopleOperator`` task
+  (connection, ``GET /quotas`` before and after, a record per page beside the file). Each case
+  is a fresh child process.
 """
 
 from __future__ import annotations
