@@ -10,6 +10,7 @@ its seed, a smaller scenario that still fails, and the command that replays it.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.invariants.harness import Violation, harness_policy
+from tests.invariants.harness import Violation, check, harness_policy
 from tests.invariants.scenarios import Scenario, draw, smaller
 
 SCENARIOS = int(os.environ.get("CAPTAINDATA_HARNESS_SCENARIOS", "6"))
@@ -49,6 +50,17 @@ def run(scenario: Scenario, emulator: Any) -> None:
     finally:
         emulator.reset()
         shutil.rmtree(folder, ignore_errors=True)
+    # 6. memory: no ended event loop (every fan-out and watcher ran on its own) is still held
+    check(
+        leaked_loops() == 0, "ended event loops are still held by the async transport's pools", leaked_loops()
+    )
+
+
+def leaked_loops() -> int:
+    from airflow_provider_captaindata.client.transport_async import AsyncTransport
+
+    gc.collect()
+    return sum(1 for loop in list(AsyncTransport._pools) if loop.is_closed())
 
 
 def shrink(scenario: Scenario, emulator: Any) -> tuple[Scenario, str]:
