@@ -20,7 +20,7 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataCreditsError,
     CaptainDataError,
 )
-from airflow_provider_captaindata.params import check_flag
+from airflow_provider_captaindata.params import check_flag, whole_number
 from airflow_provider_captaindata.results import DEFAULT_MAX_XCOM_BYTES
 
 if TYPE_CHECKING:
@@ -74,8 +74,7 @@ class CaptainDataV1OperatorBase(BaseOperator):
             raise CaptainDataConfigError(
                 f"credit_check_threshold must be a number of credits, got {credit_check_threshold!r}"
             )
-        if isinstance(max_xcom_bytes, bool) or not isinstance(max_xcom_bytes, int) or max_xcom_bytes <= 0:
-            raise CaptainDataConfigError(f"max_xcom_bytes must be a positive int, got {max_xcom_bytes!r}")
+        whole_number("max_xcom_bytes", max_xcom_bytes, minimum=1)
         self.captaindata_conn_id = captaindata_conn_id
         self.output_path = output_path
         self.max_xcom_bytes = max_xcom_bytes

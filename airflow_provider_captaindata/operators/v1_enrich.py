@@ -30,6 +30,7 @@ from airflow_provider_captaindata.exceptions import (
 )
 from airflow_provider_captaindata.operators.fanout import MAX_ERRORS_XCOM_BYTES, errors_for_xcom
 from airflow_provider_captaindata.operators.v1_base import CaptainDataV1OperatorBase
+from airflow_provider_captaindata.params import check_flag, whole_number
 from airflow_provider_captaindata.results import ResultSink, aborted_on_error, open_sink
 
 if TYPE_CHECKING:
@@ -223,8 +224,7 @@ class CaptainDataV1FanOutOperator(CaptainDataV1OperatorBase):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise CaptainDataConfigError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+        whole_number("max_concurrency", max_concurrency, minimum=1)
         if on_input_error not in ON_INPUT_ERROR:
             raise CaptainDataConfigError(
                 f"on_input_error must be one of {', '.join(map(repr, ON_INPUT_ERROR))}, "
@@ -317,8 +317,7 @@ class CaptainDataEnrichPeopleOperator(CaptainDataV1FanOutOperator):
 
     def __init__(self, *, full_enrich: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not isinstance(full_enrich, bool):
-            raise CaptainDataConfigError(f"full_enrich must be True or False, got {full_enrich!r}")
+        check_flag("full_enrich", full_enrich)
         self.full_enrich = full_enrich
 
     def extra_params(self) -> dict[str, Any]:

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from airflow_provider_captaindata.checkpoint import DONE, InputRecords, call_mark, open_records
-from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 from airflow_provider_captaindata.operators.v1_base import (
     ESTIMATED_CREDITS_PER_RESULT,
     ESTIMATED_RESULTS_PER_PAGE,
     CaptainDataV1OperatorBase,
 )
+from airflow_provider_captaindata.params import whole_number
 from airflow_provider_captaindata.results import aborted_on_error, open_sink
 
 DEFAULT_MAX_RESULTS = 2500  # about what Sales Navigator gives for one search (uncertain)
@@ -60,8 +60,7 @@ class CaptainDataV1SearchOperator(CaptainDataV1OperatorBase):
         max_results = self.max_results
         if isinstance(max_results, str) and max_results.strip().isdigit():
             max_results = int(max_results)  # rendered from a template
-        if isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1:
-            raise CaptainDataConfigError(f"max_results must be a positive whole number, got {max_results!r}")
+        whole_number("max_results", max_results, minimum=1)
         params = {k: v for k, v in self.search_params().items() if v is not None}
         prepare(get_endpoint(self.endpoint), params)  # names a bad parameter before any call
         return max_results, params
