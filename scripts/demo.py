@@ -320,6 +320,10 @@ def run_demo(supervisor: Supervisor, keep: bool) -> int:
             "callback_storage": (DEMO_DIR / "callbacks").as_uri(),
         },
     }
+    warehouse = DEMO_DIR / "results" / "warehouse.db"
+    # SQLite makes the file, not its folder; the examples' results writers make theirs only as
+    # their runs end, often after the v1 example's load task has run.
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
     env = airflow_env(
         api_port,
         connection,
@@ -327,9 +331,7 @@ def run_demo(supervisor: Supervisor, keep: bool) -> int:
             "CAPTAINDATA_EXAMPLE_POLL_SECONDS": str(POLL_SECONDS),
             "CAPTAINDATA_EXAMPLE_OUTPUT_BASE": (DEMO_DIR / "results").as_uri(),
             # The warehouse table of the v1 example (captaindata_v1_to_sql).
-            "AIRFLOW_CONN_CAPTAINDATA_WAREHOUSE": json.dumps(
-                {"conn_type": "sqlite", "host": str(DEMO_DIR / "results" / "warehouse.db")}
-            ),
+            "AIRFLOW_CONN_CAPTAINDATA_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(warehouse)}),
             **lineage_env(LINEAGE_LOG),
         },
     )
