@@ -3,8 +3,10 @@ run as written (one bash script, in a fresh HOME), against the emulator the page
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -40,15 +42,23 @@ def test_getting_started_runs_as_written(tmp_path: Path) -> None:
     # The emulator started in the background stops with the script.
     script = "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + page_script()
     started = time.monotonic()
-    result = subprocess.run(
+    # Its own session: whatever the script started (the emulator, airflow) is stopped with it,
+    # even when the test times out.
+    proc = subprocess.Popen(
         ["bash", "-c", script],
-        check=False,
         cwd=tmp_path,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=840,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = proc.communicate(timeout=840)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     took = time.monotonic() - started
     log = tmp_path / "captaindata-first-dag" / "dags-test.log"
     details = result.stdout + result.stderr + (log.read_text()[-3000:] if log.exists() else "")
