@@ -471,6 +471,16 @@ class Stack:
         """SIGKILL a part and its children, as a lost machine; ``revive`` starts it again."""
         self.killed[name] = self.supervisor.kill(name)
 
+    @contextlib.contextmanager
+    def stalled(self, name: str) -> Iterator[None]:
+        """A part frozen (SIGSTOP to its group, as a machine that stops answering), then thawed."""
+        pid = self.supervisor.get(name).proc.pid
+        os.killpg(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(pid, signal.SIGCONT)
+
     def revive(self, name: str) -> None:
         """Start a killed part again (its log appended to); a worker or triggerer is waited for."""
         service = self.killed.pop(name)

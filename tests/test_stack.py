@@ -223,6 +223,38 @@ def test_triggerer_killed_with_20_deferred_tasks_and_scheduler_restarted(stack: 
     assert results["hidden"] == []
 
 
+def test_triggerer_stalled_past_its_heartbeat_resumes_without_stopping_the_runs(
+    stack: Any, emulator: Any
+) -> None:
+    # The other triggerer takes the stalled one's triggers over; when the stalled one resumes,
+    # Airflow 3.3 cancels them there "by user action" (on_kill): the runs must go on.
+    emulator.configure(v3_running_seconds=60.0)
+    run_id = stack.trigger("stack_deferred", {"tasks": 6})
+
+    def deferred() -> list[dict[str, Any]]:
+        tis = [ti for ti in stack.task_instances("stack_deferred", run_id) if ti["task_id"] == "launch"]
+        waiting = [ti for ti in tis if ti["state"] == "deferred" and ti.get("triggerer_job")]
+        return waiting if len(waiting) == 6 else []
+
+    waiting = wait_for(deferred, "6 tasks deferred", timeout=300, every=1)
+    holders = Counter(ti["triggerer_job"]["id"] for ti in waiting)
+    stalled = max(stack.triggerer_jobs, key=lambda name: holders.get(stack.triggerer_jobs[name], 0))
+    survivor = next(job for name, job in stack.triggerer_jobs.items() if name != stalled)
+    moved = {ti["map_index"] for ti in waiting if ti["triggerer_job"]["id"] == stack.triggerer_jobs[stalled]}
+
+    def taken_over() -> bool:
+        tis = {ti["map_index"]: ti for ti in stack.task_instances("stack_deferred", run_id)}
+        return all((tis[i].get("triggerer_job") or {}).get("id") == survivor for i in moved)
+
+    with stack.stalled(stalled):
+        wait_for(taken_over, f"the {len(moved)} triggers of the stalled triggerer taken over", 120, 1)
+    assert stack.wait_for_runs([("stack_deferred", run_id)]) == {("stack_deferred", run_id): "success"}
+    assert emulator.requests(method="POST", path="/v3/jobs/*/cancel") == []  # no run stopped
+    assert set(tries(stack, "stack_deferred", run_id).values()) == {1}
+    sent = launches(stack, run_id)
+    assert len(sent) == 6 and set(sent.values()) == {1}, sent
+
+
 def test_worker_killed_right_after_the_launch_post(stack: Any, emulator: Any) -> None:
     emulator.configure(v3_running_seconds=8.0)
     # The launch is made at once but answered 3 s late: the kill lands while the worker
