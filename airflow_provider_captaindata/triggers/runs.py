@@ -143,8 +143,15 @@ class CaptainDataRunTrigger(BaseTrigger):
             await asyncio.sleep(waiter.sleep_for(self.poll_interval))
 
     async def on_kill(self) -> None:
-        """Airflow 3.3+: a user killed the deferred task, so stop the run (never on a restart)."""
+        """Airflow 3.3+: a user killed the deferred task, so stop the run (never on a restart,
+        nor when another triggerer took the wait over)."""
         if not self.stop_on_kill:
+            return
+        if await self._task_still_deferred():
+            log.info(
+                "Run %s keeps running: its wait moved to another triggerer (the task is still deferred)",
+                self.run_uid,
+            )
             return
         try:
             stopped = await self._hook().stop_run(self.api_version, self.run_uid)
@@ -155,3 +162,30 @@ class CaptainDataRunTrigger(BaseTrigger):
             log.info("Stopped run %s because the task was killed", self.run_uid)
         else:
             log.warning("Run %s keeps running: the %s API cannot stop runs", self.run_uid, self.api_version)
+
+    async def _task_still_deferred(self) -> bool:
+        """Whether this trigger's task instance is still deferred. Airflow 3.3 cancels "by user
+        action", with ``on_kill``, every trigger a triggerer no longer holds, also one that
+        another triggerer took over (this one's heartbeat was late: a stall, a loaded machine):
+        that task was not killed, and its run must go on. False when unknown (no task instance,
+        or the state cannot be read): then the kill is taken as asked."""
+        ti = getattr(self, "task_instance", None)
+        if ti is None:
+            return False
+        try:
+            from airflow.sdk.execution_time import task_runner
+            from airflow.sdk.execution_time.comms import GetTaskStates
+
+            map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else None
+            answer = await task_runner.SUPERVISOR_COMMS.asend(
+                GetTaskStates(
+                    dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=map_index
+                )
+            )
+            key = ti.task_id if map_index is None else f"{ti.task_id}_{map_index}"
+            states: dict[str, dict[str, Any]] = getattr(answer, "task_states", None) or {}
+            state = states.get(ti.run_id, {}).get(key)
+        except (ImportError, AttributeError, RuntimeError, OSError) as exc:
+            log.warning("Could not read the state of %s (%s): taking the kill as asked", ti.task_id, exc)
+            return False
+        return bool(state == "deferred")
