@@ -180,7 +180,8 @@ def fired(stack: Any, uid: str) -> bool:
 
 
 def test_triggerer_killed_with_20_deferred_tasks_and_scheduler_restarted(stack: Any, emulator: Any) -> None:
-    emulator.configure(v3_running_seconds=75.0)
+    # The runs last until all 20 tasks have deferred, on a loaded machine too (4 worker slots).
+    emulator.configure(v3_running_seconds=150.0)
     run_id = stack.trigger("stack_deferred", {"tasks": 20})
 
     def deferred() -> list[dict[str, Any]]:
@@ -227,8 +228,9 @@ def test_triggerer_stalled_past_its_heartbeat_resumes_without_stopping_the_runs(
     stack: Any, emulator: Any
 ) -> None:
     # The other triggerer takes the stalled one's triggers over; when the stalled one resumes,
-    # Airflow 3.3 cancels them there "by user action" (on_kill): the runs must go on.
-    emulator.configure(v3_running_seconds=60.0)
+    # Airflow 3.3 cancels them there "by user action" (on_kill): the runs must go on. They last
+    # long enough (on a loaded machine too) to be still running then.
+    emulator.configure(v3_running_seconds=120.0)
     run_id = stack.trigger("stack_deferred", {"tasks": 6})
 
     def deferred() -> list[dict[str, Any]]:

@@ -147,11 +147,8 @@ class CaptainDataRunTrigger(BaseTrigger):
         nor when another triggerer took the wait over)."""
         if not self.stop_on_kill:
             return
-        if await self._task_still_deferred():
-            log.info(
-                "Run %s keeps running: its wait moved to another triggerer (the task is still deferred)",
-                self.run_uid,
-            )
+        if await self._task_goes_on():
+            log.info("Run %s keeps running: its wait moved to another triggerer", self.run_uid)
             return
         try:
             stopped = await self._hook().stop_run(self.api_version, self.run_uid)
@@ -163,12 +160,13 @@ class CaptainDataRunTrigger(BaseTrigger):
         else:
             log.warning("Run %s keeps running: the %s API cannot stop runs", self.run_uid, self.api_version)
 
-    async def _task_still_deferred(self) -> bool:
-        """Whether this trigger's task instance is still deferred. Airflow 3.3 cancels "by user
-        action", with ``on_kill``, every trigger a triggerer no longer holds, also one that
-        another triggerer took over (this one's heartbeat was late: a stall, a loaded machine):
-        that task was not killed, and its run must go on. False when unknown (no task instance,
-        or the state cannot be read): then the kill is taken as asked."""
+    async def _task_goes_on(self) -> bool:
+        """Whether this trigger's task instance goes on: still deferred (its wait on another
+        triggerer), or already resumed by that triggerer's event (scheduled, queued, running).
+        Airflow 3.3 cancels "by user action", with ``on_kill``, every trigger a triggerer no
+        longer holds, also one that another triggerer took over (this one's heartbeat was late:
+        a stall, a loaded machine): that task was not killed, and its run must go on. False
+        when unknown (no task instance, or the state cannot be read): the kill is taken as asked."""
         ti = getattr(self, "task_instance", None)
         if ti is None:
             return False
@@ -188,4 +186,4 @@ class CaptainDataRunTrigger(BaseTrigger):
         except (ImportError, AttributeError, RuntimeError, OSError) as exc:
             log.warning("Could not read the state of %s (%s): taking the kill as asked", ti.task_id, exc)
             return False
-        return bool(state == "deferred")
+        return state in ("deferred", "scheduled", "queued", "running")
