@@ -272,6 +272,10 @@ class Stack:
                 "CAPTAINDATA_EXAMPLE_OUTPUT_BASE": self.s3_uri("examples"),
                 "CAPTAINDATA_STACK_OUTPUT_BASE": self.s3_uri("stack"),
                 "CAPTAINDATA_EXAMPLE_WORKFLOW_UID": self.event_workflow,
+                # The v1 example's warehouse table (captaindata_v1_to_sql), on the worker's disk.
+                "AIRFLOW_CONN_CAPTAINDATA_WAREHOUSE": json.dumps(
+                    {"conn_type": "sqlite", "host": str(self.base / "airflow" / "warehouse.db")}
+                ),
                 **self.s3.environment(),
                 **self.trust_env,
             },
