@@ -75,7 +75,7 @@ async def _watch(scenario: Scenario, emulator: Any, api: Api, workflow_uid: str)
         emulator.configure(v3_running_seconds=0.05)
         short = [api.start_v3(workflow_uid, f"harness {scenario.seed} short {i}") for i in range(50)]
         expected.update(dict.fromkeys(short, "succeeded"))
-        await api.await_final("v3", *short)
+        await await_final(*short)
     if scenario.failing:
         emulator.force_outcome(workflow_uid, "warning", times=len(scenario.failing))
     install(emulator, scenario, "GET", None)
@@ -91,7 +91,7 @@ async def _watch(scenario: Scenario, emulator: Any, api: Api, workflow_uid: str)
             await watches[0].stop()  # the triggerer goes down and comes back
             stopped.append(watches[0])
             watches[0] = Watch(recreate(trigger))
-    await api.await_final("v3", *uids.values())
+    await await_final(*uids.values())
     for uid in long_runs:  # each ends (stopped) later than everything above
         await asyncio.sleep(2 * SHORT_OVERLAP + 0.3)
         httpx.post(f"{emulator.v3_url}/jobs/{uid}/cancel", headers=api.v3).raise_for_status()
@@ -115,3 +115,21 @@ async def _watch(scenario: Scenario, emulator: Any, api: Api, workflow_uid: str)
             "order (first created first)": {uid: expected[uid] for uid in list(expected)[:3]},
         },
     )
+
+
+async def await_final(*uids: str) -> None:
+    """Wait for the runs to end, reading through the scenario's faults (they hit these reads too)."""
+    from airflow_provider_captaindata.exceptions import CaptainDataError
+    from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
+
+    hook = CaptainDataAsyncHook()
+    deadline = time.monotonic() + 60
+    for uid in uids:
+        while True:
+            check(time.monotonic() < deadline, "a run never ended", uid)
+            try:
+                if (await hook.get_run("v3", uid)).state.is_final:
+                    break
+            except CaptainDataError:
+                pass
+            await asyncio.sleep(0.05)
