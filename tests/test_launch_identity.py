@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_captaindata import launch_identity
+from airflow_provider_captaindata.emulator.samples import sample_input
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 from airflow_provider_captaindata.launch_identity import MAX_JOB_NAME, LaunchIdentity
 from tests.test_launch_guarantees import (
@@ -44,6 +45,11 @@ def hook(captaindata_emulator: Any) -> CaptainDataHook:
 @pytest.fixture
 def workflows(hook: CaptainDataHook) -> list[str]:
     return [w.uid for w in hook.list_workflows() if len(w.steps) == 1]
+
+
+def field_of(hook: CaptainDataHook, workflow_uid: str) -> str:
+    """The input field of a one-step workflow, from its input_schema."""
+    return next(iter(hook.get_workflow_details(workflow_uid).steps[0].input_schema["properties"]))
 
 
 def context_of(store: StateStore | None, started: float | None = None) -> dict[str, Any]:
@@ -108,8 +114,13 @@ def test_v3_a_changed_workflow_is_a_new_launch(
     captaindata_emulator: Any, hook: CaptainDataHook, workflows: list[str]
 ) -> None:
     store = StateStore()
-    run_a = v3_operator(workflows[0], wait_for_completion=False).execute(new_context(store))
-    run_b = v3_operator(workflows[1], wait_for_completion=False).execute(new_context(store))
+    run_a, run_b = (
+        # Each workflow gets inputs its input_schema accepts (checked before any launch).
+        v3_operator(uid, wait_for_completion=False, inputs=[sample_input([field_of(hook, uid)])]).execute(
+            new_context(store)
+        )
+        for uid in workflows[:2]
+    )
     assert run_b != run_a and hook.get_workflow_run(run_b).workflow_uid == workflows[1]
 
 
