@@ -99,3 +99,26 @@ def test_no_import_circle_in_the_airflow_layer() -> None:
     layer = (".operators", ".assets", ".lineage", ".hooks", ".sensors", ".triggers", ".client")
     circles = {c for c in _circles(_import_graph()) if any(part in m for m in c for part in layer)}
     assert not circles, [sorted(c) for c in circles]
+
+
+def test_parsing_a_dag_imports_no_async_client() -> None:
+    # The async hook, its client and aiohttp come on first use (triggers, the fan-out), not
+    # when a DAG file imports the operators, the sensor or the hook module.
+    code = textwrap.dedent(
+        """
+        import sys
+        import airflow_provider_captaindata.hooks.captaindata
+        import airflow_provider_captaindata.operators.actions
+        import airflow_provider_captaindata.operators.workflows
+        import airflow_provider_captaindata.sensors.runs
+        ours = [m for m in sys.modules if m.startswith("airflow_provider_c") and m.endswith("_async")]
+        loaded = sorted(ours + [m for m in sys.modules if m == "aiohttp"])
+        assert not loaded, loaded
+        from airflow_provider_captaindata.hooks.captaindata import CaptainDataAsyncHook
+        print(CaptainDataAsyncHook.__module__)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120, env=CLEAN_ENV
+    )
+    assert result.stdout.strip() == "airflow_provider_captaindata.hooks.captaindata_async", result.stderr

@@ -10,7 +10,7 @@ method is the client's (same name, signature and behaviour).
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_captaindata.client.action_inputs import validate_action_input
 from airflow_provider_captaindata.client.api import CaptainDataClient
@@ -20,8 +20,8 @@ from airflow_provider_captaindata.client.transport import RetryPolicy
 from airflow_provider_captaindata.exceptions import CaptainDataAPIError, CaptainDataError
 from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, delegate
 
-# Re-exported: both hooks are public under this module path.
-from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
+if TYPE_CHECKING:
+    from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
 
 __all__ = [
     "CaptainDataAsyncHook",
@@ -137,3 +137,13 @@ def _workspace_name(data: Any) -> str:
     if isinstance(data, list):
         data = data[0] if data else {}
     return str((data or {}).get("name") or "workspace")
+
+
+def __getattr__(name: str) -> Any:
+    # Both hooks are public under this module path; the async one (and aiohttp's transport) is
+    # imported on first use, since DAG files import this module to be parsed.
+    if name == "CaptainDataAsyncHook":
+        from airflow_provider_captaindata.hooks.captaindata_async import CaptainDataAsyncHook
+
+        return CaptainDataAsyncHook
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
