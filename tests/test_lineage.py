@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_captaindata.client.catalog import get_action
+from airflow_provider_captaindata.emulator.samples import sample_input
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 
 pytest.importorskip("airflow.providers.openlineage", reason="needs the openlineage extra")
@@ -32,7 +33,7 @@ PROFILES = [{"linkedin_profile_url": f"https://www.linkedin.com/in/profile-{i}"}
 SEARCH_URL = "https://www.linkedin.com/search/results/people/?keywords=data"
 
 
-def child(workflow_uid: str, failing_uid: str, output_path: str) -> None:
+def child(workflow_uid: str, failing_uid: str, output_path: str, failing_inputs: list[Any]) -> None:
     """Runs in the child: one DAG with a workflow to a file, a live action to XCom and a
     workflow whose run fails."""
     from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
@@ -55,7 +56,7 @@ def child(workflow_uid: str, failing_uid: str, output_path: str) -> None:
             max_results=5,
         )
         CaptainDataLaunchWorkflowOperator(
-            task_id="workflow_fails", workflow_uid=failing_uid, inputs=PROFILES[:1], poll_interval=0.2
+            task_id="workflow_fails", workflow_uid=failing_uid, inputs=failing_inputs, poll_interval=0.2
         )
     print("TASK_STATES=" + json.dumps(task_states(run_dag(dag))))
 
@@ -96,7 +97,10 @@ def emitted(captaindata_emulator_session: Any, tmp_path_factory: pytest.TempPath
             # A thread, not a fork of the task process (the provider's documented option).
             "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
         }
-        args = f"{workflow_uid!r}, {failing_uid!r}, {output_path!r}"
+        # The failing workflow gets inputs its input_schema accepts (checked before any launch).
+        schema = hook.get_workflow_details(failing_uid).steps[0].input_schema
+        failing_inputs = [sample_input(list(schema["properties"]))]
+        args = f"{workflow_uid!r}, {failing_uid!r}, {output_path!r}, {failing_inputs!r}"
         done = subprocess.run(
             [sys.executable, "-c", f"from tests.test_lineage import child; child({args})"],
             env=child_env,
