@@ -19,8 +19,9 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-captaindata",
         "name": "Captain Data",
-        "description": "Run Captain Data v3 workflows and v4 actions from Airflow: launch, wait "
-        "deferrably, collect every result into XCom or object storage.",
+        "description": "Captain Data from Airflow: v1 people and company search, find and "
+        "enrichment at the plan's rate, v3 workflows and v4 actions launched and waited for "
+        "deferrably, every result into XCom or object storage.",
         "versions": [__version__],
         "integrations": [
             {
