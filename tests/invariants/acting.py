@@ -94,6 +94,17 @@ def check_acting(scenario: Scenario, emulator: Any, dag_run: Any, groups: list[l
         return
     # 1. each acting input acted on at most once
     check(all(n <= 1 for n in acted.values()), "an acting input acted on more than once", dict(acted))
+    # 3b. no page link followed twice for one input (a cycling X-Pagination-Next: credits, rows)
+    pages = Counter(
+        ((post.get("body") or {}).get("input", {}).get("linkedin_profile_url"), post["query"]["page"])
+        for post in posts
+        if (post.get("query") or {}).get("page") and post.get("status") == 200
+    )
+    check(
+        all(n <= 1 for n in pages.values()),
+        "a page link was followed twice for one input (a paging loop)",
+        {f"{url} page {page}": n for (url, page), n in pages.items() if n > 1},
+    )
     tis = {ti.map_index: ti for ti in dag_run.get_task_instances()}
     paths: list[str] = []
     for map_index, ti in sorted(tis.items()):

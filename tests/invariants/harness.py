@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from airflow_provider_captaindata.client.transport import RetryPolicy
-from tests.invariants.scenarios import FAULTS, Scenario
+from tests.invariants.scenarios import CYCLE, CYCLE_PAGES, FAULTS, Scenario
 
 # Short timeouts and backoffs so a scenario takes seconds: a 0.8 s answer is a read timeout.
 POLICY = RetryPolicy(
@@ -48,8 +48,20 @@ def harness_policy() -> Iterator[None]:
 
 def install(emulator: Any, scenario: Scenario, method: str, path: str | None) -> None:
     """The scenario's faults on ``path`` (faults on inputs: matched by body)."""
-    for fault in scenario.faults:
-        if path is None:
+    # A cycle's links first: later faults on its input then hit its pages, not its first call.
+    for fault in sorted(scenario.faults, key=lambda f: f.kind != CYCLE):
+        if fault.kind == CYCLE:
+            assert path is not None, "page links are drawn on a live action's calls only"
+            link = f"{emulator.base_url}{path}?page={{}}"
+            for page in range(1, CYCLE_PAGES + 1):  # page 1 -> 2 -> 3 -> 2 -> 3 ...
+                emulator.add_fault(
+                    method,
+                    path,
+                    match_body=fault.target,
+                    body=[{"page": page}],
+                    headers={"X-Pagination-Next": link.format(2 + page % 2)},
+                )
+        elif path is None:
             emulator.add_fault(method, fault.target, times=fault.times, **FAULTS[fault.kind])
         else:
             emulator.add_fault(method, path, times=fault.times, match_body=fault.target, **FAULTS[fault.kind])

@@ -28,6 +28,11 @@ FAULTS: dict[str, dict[str, Any]] = {
     "truncated-after": {"malformed": True, "after": True},
 }
 MAY_HAVE_ACTED = {name for name, spec in FAULTS.items() if spec.get("after") or "delay" in spec}
+# Answers whose X-Pagination-Next links cycle (page 2 -> 3 -> 2 ...) for CYCLE_PAGES pages, then
+# the API's own answer: drawn on top of FAULTS (from the same seed, after everything else) so
+# that adding it changed no other draw of a seed.
+CYCLE = "cycle-pages"
+CYCLE_PAGES = 6
 MAX_SKEW_SECONDS = 600.0
 
 
@@ -101,6 +106,8 @@ def _acting(rng: random.Random, seed: int, skew: float) -> Scenario:
     )
     if scenario.fail_after_execute:
         scenario.retries = max(scenario.retries, 1)  # the retry is what the failure puts to the test
+    if rng.random() < 0.3:
+        scenario.faults.append(Fault(CYCLE, rng.choice(markers)))
     return scenario
 
 
