@@ -338,7 +338,12 @@ def test_s3_outage_fails_the_results_write_and_the_retry_writes_the_whole_file(
 ) -> None:
     emulator.configure(v3_running_seconds=3.0, v3_page_size=5)
     try:
+        # 12 pages answered 1 s late: the write comes ~12 s after the first page, well after the
+        # outage below has begun (without the delay the write won that race and the try never
+        # failed; the check inside the outage makes a lost race a clear failure, not a timeout).
+        emulator.add_fault("GET", "/v3/jobs/*/results", delay=1.0, times=None)
         run_id = stack.trigger("stack_launch", {"profiles": 30})
+        final = f"{BUCKET_PATH}/stack/stack_launch/{run_id}/results.jsonl"
         wait_for(
             lambda: stack.emulator.requests(method="GET", path="/v3/jobs/*/results"),
             "the first results page",
@@ -353,7 +358,9 @@ def test_s3_outage_fails_the_results_write_and_the_retry_writes_the_whole_file(
 
         # S3 refuses writes until the write has failed the try, past the S3 client's retries.
         with stack.s3_refusing_writes():
+            assert not stack.s3_fs().exists(final), "written before the outage began"
             wait_for(first_try_failed, "the results write to fail the try", timeout=600, every=0.5)
+        emulator.clear_faults()
         writable_again = time.time()
         FIGURES["S3 outage failing the try: refused for (s)"] = time.monotonic() - started
         assert stack.wait_for_runs([("stack_launch", run_id)]) == {("stack_launch", run_id): "success"}
@@ -362,7 +369,6 @@ def test_s3_outage_fails_the_results_write_and_the_retry_writes_the_whole_file(
         emulator.configure(v3_page_size=1000)
     assert tries(stack, "stack_launch", run_id)["launch[-1]"] >= 2
     assert list(launches(stack, run_id).values()) == [1]  # the retry found the run: no second launch
-    final = f"{BUCKET_PATH}/stack/stack_launch/{run_id}/results.jsonl"
     assert stack.s3_fs().info(final)["LastModified"].timestamp() >= writable_again - 2
     results = read_back(stack, stack.s3_uri(f"stack/stack_launch/{run_id}"))
     assert results["rows"] == 60 and results["hidden"] == [], results
