@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow_provider_captaindata.client.api import CaptainDataClient
     from airflow_provider_captaindata.client.api_async import CaptainDataAsyncClient
-    from airflow_provider_captaindata.client.transport import RetryPolicy
+    from airflow_provider_captaindata.client.policy import RetryPolicy
 
 __all__ = ["CaptainDataAsyncClient", "CaptainDataClient", "RetryPolicy"]
 
 _HOMES = {
     "CaptainDataClient": "airflow_provider_captaindata.client.api",
     "CaptainDataAsyncClient": "airflow_provider_captaindata.client.api_async",
-    "RetryPolicy": "airflow_provider_captaindata.client.transport",
+    "RetryPolicy": "airflow_provider_captaindata.client.policy",
 }
 
 

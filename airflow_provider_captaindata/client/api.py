@@ -33,15 +33,10 @@ from airflow_provider_captaindata.client.action_inputs import (
 from airflow_provider_captaindata.client.calls import build_request, live_call, v4_runs_params
 from airflow_provider_captaindata.client.lookups import LOOKUP_CLOCK_MARGIN, runs_since
 from airflow_provider_captaindata.client.paging import PageTrail, next_page_url, resolve_next
+from airflow_provider_captaindata.client.policy import DEFAULT_POLICY, ApiResponse, RetryPolicy
 from airflow_provider_captaindata.client.settings import ConnectionSettings
 from airflow_provider_captaindata.client.statuses import RunSnapshot
-from airflow_provider_captaindata.client.transport import (
-    DEFAULT_POLICY,
-    ApiResponse,
-    RetryPolicy,
-    SyncRateGate,
-    SyncTransport,
-)
+from airflow_provider_captaindata.client.transport import SyncRateGate, SyncTransport
 from airflow_provider_captaindata.client.versions import V3, V4, ApiVersion, get_version
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,

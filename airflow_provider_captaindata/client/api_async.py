@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_captaindata.client.calls import build_request, live_call, v4_runs_params
+from airflow_provider_captaindata.client.policy import DEFAULT_POLICY, ApiResponse, RetryPolicy
 from airflow_provider_captaindata.client.settings import ConnectionSettings
 from airflow_provider_captaindata.client.statuses import RunSnapshot
-from airflow_provider_captaindata.client.transport import DEFAULT_POLICY, ApiResponse, RetryPolicy
 from airflow_provider_captaindata.client.transport_async import AsyncTransport
 from airflow_provider_captaindata.client.versions import V3, V4, ApiVersion, get_version
 

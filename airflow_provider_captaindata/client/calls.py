@@ -7,8 +7,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from airflow_provider_captaindata.client.paging import same_origin_url
+from airflow_provider_captaindata.client.policy import ApiRequest
 from airflow_provider_captaindata.client.settings import CLIENT_CONN_ID, ConnectionSettings
-from airflow_provider_captaindata.client.transport import ApiRequest, callback_secrets
+from airflow_provider_captaindata.client.transport import callback_secrets
 from airflow_provider_captaindata.client.versions import ApiVersion
 from airflow_provider_captaindata.exceptions import (
     CaptainDataError,

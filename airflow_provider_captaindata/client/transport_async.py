@@ -17,12 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_captaindata.client.body import ACCEPT_ENCODING, CHUNK_BYTES, BodyReader
 from airflow_provider_captaindata.client.paging import origin_key
+from airflow_provider_captaindata.client.policy import DEFAULT_POLICY, ApiRequest, ApiResponse, RetryPolicy
 from airflow_provider_captaindata.client.transport import (
-    DEFAULT_POLICY,
     USER_AGENT,
-    ApiRequest,
-    ApiResponse,
-    RetryPolicy,
     decode,
     transport_error,
     trusted_certificates,

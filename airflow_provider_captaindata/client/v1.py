@@ -30,15 +30,10 @@ from urllib.parse import quote, unquote
 
 from airflow_provider_captaindata.client.catalog import v1 as spec
 from airflow_provider_captaindata.client.paging import PageTrail, next_page_url, same_origin_url
+from airflow_provider_captaindata.client.policy import DEFAULT_POLICY, ApiRequest, ApiResponse, RetryPolicy
 from airflow_provider_captaindata.client.rate import shared_async_limiter, shared_sync_gate
 from airflow_provider_captaindata.client.settings import V1_DEFAULT_BASE_URL
-from airflow_provider_captaindata.client.transport import (
-    DEFAULT_POLICY,
-    ApiRequest,
-    ApiResponse,
-    RetryPolicy,
-    SyncTransport,
-)
+from airflow_provider_captaindata.client.transport import SyncTransport
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,

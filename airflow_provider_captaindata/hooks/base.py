@@ -9,8 +9,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from airflow.providers.common.compat.sdk import BaseHook
 
+from airflow_provider_captaindata.client.policy import DEFAULT_POLICY, RetryPolicy
 from airflow_provider_captaindata.client.settings import CONN_TYPE, DEFAULT_CONN_ID
-from airflow_provider_captaindata.client.transport import DEFAULT_POLICY, RetryPolicy
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_captaindata.client.action_inputs import validate_action_input
 from airflow_provider_captaindata.client.api import CaptainDataClient
 from airflow_provider_captaindata.client.paging import next_page_url
+from airflow_provider_captaindata.client.policy import RetryPolicy
 from airflow_provider_captaindata.client.settings import ConnectionSettings
-from airflow_provider_captaindata.client.transport import RetryPolicy
 from airflow_provider_captaindata.exceptions import CaptainDataAPIError, CaptainDataError
 from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook, delegate
 
