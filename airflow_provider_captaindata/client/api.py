@@ -18,7 +18,6 @@ builds this client from a connection and delegates every endpoint method to it.
 from __future__ import annotations
 
 import itertools
-import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
@@ -31,7 +30,7 @@ from airflow_provider_captaindata.client.action_inputs import (
     validate_action_input,
 )
 from airflow_provider_captaindata.client.calls import build_request, live_call, v4_runs_params
-from airflow_provider_captaindata.client.lookups import LOOKUP_CLOCK_MARGIN, runs_since
+from airflow_provider_captaindata.client.lookups import LOOKUP_CLOCK_MARGIN, launch_once, runs_since
 from airflow_provider_captaindata.client.paging import PageTrail, next_page_url, resolve_next
 from airflow_provider_captaindata.client.policy import DEFAULT_POLICY, ApiResponse, RetryPolicy
 from airflow_provider_captaindata.client.settings import ConnectionSettings
@@ -39,12 +38,8 @@ from airflow_provider_captaindata.client.statuses import RunSnapshot
 from airflow_provider_captaindata.client.transport import SyncRateGate, SyncTransport
 from airflow_provider_captaindata.client.versions import V3, V4, ApiVersion, get_version
 from airflow_provider_captaindata.exceptions import (
-    CaptainDataAPIError,
     CaptainDataConfigError,
-    CaptainDataError,
     CaptainDataPagingError,
-    CaptainDataTransportError,
-    may_have_acted,
 )
 
 if TYPE_CHECKING:
@@ -59,8 +54,6 @@ if TYPE_CHECKING:
         V4Run,
     )
     from airflow_provider_captaindata.client.v1 import V1Client
-
-log = logging.getLogger(__name__)
 
 
 class CaptainDataClient:
@@ -197,34 +190,12 @@ class CaptainDataClient:
             run = self.find_workflow_run(workflow_uid, job_name, since=since)
             return run.uid if run is not None and run.uid not in stale_run_uids else None
 
-        return self._launch_once(
+        return launch_once(
             f"workflow {workflow_uid} named {job_name!r}",
             lambda: self.launch_workflow(workflow_uid, job_name=job_name, **launch_kwargs).job_uid,
             launched,
+            self.retry_policy,
         )
-
-    def _launch_once(self, what: str, launch: Callable[[], str], launched: Callable[[], str | None]) -> str:
-        """Call ``launch`` until it answers; after each ambiguous failure ask ``launched`` for
-        the run it may have created anyway, and return that run instead of launching again."""
-        last_error: CaptainDataError | None = None
-        for attempt in range(1, self.retry_policy.attempts + 1):
-            try:
-                return launch()
-            except (CaptainDataAPIError, CaptainDataTransportError) as exc:
-                if not may_have_acted(exc):
-                    raise
-                last_error = exc
-            # The API may still be creating the run: give it time to be listed first.
-            policy = self.retry_policy
-            time.sleep(max(policy.backoff_seconds(attempt), policy.launch_lookup_delay))
-            log.warning("Launch of %s ended ambiguously (%s); looking it up", what, last_error)
-            existing = launched()
-            if existing is not None:
-                log.info("Run %s of %s exists: not launching again", existing, what)
-                return existing
-            log.info("No run of %s: launching again (attempt %s)", what, attempt + 1)
-        assert last_error is not None
-        raise last_error
 
     def list_workflow_runs(self, workflow_uid: str, page: int = 0) -> list[V3Job]:
         """``GET /v3/workflows/{uid}/jobs?page=N``: one page of its runs, newest first."""
@@ -380,10 +351,11 @@ class CaptainDataClient:
             run = self.find_action_run_by_callback(action, launch_tag, since=since)
             return run.uid if run is not None and run.uid not in stale_run_uids else None
 
-        return self._launch_once(
+        return launch_once(
             f"{action} async tagged {launch_tag}",
             lambda: self.run_action_async(action, inputs, callback_url=callback_url, **launch_kwargs).uid,
             launched,
+            self.retry_policy,
         )
 
     def get_action_run(self, run_uid: str) -> V4Run:

@@ -1,19 +1,33 @@
-"""Finding runs by time in the API's run listings, with the one margin for Captain Data's clock."""
+"""Finding runs by time in the API's run listings, with the one margin for Captain Data's clock,
+and the launch that looks its run up after an ambiguous failure rather than launch twice."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_captaindata.client.paging import PageTrail
+from airflow_provider_captaindata.exceptions import (
+    CaptainDataAPIError,
+    CaptainDataError,
+    CaptainDataTransportError,
+    may_have_acted,
+)
 
 if TYPE_CHECKING:
+    from airflow_provider_captaindata.client.policy import RetryPolicy
     from airflow_provider_captaindata.client.versions import ApiVersion
 
 # Captain Data's clock may be behind (or ahead of) Airflow's by up to this much: every
 # comparison of a Captain Data time with an Airflow time reads this much further back
 # (lookup_since, may_be_since, the hooks' launch lookups).
 LOOKUP_CLOCK_MARGIN = 600.0
+
+# The launch messages keep the logger of the client that logged them before launch_once moved
+# here: logging set up for that name still reaches them.
+log = logging.getLogger("airflow_provider_captaindata.client.api")
 
 
 def may_be_since(created: float | None, since: float | None) -> bool:
@@ -39,3 +53,28 @@ def runs_since(
         created = [version.created_at(run.model_dump()) for run in runs]
         if since is not None and not any(may_be_since(t, since) for t in created):
             return
+
+
+def launch_once(
+    what: str, launch: Callable[[], str], launched: Callable[[], str | None], policy: RetryPolicy
+) -> str:
+    """Call ``launch`` until it answers; after each ambiguous failure ask ``launched`` for
+    the run it may have created anyway, and return that run instead of launching again."""
+    last_error: CaptainDataError | None = None
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return launch()
+        except (CaptainDataAPIError, CaptainDataTransportError) as exc:
+            if not may_have_acted(exc):
+                raise
+            last_error = exc
+        # The API may still be creating the run: give it time to be listed first.
+        time.sleep(max(policy.backoff_seconds(attempt), policy.launch_lookup_delay))
+        log.warning("Launch of %s ended ambiguously (%s); looking it up", what, last_error)
+        existing = launched()
+        if existing is not None:
+            log.info("Run %s of %s exists: not launching again", existing, what)
+            return existing
+        log.info("No run of %s: launching again (attempt %s)", what, attempt + 1)
+    assert last_error is not None
+    raise last_error
