@@ -234,6 +234,26 @@ def _results_baseline(params: dict[str, Any]) -> int:
     return rows
 
 
+def _timed_read(read: Callable[[dict[str, Any]], int], params: dict[str, Any], case: str) -> dict[str, Any]:
+    """The rows ``read(params)`` wrote, with the wall time, CPU time and peak memory of that
+    read alone (its imports done before)."""
+    reset_peak_rss()
+    rss_before = rss_bytes()
+    with Profile(case):
+        started = time.perf_counter()
+        cpu0 = time.process_time()
+        rows = read(params)
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
+    return {
+        "rows": rows,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rss_before": rss_before,
+        "peak_rss": peak_rss_bytes(),
+    }
+
+
 def _results(params: dict[str, Any]) -> dict[str, Any]:
     read = _results_provider if params["side"] == "provider" else _results_baseline
     # Both sides import their code and the HTTP client (requests) before the clock: import
@@ -248,22 +268,8 @@ def _results(params: dict[str, Any]) -> dict[str, Any]:
         import airflow_provider_captaindata.client.models
         import airflow_provider_captaindata.hooks.captaindata
         import airflow_provider_captaindata.operators.workflows  # noqa: F401
-    reset_peak_rss()
-    rss_before = rss_bytes()
-    with Profile(f"results-{params['side']}-{params['rows']}"):
-        started = time.perf_counter()
-        cpu0 = time.process_time()
-        rows = read(params)
-        wall = time.perf_counter() - started
-        cpu = time.process_time() - cpu0
-    return {
-        "rows": rows,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "rss_before": rss_before,
-        "peak_rss": peak_rss_bytes(),
-        "file_bytes": Path(params["out"]).stat().st_size,
-    }
+    figures = _timed_read(read, params, f"results-{params['side']}-{params['rows']}")
+    return {**figures, "file_bytes": Path(params["out"]).stat().st_size}
 
 
 # -- 4. live fan-out ------------------------------------------------------------------------
@@ -277,6 +283,23 @@ class _TaskInstance:
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
+
+
+def _timed_execute(operator: Any, case: str) -> dict[str, Any]:
+    """The summary and input errors of ``operator.execute``, with its wall and CPU time."""
+    ti = _TaskInstance()
+    with Profile(case):
+        started = time.perf_counter()
+        cpu0 = time.process_time()
+        summary = operator.execute({"ti": ti, "run_id": "bench"})
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "summary": summary,
+        "input_errors": ti.xcom.get("input_errors") or [],
+        "max_concurrency": operator.max_concurrency,
+    }
 
 
 def _fanout(params: dict[str, Any]) -> dict[str, Any]:
@@ -294,19 +317,7 @@ def _fanout(params: dict[str, Any]) -> dict[str, Any]:
         on_input_error="continue",  # count failures instead of stopping at the first batch error
         **({"max_concurrency": params["max_concurrency"]} if params.get("max_concurrency") else {}),
     )
-    ti = _TaskInstance()
-    with Profile("fanout"):
-        started = time.perf_counter()
-        cpu0 = time.process_time()
-        summary = operator.execute({"ti": ti, "run_id": "bench"})
-        wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
-    return {
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "summary": summary,
-        "input_errors": ti.xcom.get("input_errors") or [],
-        "max_concurrency": operator.max_concurrency,
-    }
+    return _timed_execute(operator, "fanout")
 
 
 # -- 6. v1: enrichment at the plan's rate, and a search read against a bare loop -------------
@@ -323,19 +334,7 @@ def _v1_enrich(params: dict[str, Any]) -> dict[str, Any]:
         credit_check=False,
         **({"max_concurrency": params["max_concurrency"]} if params.get("max_concurrency") else {}),
     )
-    ti = _TaskInstance()
-    with Profile("v1-enrich"):
-        started = time.perf_counter()
-        cpu0 = time.process_time()
-        summary = operator.execute({"ti": ti, "run_id": "bench"})
-        wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
-    return {
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "summary": summary,
-        "input_errors": ti.xcom.get("input_errors") or [],
-        "max_concurrency": operator.max_concurrency,
-    }
+    return _timed_execute(operator, "v1-enrich")
 
 
 def _v1_search_provider(params: dict[str, Any]) -> int:
@@ -401,21 +400,7 @@ def _v1_search(params: dict[str, Any]) -> dict[str, Any]:
         import airflow_provider_captaindata.hooks.captaindata
         import airflow_provider_captaindata.operators.v1_search
         import airflow_provider_captaindata.results  # noqa: F401
-    reset_peak_rss()
-    rss_before = rss_bytes()
-    with Profile(f"v1-search-{params['side']}-{params['results']}"):
-        started = time.perf_counter()
-        cpu0 = time.process_time()
-        rows = read(params)
-        wall = time.perf_counter() - started
-        cpu = time.process_time() - cpu0
-    return {
-        "rows": rows,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "rss_before": rss_before,
-        "peak_rss": peak_rss_bytes(),
-    }
+    return _timed_read(read, params, f"v1-search-{params['side']}-{params['results']}")
 
 
 def main() -> None:
