@@ -15,15 +15,13 @@ file differs from what the document gives (for CI).
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from derive_table import derive_table_main
 from derive_v4_queries import reduced
 
 HERE = Path(__file__).resolve().parent
@@ -96,27 +94,14 @@ def derive(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("document", nargs="?", type=Path, default=DEFAULT_DOCUMENT)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
-    args = parser.parse_args(argv)
-    raw = args.document.read_bytes()
-    table = {
-        # A 16-digit prefix, as in the catalog: it identifies the document and never looks
-        # like an API key.
-        "source": {"document": args.document.name, "sha256_prefix": hashlib.sha256(raw).hexdigest()[:16]},
-        **derive(json.loads(raw)),
-    }
-    text = json.dumps(table, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-    if args.check:
-        if not args.out.exists() or args.out.read_text() != text:
-            print(f"{args.out} is out of date: run scripts/derive_v1_api.py", file=sys.stderr)
-            return 1
-        return 0
-    args.out.write_text(text)
-    print(f"wrote {args.out} ({len(table['operations'])} operations)")
-    return 0
+    return derive_table_main(
+        argv,
+        description=__doc__.split("\n", 1)[0],
+        default_document=DEFAULT_DOCUMENT,
+        default_out=DEFAULT_OUT,
+        derive=derive,
+        script="scripts/derive_v1_api.py",
+    )
 
 
 if __name__ == "__main__":

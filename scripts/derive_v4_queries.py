@@ -14,12 +14,11 @@ when the committed file differs from what the document gives (for CI).
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from derive_table import derive_table_main
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DOCUMENT = HERE.parent.parent / "shared" / "reference" / "captaindata-v4-openapi.json"
@@ -57,27 +56,14 @@ def derive(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("document", nargs="?", type=Path, default=DEFAULT_DOCUMENT)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--check", action="store_true", help="fail if the committed file is out of date")
-    args = parser.parse_args(argv)
-    raw = args.document.read_bytes()
-    table = {
-        # A 16-digit prefix, as in the catalog: it identifies the document and never looks
-        # like an API key.
-        "source": {"document": args.document.name, "sha256_prefix": hashlib.sha256(raw).hexdigest()[:16]},
-        "operations": derive(json.loads(raw)),
-    }
-    text = json.dumps(table, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-    if args.check:
-        if not args.out.exists() or args.out.read_text() != text:
-            print(f"{args.out} is out of date: run scripts/derive_v4_queries.py", file=sys.stderr)
-            return 1
-        return 0
-    args.out.write_text(text)
-    print(f"wrote {args.out} ({len(table['operations'])} operations)")
-    return 0
+    return derive_table_main(
+        argv,
+        description=__doc__.split("\n", 1)[0],
+        default_document=DEFAULT_DOCUMENT,
+        default_out=DEFAULT_OUT,
+        derive=lambda document: {"operations": derive(document)},
+        script="scripts/derive_v4_queries.py",
+    )
 
 
 if __name__ == "__main__":
