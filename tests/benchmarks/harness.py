@@ -255,3 +255,78 @@ def format_row(row: Row, *, with_benchmark: bool = True) -> str:
         f"{head}{row.metric:<40} {_num(row.value):>10} {row.unit:<8} baseline {_num(row.baseline):>10}"
         f"  ratio {ratio:>6}  target {row.target:<22} {verdict}"
     )
+
+
+def paced_run(
+    benchmark: str,
+    result: Mapping[str, Any],
+    calls: Sequence[Mapping[str, Any]],
+    *,
+    inputs: int,
+    rate: float,
+    wall_metric: str,
+    metric_prefix: str = "",
+) -> tuple[list[Row], dict[str, Any]]:
+    """The rows and details of ``inputs`` sent through a rate limit by an operator in a child
+    (``result``), with the live ``calls`` the emulator logged: the wall time against the ideal
+    (inputs / rate), the 429s, the inputs that failed. The details are the measured part: each
+    benchmark puts its own setting before them."""
+    refused = sum(1 for c in calls if c["status"] == 429)
+    failed = int(result["summary"]["failed"])
+    ideal = inputs / rate
+    rows = [
+        Row(
+            benchmark,
+            wall_metric,
+            result["wall_s"],
+            ideal,
+            "s",
+            "<= 1.05x ideal",
+            result["wall_s"] / ideal <= 1.05,
+        ),
+        Row(benchmark, f"{metric_prefix}429s seen", refused, None, "", "", None),
+        Row(benchmark, f"{metric_prefix}inputs failed", failed, None, "", "0", failed == 0),
+    ]
+    details = {
+        "max_concurrency": result["max_concurrency"],
+        "ideal_s": ideal,
+        "wall_s": result["wall_s"],
+        "cpu_s": result["cpu_s"],
+        "calls": len(calls),
+        "refused_429": refused,
+        "failed": failed,
+        "rows_written": result["summary"].get("rows"),
+        "first_errors": result["input_errors"][:5],
+    }
+    return rows, details
+
+
+def beside_baseline(
+    benchmark: str,
+    cases: Mapping[tuple[str, int], Mapping[str, Any]],
+    sizes: Sequence[int],
+    key: str,
+    metric: str,
+    unit: str,
+    side: str = "provider",
+) -> list[Row]:
+    """One row per size: figure ``key`` of ``side``'s case beside the baseline's, no target;
+    ``metric`` names the size as ``{size:,}``."""
+    return [
+        Row(
+            benchmark,
+            metric.format(size=size),
+            cases[(side, size)][key],
+            cases[("baseline", size)][key],
+            unit,
+            "",
+            None,
+        )
+        for size in sizes
+    ]
+
+
+def check_targets(rows: Sequence[Row]) -> None:
+    """Fail on a missed target only when asked (``STRICT``)."""
+    if STRICT:
+        assert all(r.met is not False for r in rows), [r.metric for r in rows if r.met is False]
