@@ -31,6 +31,7 @@ from airflow_provider_captaindata.exceptions import (
     classify,
 )
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataAsyncHook, CaptainDataHook
+from tests.loopback_http import JsonHandler
 
 FAST = RetryPolicy(attempts=3, backoff_initial=0.01, backoff_max=0.05, read_timeout=5.0)
 MESSAGE = "linkedin-message-profile"
@@ -135,7 +136,7 @@ class _KeepAliveServer:
         self.connections = 0
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"
             timeout = idle_close  # an idle keep-alive connection is closed (FIN) after this
 
@@ -150,15 +151,7 @@ class _KeepAliveServer:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.close_connection = True
                     return
-                body = json.dumps({"sent": outer.posts}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
+                self.send_json(json.dumps({"sent": outer.posts}).encode())
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -20,6 +20,7 @@ from airflow_provider_captaindata.client.transport import RetryPolicy
 from airflow_provider_captaindata.emulator.tls import make_local_tls
 from airflow_provider_captaindata.exceptions import CaptainDataTransportError, Fault, classify
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataAsyncHook, CaptainDataHook
+from tests.loopback_http import JsonHandler
 
 CONN_ID = "cd_transport_tls"
 ONE_TRY = RetryPolicy(attempts=1, connect_timeout=5.0, read_timeout=5.0)
@@ -30,17 +31,9 @@ CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_
 def https(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     tls = make_local_tls(tmp_path_factory.mktemp("tls"))
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
-            body = b"[]"
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
+            self.send_json(b"[]")
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
