@@ -279,6 +279,13 @@ class _V1Base:
         path, query = prepare(endpoint, {k: v for k, v in params.items() if v is not None})
         return endpoint, self.base_url + path, query
 
+    def _call_target(self, name: str, params: Mapping[str, Any]) -> tuple[str, dict[str, str] | None]:
+        """The URL and query (None: none) of a non-list call."""
+        endpoint, url, query = self._first(name, params)
+        if endpoint.paged:
+            raise CaptainDataConfigError(f"{name} is a list endpoint: iterate it with rows()")
+        return url, query or None
+
     def pager(self, name: str, max_results: int | None = None, **params: Any) -> CursorPager:
         endpoint, url, query = self._first(name, params)
         if not endpoint.paged:
@@ -327,10 +334,7 @@ class V1Client(_V1Base):
 
     def call(self, name: str, **params: Any) -> Any:
         """One non-list call (find, enrich, quotas): its JSON answer."""
-        endpoint, url, query = self._first(name, params)
-        if endpoint.paged:
-            raise CaptainDataConfigError(f"{name} is a list endpoint: iterate it with rows()")
-        return self._send(url, query or None).data
+        return self._send(*self._call_target(name, params)).data
 
     def read(self, pager: CursorPager) -> Iterator[list[dict[str, Any]]]:
         """The pages of a reading, as lists of new rows (restarts on a refused cursor)."""
@@ -418,10 +422,7 @@ class AsyncV1Client(_V1Base):
             attempt += 1
 
     async def call(self, name: str, **params: Any) -> Any:
-        endpoint, url, query = self._first(name, params)
-        if endpoint.paged:
-            raise CaptainDataConfigError(f"{name} is a list endpoint: iterate it with rows()")
-        return (await self._send(url, query or None)).data
+        return (await self._send(*self._call_target(name, params))).data
 
     async def read(self, pager: CursorPager) -> AsyncIterator[list[dict[str, Any]]]:
         while pager.next is not None:
