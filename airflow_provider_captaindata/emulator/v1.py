@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import airflow_provider_captaindata.emulator.v1_fakes as fakes
 from airflow_provider_captaindata.client.catalog import v1 as spec
-from airflow_provider_captaindata.emulator import v1_fakes as fakes
 from airflow_provider_captaindata.emulator.errors import ApiError, invalid_input, json_response
 from airflow_provider_captaindata.emulator.fakes import persona, row_random, slug
 from airflow_provider_captaindata.emulator.state import EmulatorState
