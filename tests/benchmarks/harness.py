@@ -257,6 +257,11 @@ def format_row(row: Row, *, with_benchmark: bool = True) -> str:
     )
 
 
+def live_calls(emulator: Any, action: str) -> list[dict[str, Any]]:
+    """The live calls of ``action`` in the emulator's request log (first pages and next pages)."""
+    return emulator.requests(method="POST", path=f"/v4/actions/{action}/run/live*")
+
+
 def paced_run(
     benchmark: str,
     result: Mapping[str, Any],

@@ -19,6 +19,7 @@ from tests.benchmarks.harness import (
     check_targets,
     child_argv,
     child_env,
+    live_calls,
     paced_run,
     run_child,
 )
@@ -29,19 +30,15 @@ LATENCY = 0.15
 ACTION = "linkedin-extract-people"
 
 
-def _live_calls(emulator: Any) -> list[dict[str, Any]]:
-    return emulator.requests(method="POST", path=f"/v4/actions/{ACTION}/run/live*")
-
-
 def test_live_fanout_at_rate_limit(recorder: Recorder, emulator: Any, child_home: Path) -> None:
     emulator.configure(rate_limit_per_second=RATE, live_latency_seconds=LATENCY)
-    before = len(_live_calls(emulator))
+    before = len(live_calls(emulator, ACTION))
     out = BENCH_DIR / "fanout.jsonl"
     env = child_env(child_home, connection_env(emulator, rate_limit_per_second=RATE))
     result = run_child(
         child_argv("fanout", inputs=INPUTS, action=ACTION, out=str(out)), env, timeout=900
     ).output
-    calls = _live_calls(emulator)[before:]
+    calls = live_calls(emulator, ACTION)[before:]
     out.unlink(missing_ok=True)
     rows, measured = paced_run(
         "fanout", result, calls, inputs=INPUTS, rate=RATE, wall_metric=f"wall time, {INPUTS:,} inputs"

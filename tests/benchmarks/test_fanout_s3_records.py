@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from tests.benchmarks.conftest import connection_env
-from tests.benchmarks.harness import Recorder, check_targets, child_argv, child_env, paced_run, run_child
+from tests.benchmarks.harness import (
+    Recorder,
+    check_targets,
+    child_argv,
+    child_env,
+    live_calls,
+    paced_run,
+    run_child,
+)
 
 INPUTS = int(os.environ.get("BENCH_FANOUT_S3_INPUTS", "2000"))
 RATE = 40.0
@@ -25,15 +33,11 @@ LATENCY = 0.1
 ACTION = "linkedin-message-profile"
 
 
-def _live_calls(emulator: Any) -> list[dict[str, Any]]:
-    return emulator.requests(method="POST", path=f"/v4/actions/{ACTION}/run/live*")
-
-
 def test_acting_fanout_with_s3_records_at_rate_limit(
     recorder: Recorder, emulator: Any, child_home: Path, s3_server: Any
 ) -> None:
     emulator.configure(rate_limit_per_second=RATE, live_latency_seconds=LATENCY)
-    before = len(_live_calls(emulator))
+    before = len(live_calls(emulator, ACTION))
     output_path = s3_server.uri(f"bench-{uuid.uuid4().hex[:8]}/messages.jsonl")
     env = child_env(
         child_home, {**connection_env(emulator, rate_limit_per_second=RATE), **s3_server.environment()}
@@ -41,7 +45,7 @@ def test_acting_fanout_with_s3_records_at_rate_limit(
     result = run_child(
         child_argv("fanout", inputs=INPUTS, action=ACTION, out="", output_path=output_path), env, timeout=900
     ).output
-    calls = _live_calls(emulator)[before:]
+    calls = live_calls(emulator, ACTION)[before:]
     rows, measured = paced_run(
         "fanout_s3_records",
         result,
