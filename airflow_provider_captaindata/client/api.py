@@ -18,7 +18,6 @@ builds this client from a connection and delegates every endpoint method to it.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ from airflow_provider_captaindata.client.action_inputs import (
     validate_action_input,
 )
 from airflow_provider_captaindata.client.calls import build_request, live_call, v4_runs_params
-from airflow_provider_captaindata.client.lookups import LOOKUP_CLOCK_MARGIN, launch_once, runs_since
+from airflow_provider_captaindata.client.lookups import launch_once, runs_since
 from airflow_provider_captaindata.client.paging import PageTrail, next_page_url, resolve_next
 from airflow_provider_captaindata.client.policy import DEFAULT_POLICY, ApiResponse, RetryPolicy
 from airflow_provider_captaindata.client.settings import ConnectionSettings
@@ -183,17 +182,11 @@ class CaptainDataClient:
 
         ``stale_run_uids``: earlier runs with the same name (a failed try) that the lookup must
         not mistake for this launch."""
-
-        since = time.time() - LOOKUP_CLOCK_MARGIN  # a run this call creates is newer
-
-        def launched() -> str | None:
-            run = self.find_workflow_run(workflow_uid, job_name, since=since)
-            return run.uid if run is not None and run.uid not in stale_run_uids else None
-
         return launch_once(
             f"workflow {workflow_uid} named {job_name!r}",
             lambda: self.launch_workflow(workflow_uid, job_name=job_name, **launch_kwargs).job_uid,
-            launched,
+            lambda since: self.find_workflow_run(workflow_uid, job_name, since=since),
+            stale_run_uids,
             self.retry_policy,
         )
 
@@ -344,17 +337,11 @@ class CaptainDataClient:
             raise CaptainDataConfigError(
                 "launch_tag: must be part of callback_url, or no lookup can find the run"
             )
-
-        since = time.time() - LOOKUP_CLOCK_MARGIN  # a run this call creates is newer
-
-        def launched() -> str | None:
-            run = self.find_action_run_by_callback(action, launch_tag, since=since)
-            return run.uid if run is not None and run.uid not in stale_run_uids else None
-
         return launch_once(
             f"{action} async tagged {launch_tag}",
             lambda: self.run_action_async(action, inputs, callback_url=callback_url, **launch_kwargs).uid,
-            launched,
+            lambda since: self.find_action_run_by_callback(action, launch_tag, since=since),
+            stale_run_uids,
             self.retry_policy,
         )
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_captaindata.client.paging import PageTrail
 from airflow_provider_captaindata.exceptions import (
@@ -55,11 +55,31 @@ def runs_since(
             return
 
 
+class LaunchedRun(Protocol):
+    """What a launch lookup finds: a run of either API generation, known by its uid."""
+
+    @property
+    def uid(self) -> str: ...
+
+
 def launch_once(
-    what: str, launch: Callable[[], str], launched: Callable[[], str | None], policy: RetryPolicy
+    what: str,
+    launch: Callable[[], str],
+    find: Callable[[float], LaunchedRun | None],
+    stale_run_uids: Sequence[str],
+    policy: RetryPolicy,
 ) -> str:
-    """Call ``launch`` until it answers; after each ambiguous failure ask ``launched`` for
-    the run it may have created anyway, and return that run instead of launching again."""
+    """Call ``launch`` (it returns the run's uid) until it answers; after each ambiguous failure
+    ask ``find(since)`` for the run it may have created anyway (the newest match among runs
+    created since ``since``, or None), and return that run's uid instead of launching again.
+
+    ``stale_run_uids``: earlier runs that match too (a failed try), never taken for this launch."""
+    since = time.time() - LOOKUP_CLOCK_MARGIN  # a run this call creates is newer
+
+    def launched() -> str | None:
+        run = find(since)
+        return run.uid if run is not None and run.uid not in stale_run_uids else None
+
     last_error: CaptainDataError | None = None
     for attempt in range(1, policy.attempts + 1):
         try:
