@@ -42,7 +42,7 @@ $(ENVS): env-%:
 
 env-lines: env $(addprefix env-,$(filter-out 3.3,$(LINES)))
 
-# Every line's suite, two at a time (2 cores); each log is shown whole afterwards.
+# Every line's suite, all at once (JOBS=2 for two at a time); each log is shown whole afterwards.
 test: lint env-lines
 	LINES="$(LINES)" scripts/test-lines.sh $(PYTEST_ARGS)
 
