@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -141,7 +142,7 @@ class CallbackStore:
             # becomes visible when complete, so neither name is ever seen half written.
             self.fs.makedirs(folder, exist_ok=True)
             temp = f"{folder}/.{normalize_uuid(batch_uid)}.{uuid.uuid4().hex}.tmp"
-            self.fs.pipe_file(temp, bytes(data) if isinstance(data, bytearray) else data)
+            self.fs.pipe_file(temp, _upload_body(self.fs, data))
             try:
                 self.fs.mv(temp, final)
             finally:
@@ -189,6 +190,75 @@ class CallbackStore:
             with open(path, "rb") as handle:
                 return handle.read()
         return bytes(self.fs.cat_file(path))
+
+
+# s3fs sends a body under this size in one PUT (larger ones are sliced into multipart parts,
+# which needs a bytes-like object).
+_S3_SINGLE_PUT_BYTES = 100 * 2**20
+
+
+def _upload_body(fs: Any, data: bytes | bytearray) -> Any:
+    """What to give ``fs.pipe_file``: on S3 a reader over ``data`` itself, else ``data``.
+
+    Given bytes, botocore wraps them in a ``BytesIO``, whose buffer aiohttp's payload takes
+    with ``getbuffer()`` (a whole copy); ``bytes(bytearray)`` was another. A file-like body is
+    read and sent 64 KiB at a time instead: the upload holds no second copy of the page."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if ("s3" in protocols or "s3a" in protocols) and len(data) < _S3_SINGLE_PUT_BYTES:
+        return BodyReader(data)
+    return data
+
+
+class BodyReader(io.RawIOBase):
+    """A read-only, seekable file over a buffer, without copying it (``io.BytesIO`` copies a
+    bytearray, and its ``getbuffer()`` copies shared bytes); ``len()`` is the whole size, as
+    s3fs and botocore ask it. Each read returns a new bytes object of that chunk only."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        super().__init__()
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self._view.nbytes
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        # Each pass over the body (botocore's checksum and signature, aiohttp's send) starts
+        # with tell(). s3fs retries a failed put_object with the same object, already read to
+        # its end: asked its position there, the reader starts again, so a retry sends the
+        # whole page (not an empty body under the page's Content-Length).
+        if self._pos >= len(self):
+            self._pos = 0
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self)}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self) if size is None or size < 0 else min(len(self), self._pos + size)
+        chunk = bytes(self._view[self._pos : end]) if end > self._pos else b""
+        self._pos = max(self._pos, end)
+        return chunk
+
+    def readall(self) -> bytes:
+        return self.read()
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._view[self._pos : self._pos + len(buffer)]
+        n = len(chunk)
+        memoryview(buffer).cast("B")[:n] = chunk
+        self._pos += n
+        return n
 
 
 def _local_folder(uri: str) -> str | None:

@@ -6,19 +6,22 @@ The receiver runs as its own process, as in production, so the worker's S3 files
 
 from __future__ import annotations
 
+import gc
 import json
+import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from airflow_provider_captaindata.callbacks.app import CallbackReceiver
 from airflow_provider_captaindata.callbacks.reconcile import list_callback_records, reconcile_run
-from airflow_provider_captaindata.callbacks.storage import CallbackStore
+from airflow_provider_captaindata.callbacks.storage import BodyReader, CallbackStore
 from airflow_provider_captaindata.callbacks.tokens import callback_url_for
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 from tests.airflow_helpers import run_dag, task_states, xcom
-from tests.callbacks.conftest import SECRET
+from tests.callbacks.conftest import LAUNCH_KEY, SECRET, callback_body
 from tests.callbacks.test_cli import Cli
 from tests.callbacks.test_reconcile import assert_exactly_once, run_to_the_end
 from tests.s3_server import SeaweedS3
@@ -104,3 +107,57 @@ def test_webhooks_written_by_another_process_are_listed_on_s3(s3_server: Seaweed
 
     assert store.list_events("default", since=1_700_000_001.0) == [(later, 1_700_000_005.0)]
     assert store.read_event("default", later) == body
+
+
+def _traced_peak(call: Callable[[], object]) -> int:
+    """The most Python memory ``call`` held at once above what was held before (every thread:
+    the S3 client sends from fsspec's own event-loop thread)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        call()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_callback_stored_to_s3_is_never_held_twice(s3_storage: str) -> None:
+    # The upload copied the page twice while the receiver still held it: bytes(bytearray),
+    # then aiohttp's payload took the buffer of the BytesIO botocore wraps bytes in
+    # (getbuffer() copies a shared buffer): 3x the body in flight, 3.1x with the check.
+    store = CallbackStore(s3_storage)
+    run_uid = str(uuid.uuid4())
+    body = callback_body(run_uid, rows=0)
+    body["results"] = [{"full_name": f"Person {i}", "headline": "x" * 120, "index": i} for i in range(40_000)]
+    data = bytearray(json.dumps(body).encode())  # ~7 MiB, held as the receiver holds it
+    del body
+    store.write_page(LAUNCH_KEY, run_uid, str(uuid.uuid4()), bytearray(b"{}"), digest="0" * 16)  # warm
+
+    batch = str(uuid.uuid4())
+    upload = _traced_peak(lambda: store.write_page(LAUNCH_KEY, run_uid, batch, data, digest="1" * 16))
+    stored = _traced_peak(lambda: CallbackReceiver._store(store, LAUNCH_KEY, data))
+    mib = 2**20
+    print(f"\nbody {len(data) / mib:.1f} MiB: upload +{upload / mib:.1f} MiB, check +{stored / mib:.1f} MiB")
+    # What the upload adds is chunks, whatever the body's size: botocore hashes the payload
+    # for SigV4 and its checksum 1 MiB at a time, aiohttp sends 64 KiB, reads 256 KiB. A copy
+    # of the body would be 7 MiB.
+    assert upload <= 3 * 2**20
+    # The check holds the body's text (one copy) and one row: the callback costs 2x its body.
+    assert stored <= len(data) + 3 * 2**20
+    assert store.read_bytes(store.page_path(LAUNCH_KEY, run_uid, f"{batch}.{'1' * 16}")) == data
+
+
+def test_a_body_reader_read_once_is_sent_whole_again(s3_server: SeaweedS3) -> None:
+    # s3fs retries a failed put_object with the same body object, which the failed attempt
+    # read to its end: the retry must send the whole page again.
+    store = CallbackStore(s3_server.uri(f"reader-{uuid.uuid4().hex[:8]}"))
+    data = bytearray(json.dumps(callback_body(rows=2_000)).encode())
+    reader = BodyReader(data)
+    folder = store.run_folder(LAUNCH_KEY, str(uuid.uuid4()))
+    first, again = f"{folder}/first.json", f"{folder}/again.json"
+    store.fs.pipe_file(first, reader)
+    assert reader.read(1) == b""  # read to its end, as after a failed attempt
+    store.fs.pipe_file(again, reader)
+    assert store.fs.cat_file(first) == store.fs.cat_file(again) == data
