@@ -18,7 +18,7 @@ builds this client from a connection and delegates every endpoint method to it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -185,7 +185,7 @@ class CaptainDataClient:
         return launch_once(
             f"workflow {workflow_uid} named {job_name!r}",
             lambda: self.launch_workflow(workflow_uid, job_name=job_name, **launch_kwargs).job_uid,
-            lambda since: self.find_workflow_run(workflow_uid, job_name, since=since),
+            lambda since, stale: self.find_workflow_run(workflow_uid, job_name, since=since, exclude=stale),
             stale_run_uids,
             self.retry_policy,
         )
@@ -198,13 +198,14 @@ class CaptainDataClient:
         return [V3Job.model_validate(j) for j in data or []]
 
     def find_workflow_run(
-        self, workflow_uid: str, job_name: str, *, since: float | None = None
+        self, workflow_uid: str, job_name: str, *, since: float | None = None, exclude: Collection[str] = ()
     ) -> V3Job | None:
         """The newest run of a workflow named ``job_name`` among those created since ``since``
-        (epoch seconds; None: every run the API lists, the last two months), page by page."""
+        (epoch seconds; None: every run the API lists, the last two months), page by page,
+        passing over the runs in ``exclude`` (see :func:`~.lookups.runs_since`)."""
         pages = (self.list_workflow_runs(workflow_uid, page) for page in itertools.count())
         runs = runs_since(pages, since, V3, f"runs of workflow {workflow_uid}")
-        return next((run for run in runs if run.name == job_name), None)
+        return next((run for run in runs if run.name == job_name and run.uid not in exclude), None)
 
     def get_workflow_run(self, job_uid: str) -> V3Job:
         """``GET /v3/jobs/{uid}``."""
@@ -340,7 +341,9 @@ class CaptainDataClient:
         return launch_once(
             f"{action} async tagged {launch_tag}",
             lambda: self.run_action_async(action, inputs, callback_url=callback_url, **launch_kwargs).uid,
-            lambda since: self.find_action_run_by_callback(action, launch_tag, since=since),
+            lambda since, stale: self.find_action_run_by_callback(
+                action, launch_tag, since=since, exclude=stale
+            ),
             stale_run_uids,
             self.retry_policy,
         )
@@ -375,10 +378,11 @@ class CaptainDataClient:
         return [V4Run.model_validate(r) for r in self._call(V4, "GET", "/runs", params=params).data or []]
 
     def find_action_run_by_callback(
-        self, action: str, marker: str, *, since: float | None = None
+        self, action: str, marker: str, *, since: float | None = None, exclude: Collection[str] = ()
     ) -> V4Run | None:
         """The newest async run of ``action`` whose callback URL contains ``marker`` (the launch
-        tag) among those created since ``since`` (epoch seconds; None: all), page by page."""
+        tag) among those created since ``since`` (epoch seconds; None: all), page by page,
+        passing over the runs in ``exclude`` (see :func:`~.lookups.runs_since`)."""
 
         def pages() -> Iterator[list[V4Run]]:
             for offset in itertools.count(0, 100):
@@ -388,7 +392,14 @@ class CaptainDataClient:
                     return
 
         runs = runs_since(pages(), since, V4, f"async runs of {action}")
-        return next((run for run in runs if marker in str((run.callback or {}).get("url") or "")), None)
+        return next(
+            (
+                run
+                for run in runs
+                if marker in str((run.callback or {}).get("url") or "") and run.uid not in exclude
+            ),
+            None,
+        )
 
     def resume_action_run(self, run_uid: str) -> V4Run:
         """``POST /v4/runs/{uid}/resume``: resume a stopped run."""

@@ -43,7 +43,11 @@ def runs_since(
     """The runs of ``pages`` (newest first), read until a whole page was created before
     ``since`` (None: to the end). Bounded by time, not by a number of pages, so a burst of
     sibling runs never pushes a run out of sight; a page that repeats an earlier one (the
-    API ignoring the page asked for, or cycling) fails rather than looping (``PageTrail``)."""
+    API ignoring the page asked for, or cycling) fails rather than looping (``PageTrail``).
+
+    "Newest" is by Captain Data's clocks, which may disagree by the margin: a lookup of one
+    launch's run therefore passes over the runs it knows are not the one (``exclude``) instead
+    of stopping at the first match, which may be an earlier failed run dated later."""
     trail = PageTrail(what)
     for runs in pages:
         if not runs:
@@ -65,20 +69,21 @@ class LaunchedRun(Protocol):
 def launch_once(
     what: str,
     launch: Callable[[], str],
-    find: Callable[[float], LaunchedRun | None],
+    find: Callable[[float, Sequence[str]], LaunchedRun | None],
     stale_run_uids: Sequence[str],
     policy: RetryPolicy,
 ) -> str:
     """Call ``launch`` (it returns the run's uid) until it answers; after each ambiguous failure
-    ask ``find(since)`` for the run it may have created anyway (the newest match among runs
-    created since ``since``, or None), and return that run's uid instead of launching again.
+    ask ``find(since, stale_run_uids)`` for the run it may have created anyway (the newest
+    match among runs created since ``since``, passing over ``stale_run_uids``, or None), and
+    return that run's uid instead of launching again.
 
     ``stale_run_uids``: earlier runs that match too (a failed try), never taken for this launch."""
     since = time.time() - LOOKUP_CLOCK_MARGIN  # a run this call creates is newer
 
     def launched() -> str | None:
-        run = find(since)
-        return run.uid if run is not None and run.uid not in stale_run_uids else None
+        run = find(since, stale_run_uids)
+        return run.uid if run is not None else None
 
     last_error: CaptainDataError | None = None
     for attempt in range(1, policy.attempts + 1):

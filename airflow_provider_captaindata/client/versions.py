@@ -30,6 +30,8 @@ class ApiVersion:
     # Fields of a listed run that are never earlier than its creation: a lookup stops paging
     # at runs created before the first try (the earliest of them is used).
     created_fields: tuple[str, ...] = ()
+    # Final for a waiter, yet Captain Data can resume the run: a retry never launches beside it.
+    on_hold_statuses: frozenset[str] = frozenset()
 
     def auth_headers(self, api_key: str, project_uid: str | None) -> dict[str, str]:
         if self.name == "v3":
@@ -41,6 +43,11 @@ class ApiVersion:
         """Map a raw status to a RunState; unknown statuses are UNKNOWN (waiters fail closed)."""
         key = (status or "") if self.case_sensitive else (status or "").upper()
         return self.status_states.get(key, RunState.UNKNOWN)
+
+    def on_hold(self, status: str | None) -> bool:
+        """Whether a run in ``status`` may still be resumed in Captain Data (see ``on_hold_statuses``)."""
+        key = (status or "") if self.case_sensitive else (status or "").upper()
+        return key in self.on_hold_statuses
 
     def created_at(self, run: Mapping[str, Any]) -> float | None:
         """Epoch seconds no earlier than the run's creation, None when its fields say nothing."""
@@ -104,6 +111,9 @@ V4 = ApiVersion(
     },
     case_sensitive=False,
     created_fields=("created_at",),
+    # An integration needs attention (like v3's paused, which is never final): once fixed, the
+    # run can be resumed (POST /runs/{uid}/resume). STOPPED is a user's own decision.
+    on_hold_statuses=frozenset({"BLOCKED"}),
 )
 
 VERSIONS: dict[str, ApiVersion] = {"v3": V3, "v4": V4}

@@ -440,9 +440,11 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         per_try = min(limits) + DEFAULT_REPLAY_WAIT_SECONDS
         return lifetime_covering((retries + 1) * per_try + retries * delay)
 
-    def find_earlier_run(self, context: Any) -> tuple[RunSnapshot | None, str]:
+    def find_earlier_run(self, context: Any, exclude: Sequence[str]) -> tuple[RunSnapshot | None, str]:
         key = self.launch_key(context)
-        run = self.hook.find_action_run_by_callback(self.action, key, since=lookup_since(context))
+        run = self.hook.find_action_run_by_callback(
+            self.action, key, since=lookup_since(context), exclude=exclude
+        )
         return (V4.snapshot(run.model_dump()) if run else None), f"found by launch key {key}"
 
     def launch(self, context: Any, stale_run_uids: list[str]) -> str:

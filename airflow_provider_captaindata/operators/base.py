@@ -8,7 +8,7 @@ Subclasses say how to launch (or find) a run and how to read its result pages.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
@@ -18,6 +18,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 
 from airflow_provider_captaindata.client.settings import DEFAULT_CONN_ID
 from airflow_provider_captaindata.client.statuses import RunState
+from airflow_provider_captaindata.client.versions import get_version
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataConfigError,
@@ -153,11 +154,11 @@ class CaptainDataRunOperatorBase(BaseOperator):
         launch identity, so a run launched with other values is never resumed."""
         raise NotImplementedError
 
-    def find_earlier_run(self, context: Any) -> tuple[RunSnapshot | None, str]:
+    def find_earlier_run(self, context: Any, exclude: Sequence[str]) -> tuple[RunSnapshot | None, str]:
         """The newest run an earlier try of this same launch made (see :meth:`launch_identity`),
         found by its launch name or tag among the runs created since the first try
-        (:func:`~airflow_provider_captaindata.launch_identity.lookup_since`), and how it was
-        found (for the log)."""
+        (:func:`~airflow_provider_captaindata.launch_identity.lookup_since`), passing over the
+        runs in ``exclude``, and how it was found (for the log)."""
         raise NotImplementedError
 
     def result_pages(self, run_uid: str) -> Iterable[list[dict[str, Any]]]:
@@ -248,11 +249,14 @@ class CaptainDataRunOperatorBase(BaseOperator):
             if self._worth_resuming(snapshot, "remembered in task_state_store"):
                 return snapshot.uid, stale
             stale.append(snapshot.uid)
-        found, how = self.find_earlier_run(context)
-        if found is not None and found.uid not in stale:
+        # Every match, not only the newest: "newest" is by Captain Data's clocks, so a failed
+        # run of an earlier try may be listed above the run a later try launched.
+        found, how = self.find_earlier_run(context, stale)
+        while found is not None:
             if self._worth_resuming(found, how):
                 return found.uid, stale
             stale.append(found.uid)
+            found, how = self.find_earlier_run(context, stale)
         self.log.info("No earlier run to wait on: launching")
         return None, stale
 
@@ -265,6 +269,14 @@ class CaptainDataRunOperatorBase(BaseOperator):
                 f"earlier run {snapshot.uid} ({how}) is in status {snapshot.status!r}, which this "
                 "provider does not know: not launching again while it may still be running. "
                 "Check the run in Captain Data; the next try resumes it once its status is known.",
+            )
+        if get_version(self.api_version).on_hold(snapshot.status):
+            raise CaptainDataRunError(
+                snapshot.uid,
+                snapshot.status,
+                f"earlier run {snapshot.uid} ({how}) is {snapshot.status}: Captain Data can resume "
+                "it, and a new run beside it would act on the same inputs twice, so none is "
+                "launched. Resume it in Captain Data, then clear this task: the next try waits on it.",
             )
         if snapshot.state.is_success or not snapshot.state.is_final:
             self.log.info("Run %s (%s) is %s: not launching again", snapshot.uid, how, snapshot.status)
@@ -452,11 +464,11 @@ class CaptainDataRunOperatorBase(BaseOperator):
                 return run_uid
             if self._skip_while_launching is None:  # no launch in flight: nothing was created
                 return None
-            found, how = self.find_earlier_run(context)
+            found, how = self.find_earlier_run(context, self._skip_while_launching)
         except Exception as exc:  # on_kill must not raise: say why nothing could be stopped
             self.log.warning("Killed before the run was known; could not look it up: %s", exc)
             return None
-        if found is None or found.uid in self._skip_while_launching or found.state.is_final:
+        if found is None or found.state.is_final:
             return None
         self.log.warning("Killed while launching: run %s (%s) was created", found.uid, how)
         return found.uid

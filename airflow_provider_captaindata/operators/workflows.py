@@ -196,9 +196,11 @@ class CaptainDataLaunchWorkflowOperator(CaptainDataRunOperatorBase):
         )
         return run_uid
 
-    def find_earlier_run(self, context: Any) -> tuple[RunSnapshot | None, str]:
+    def find_earlier_run(self, context: Any, exclude: Sequence[str]) -> tuple[RunSnapshot | None, str]:
         job_name = self.run_name(context)
-        job = self.hook.find_workflow_run(self.workflow_uid, job_name, since=lookup_since(context))
+        job = self.hook.find_workflow_run(
+            self.workflow_uid, job_name, since=lookup_since(context), exclude=exclude
+        )
         return (V3.snapshot(job.model_dump()) if job else None), f"found by job name {job_name!r}"
 
     def _details(self) -> V3WorkflowDetails:
