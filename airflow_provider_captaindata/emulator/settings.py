@@ -89,6 +89,9 @@ class Settings:
     # v3 webhooks (set in the Captain Data app, not by API): the workspace-wide URL, POSTed on
     # run created / succeeded / failed. Per-workflow URLs: POST /_emulator/webhooks.
     v3_webhook_url: str | None = None
+    # v3 run lists show the final runs whose name matches this fnmatch glob without a finish
+    # time (as the API has been seen to): a watcher must fire them once all the same.
+    v3_list_undated_names: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

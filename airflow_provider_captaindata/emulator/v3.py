@@ -14,6 +14,7 @@ configured times; its rows appear while it runs and are generated when a page is
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import time
 from dataclasses import dataclass
@@ -258,7 +259,13 @@ class V3Api:
         jobs.reverse()  # newest first (insertion order is creation order)
         now = time.time()
         chunk = jobs[page * JOBS_PAGE_SIZE : (page + 1) * JOBS_PAGE_SIZE]
-        return json_response([j.to_dict(now) for j in chunk])
+        listed = [j.to_dict(now) for j in chunk]
+        undated = self.state.settings.v3_list_undated_names
+        if undated:
+            for job in listed:
+                if fnmatch.fnmatchcase(job.get("name") or "", undated):
+                    job["finish_time"] = None  # the run's own read (GET /jobs/{uid}) keeps it
+        return json_response(listed)
 
     async def get_job(self, request: Request) -> Response:
         return json_response(self._job(request.path_params["uid"]).to_dict(time.time()))

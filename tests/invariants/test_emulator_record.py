@@ -48,3 +48,21 @@ def test_clock_skew_shifts_every_date_the_api_writes(captaindata_emulator: Any, 
     assert abs(created - (time.time() + skew)) < 5
     with pytest.raises(Exception, match="clock_skew_seconds"):
         captaindata_emulator.configure(clock_skew_seconds=601)
+
+
+def test_runs_named_by_the_undated_glob_are_listed_without_a_finish_time(captaindata_emulator: Any) -> None:
+    from tests.test_event_trigger import Api
+
+    captaindata_emulator.configure(
+        v3_pending_seconds=0.0, v3_running_seconds=0.0, v3_list_undated_names="* undated"
+    )
+    api = Api(captaindata_emulator)
+    workflow = httpx.get(f"{captaindata_emulator.v3_url}/workflows", headers=api.v3).json()[0]["uid"]
+    undated, dated = api.start_v3(workflow, "run undated"), api.start_v3(workflow, "run dated")
+    api.wait_final("v3", undated, dated)
+    listed = httpx.get(f"{captaindata_emulator.v3_url}/workflows/{workflow}/jobs", headers=api.v3).json()
+    finish = {job["uid"]: job["finish_time"] for job in listed}
+    assert finish[undated] is None and finish[dated] is not None
+    # The run's own read keeps its finish time: only the list leaves it out.
+    own = httpx.get(f"{captaindata_emulator.v3_url}/jobs/{undated}", headers=api.v3).json()
+    assert own["finish_time"] is not None
