@@ -24,9 +24,21 @@ class Violation(AssertionError):
     """An invariant of docs/guarantees.md does not hold."""
 
 
-@contextlib.contextmanager
-def harness_policy() -> Iterator[None]:
+# A second policy, for scenarios where two share one event loop (a triggerer runs every
+# trigger on one): a long read timeout, which a slow answer must not exceed.
+LONG_POLICY = RetryPolicy(
+    attempts=3, backoff_initial=0.01, backoff_max=0.05, read_timeout=5.0, launch_lookup_delay=0
+)
+
+
+def harness_policy() -> contextlib.AbstractContextManager[None]:
     """Every hook built while inside (by the operators and triggers themselves) uses ``POLICY``."""
+    return hooks_default_to(POLICY)
+
+
+@contextlib.contextmanager
+def hooks_default_to(policy: RetryPolicy) -> Iterator[None]:
+    """Every hook built while inside without a policy of its own uses ``policy``."""
     from airflow_provider_captaindata.hooks.base import CaptainDataBaseHook
 
     patched = []
@@ -37,13 +49,13 @@ def harness_policy() -> Iterator[None]:
         defaults = cls.__dict__.get("__init__") and cls.__init__.__kwdefaults__
         if defaults and "retry_policy" in defaults:
             patched.append((cls.__init__, defaults["retry_policy"]))
-            defaults["retry_policy"] = POLICY
+            defaults["retry_policy"] = policy
     try:
         yield
     finally:
-        for init, policy in patched:
+        for init, before in reversed(patched):
             assert init.__kwdefaults__ is not None
-            init.__kwdefaults__["retry_policy"] = policy
+            init.__kwdefaults__["retry_policy"] = before
 
 
 def install(emulator: Any, scenario: Scenario, method: str, path: str | None) -> None:

@@ -34,6 +34,8 @@ MAY_HAVE_ACTED = {name for name, spec in FAULTS.items() if spec.get("after") or 
 CYCLE = "cycle-pages"
 CYCLE_PAGES = 6
 MAX_SKEW_SECONDS = 600.0
+LAUNCH_BAND = (0.7, 0.9)
+LAUNCH_PATHS = {"v3": "/v3/workflows/*/schedule", "v4": "/v4/actions/linkedin-extract-people/run/async"}
 
 
 @dataclass
@@ -48,7 +50,9 @@ class Fault:
 @dataclass
 class Scenario:
     seed: int
-    kind: str  # "acting" (a live fan-out of messages) or "watching" (the event trigger)
+    # "acting" (a live fan-out of messages), "watching" (the event trigger) or "launching" (one
+    # task launching a v3 or v4 async run)
+    kind: str
     faults: list[Fault] = field(default_factory=list)
     clock_skew: float = 0.0  # seconds Captain Data's clock is ahead (negative: behind)
     # acting
@@ -60,11 +64,18 @@ class Scenario:
     typo: bool = False  # a misspelt parameter: refused before any call
     # watching
     runs: list[float] = field(default_factory=list)  # seconds each v3 run runs
-    failing: list[int] = field(default_factory=list)  # runs forced to fail
+    failing: list[int] = field(default_factory=list)  # runs forced to fail (launching: too)
     states: list[str] | None = None
     two_triggerers: bool = False
     restart: bool = False
     behind_page: bool = False  # two long runs created before a full page (50) of short ones
+    # Drawn after everything above (seeds keep what they drew before these existed):
+    api: str = "v3"  # "v4": action runs (watching: the failing ones BLOCKED, then resumed)
+    mode: str = "poll"  # "webhook" (v3): runs named by the webhooks a receiver stored
+    undated: list[int] = field(default_factory=list)  # v3 runs listed without a finish time
+    # The watchers (and the harness's reads) use a policy with a long read timeout on a loop
+    # whose first request used the short one, and every run read is answered slowly.
+    slow: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -80,8 +91,35 @@ def draw(seed: int) -> Scenario:
     rng = random.Random(seed)
     skew = rng.choice([0.0, rng.uniform(-MAX_SKEW_SECONDS, MAX_SKEW_SECONDS), -3.0])
     if rng.random() < 0.6:
-        return _acting(rng, seed, round(skew, 3))
-    return _watching(rng, seed, round(skew, 3))
+        scenario = _acting(rng, seed, round(skew, 3))
+    else:
+        scenario = _watching(rng, seed, round(skew, 3))
+    # Drawn after the rest, so a seed that does not launch is the scenario it was before; the
+    # band leaves the seeds docs/guarantees.md names (0-7, 13, 16, 17, 22, 160) as they were.
+    if LAUNCH_BAND[0] <= rng.random() < LAUNCH_BAND[1]:
+        return _launching(rng, seed, round(skew, 3))
+    return scenario
+
+
+def _launching(rng: random.Random, seed: int, skew: float) -> Scenario:
+    api = rng.choice(["v3", "v4"])
+    faults = [
+        Fault(rng.choice(sorted(FAULTS)), LAUNCH_PATHS[api], rng.choice([1, 1, 2, 9]))
+        for _ in range(rng.randint(0, 2))
+    ]
+    scenario = Scenario(
+        seed=seed,
+        kind="launching",
+        faults=faults,
+        clock_skew=skew,
+        api=api,
+        retries=rng.choice([0, 1, 2]),
+        fail_after_execute=rng.random() < 0.3,
+    )
+    if scenario.fail_after_execute:
+        scenario.retries = max(scenario.retries, 1)
+    scenario.failing = list(range(rng.randint(0, scenario.retries)))  # runs that end badly
+    return scenario
 
 
 def _acting(rng: random.Random, seed: int, skew: float) -> Scenario:
@@ -120,7 +158,7 @@ def _watching(rng: random.Random, seed: int, skew: float) -> Scenario:
     faults = [
         Fault(rng.choice(kinds), rng.choice(paths), rng.choice([1, 2, 3])) for _ in range(rng.randint(0, 3))
     ]
-    return Scenario(
+    scenario = Scenario(
         seed=seed,
         kind="watching",
         faults=faults,
@@ -132,6 +170,15 @@ def _watching(rng: random.Random, seed: int, skew: float) -> Scenario:
         restart=rng.random() < 0.3,
         behind_page=rng.random() < 0.2,
     )
+    pick = rng.random()
+    if pick < 0.25:
+        scenario.api, scenario.behind_page = "v4", False  # the page of 50 is v3's run list
+    elif 0.45 < pick < 0.7:
+        scenario.mode, scenario.behind_page = "webhook", False
+    if scenario.api == "v3" and scenario.mode == "poll" and rng.random() < 0.3:
+        scenario.undated = sorted(rng.sample(range(count), rng.randint(1, min(2, count))))
+    scenario.slow = rng.random() < 0.15
+    return scenario
 
 
 def smaller(scenario: Scenario) -> list[Scenario]:
@@ -145,6 +192,10 @@ def smaller(scenario: Scenario) -> list[Scenario]:
         ("restart", False),
         ("typo", False),
         ("behind_page", False),
+        ("slow", False),
+        ("mode", "poll"),
+        ("undated", []),
+        ("failing", []),
         ("clock_skew", 0.0),
         ("mapped", False),
         ("retries", 0),

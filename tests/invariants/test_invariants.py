@@ -35,6 +35,7 @@ _dag_ids = count()
 def run(scenario: Scenario, emulator: Any) -> None:
     """One scenario on a reset emulator; raises Violation when an invariant breaks."""
     from tests.invariants.acting import run_acting
+    from tests.invariants.launching import run_launching
     from tests.invariants.watching import run_watching
 
     emulator.reset()
@@ -45,8 +46,10 @@ def run(scenario: Scenario, emulator: Any) -> None:
         with harness_policy():
             if scenario.kind == "acting":
                 run_acting(scenario, emulator, folder, f"harness_{scenario.seed}_{next(_dag_ids)}")
+            elif scenario.kind == "launching":
+                run_launching(scenario, emulator, f"harness_{scenario.seed}_{next(_dag_ids)}")
             else:
-                run_watching(scenario, emulator)
+                run_watching(scenario, emulator, folder)
     finally:
         emulator.reset()
         shutil.rmtree(folder, ignore_errors=True)
