@@ -57,6 +57,9 @@ class Watermark:
         self.floor = max(self.floor, other.floor)
         for key, at in other.seen.items():
             self.seen[key] = max(at, self.seen.get(key, at))
+        # What either holder forgot below the floor stays forgotten: the stored copy would
+        # otherwise bring every mark back on each save, and the state would only grow.
+        self.seen = {k: t for k, t in self.seen.items() if t >= self.floor}
 
     def to_json(self) -> dict[str, Any]:
         return {"floor": None if self.floor == -math.inf else self.floor, "seen": dict(self.seen)}
@@ -109,6 +112,10 @@ class WatchState:
             mine, theirs = getattr(self, name), getattr(other, name)
             for key, at in theirs.items():
                 mine[key] = min(at, mine.get(key, at))
+        # A run leaves pending once marked: the stored copy must not put it back, or every run
+        # ever pending would be read by uid on every look (for a week).
+        marked = {key.partition("|")[0] for key in [*self.runs.seen, *self.undated]}
+        self.pending = {uid: at for uid, at in self.pending.items() if uid not in marked}
 
     def to_json(self) -> dict[str, Any]:
         return {
