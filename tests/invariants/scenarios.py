@@ -76,6 +76,7 @@ class Scenario:
     # The watchers (and the harness's reads) use a policy with a long read timeout on a loop
     # whose first request used the short one, and every run read is answered slowly.
     slow: bool = False
+    unreadable: int | None = None  # a run whose first reads by uid get truncated answers
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -178,6 +179,8 @@ def _watching(rng: random.Random, seed: int, skew: float) -> Scenario:
     if scenario.api == "v3" and scenario.mode == "poll" and rng.random() < 0.3:
         scenario.undated = sorted(rng.sample(range(count), rng.randint(1, min(2, count))))
     scenario.slow = rng.random() < 0.15
+    if rng.random() < 0.3:
+        scenario.unreadable = rng.randrange(count)
     return scenario
 
 
@@ -196,6 +199,7 @@ def smaller(scenario: Scenario) -> list[Scenario]:
         ("mode", "poll"),
         ("undated", []),
         ("failing", []),
+        ("unreadable", None),
         ("clock_skew", 0.0),
         ("mapped", False),
         ("retries", 0),

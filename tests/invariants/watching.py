@@ -29,6 +29,7 @@ SETTLE = 1.0  # seconds of looks after every wanted run fired (a duplicate shows
 SLOW_ANSWER = 0.8  # seconds: past POLICY's read timeout, well within LONG_POLICY's
 V4_PATHS = {"/v3/workflows/*/jobs": "/v4/runs", "/v3/jobs/*": "/v4/runs/*"}
 UNDATED = "* undated"
+UNREADABLE_READS = 12
 
 
 def run_watching(scenario: Scenario, emulator: Any, folder: Path) -> None:
@@ -151,6 +152,10 @@ async def _watch(scenario: Scenario, emulator: Any, api: Api, workflow_uid: str)
             undated = " undated" if index in scenario.undated else ""
             uids[index] = api.start_v3(workflow_uid, f"harness {scenario.seed} run {index}{undated}")
         expected[(uids[index], "failed" if index in scenario.failing else "succeeded")] = len(expected)
+        if index == scenario.unreadable:
+            # Its first reads by uid fail (3 a look): other runs are found final meanwhile.
+            path = f"/v4/runs/{uids[index]}" if scenario.api == "v4" else f"/v3/jobs/{uids[index]}"
+            emulator.add_fault("GET", path, times=UNREADABLE_READS, malformed=True)
         if scenario.restart and index == order[len(order) // 2]:
             await watches[0].stop()  # the triggerer goes down and comes back
             stopped.append(watches[0])
