@@ -77,6 +77,9 @@ class Scenario:
     # whose first request used the short one, and every run read is answered slowly.
     slow: bool = False
     unreadable: int | None = None  # a run whose first reads by uid get truncated answers
+    # No asset state store (Airflow before 3.3): the watermark lives in the trigger's memory,
+    # drawn only without a restart or a second triggerer (the state would not survive them).
+    in_memory: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -102,6 +105,8 @@ def draw(seed: int) -> Scenario:
     # Drawn last for the same reason (after the launch band, which seeds found fixes).
     if scenario.kind == "watching" and rng.random() < 0.3:
         scenario.unreadable = rng.randrange(len(scenario.runs))
+    if scenario.kind == "watching" and rng.random() < 0.5:
+        scenario.in_memory = not (scenario.restart or scenario.two_triggerers)
     return scenario
 
 

@@ -119,12 +119,13 @@ async def _watch(scenario: Scenario, emulator: Any, api: Api, workflow_uid: str)
         await _first_request_with(POLICY, scenario, workflow_uid)
     store = DictStateStore()
     trigger = _trigger(scenario, workflow_uid)
-    trigger.asset_state_store = store
+    if not scenario.in_memory:
+        trigger.asset_state_store = store
     watches = [Watch(trigger)]
     if scenario.two_triggerers:
         watches.append(Watch(recreate(trigger)))
     started = time.monotonic()
-    while trigger.state_key not in store.values:  # the first look is done
+    while _stored(store, trigger) is None:  # the first look is done
         check(time.monotonic() - started < 30, "the watcher made no first look", scenario.seed)
         await asyncio.sleep(0.02)
     expected: dict[tuple[str, str], int] = {}  # (run uid, state it ends in) -> order of creation
@@ -163,7 +164,7 @@ async def _watch(scenario: Scenario, emulator: Any, api: Api, workflow_uid: str)
     await await_final(scenario.api, *uids.values())
     if scenario.api == "v4":
         for index in scenario.failing:  # BLOCKED, then resumed once the watchers saw it
-            await _marked(store, trigger, uids[index], "BLOCKED")
+            await _marked(lambda: _stored(store, trigger), trigger, uids[index], "BLOCKED")
             resumed = httpx.post(
                 f"{emulator.v4_url}/runs/{uids[index]}/resume", headers={"X-API-Key": emulator.api_key}
             )
@@ -214,16 +215,19 @@ async def _fired(
     return fired
 
 
-async def _marked(
-    store: DictStateStore, trigger: CaptainDataRunFinishedTrigger, uid: str, status: str
-) -> None:
-    """Wait until the stored state marks the run in ``status`` (its look at it is done)."""
+async def _marked(stored: Any, trigger: CaptainDataRunFinishedTrigger, uid: str, status: str) -> None:
+    """Wait until the watcher's state marks the run in ``status`` (its look at it is done)."""
     deadline = time.monotonic() + 30
-    while not WatchState.from_json(store.values.get(trigger.state_key) or {}).is_marked(
-        fire_key(uid, status)
-    ):
+    while not WatchState.from_json(stored() or {}).is_marked(fire_key(uid, status)):
         check(time.monotonic() < deadline, "no watcher looked at a final run", {"run": uid, "status": status})
         await asyncio.sleep(0.05)
+
+
+def _stored(store: DictStateStore, trigger: CaptainDataRunFinishedTrigger) -> Any:
+    """The watcher's saved state: in the store, or in the trigger's memory (no store)."""
+    if getattr(trigger, "asset_state_store", None) is None:
+        return trigger._memory_state
+    return store.values.get(trigger.state_key)
 
 
 async def _first_request_with(policy: Any, scenario: Scenario, workflow_uid: str) -> None:
