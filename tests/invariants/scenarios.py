@@ -76,7 +76,7 @@ class Scenario:
     # The watchers (and the harness's reads) use a policy with a long read timeout on a loop
     # whose first request used the short one, and every run read is answered slowly.
     slow: bool = False
-    unreadable: int | None = None  # a run whose first reads by uid get truncated answers
+    unreadable: int | None = None  # a run whose reads by uid fail until the others are final
     # No asset state store (Airflow before 3.3): the watermark lives in the trigger's memory,
     # drawn only without a restart or a second triggerer (the state would not survive them).
     in_memory: bool = False
@@ -104,7 +104,10 @@ def draw(seed: int) -> Scenario:
         return _launching(rng, seed, round(skew, 3))
     # Drawn last for the same reason (after the launch band, which seeds found fixes).
     if scenario.kind == "watching" and rng.random() < 0.3:
-        scenario.unreadable = rng.randrange(len(scenario.runs))
+        # The run started last: the runs started before it can be found final while its
+        # reads fail (failing runs are started first).
+        others = [i for i in range(len(scenario.runs)) if i not in scenario.failing]
+        scenario.unreadable = (others or scenario.failing)[-1]
     if scenario.kind == "watching" and rng.random() < 0.5:
         scenario.in_memory = not (scenario.restart or scenario.two_triggerers)
     return scenario

@@ -29,7 +29,7 @@ SETTLE = 1.0  # seconds of looks after every wanted run fired (a duplicate shows
 SLOW_ANSWER = 0.8  # seconds: past POLICY's read timeout, well within LONG_POLICY's
 V4_PATHS = {"/v3/workflows/*/jobs": "/v4/runs", "/v3/jobs/*": "/v4/runs/*"}
 UNDATED = "* undated"
-UNREADABLE_READS = 12
+UNREADABLE_SECONDS = 1.0
 
 
 def run_watching(scenario: Scenario, emulator: Any, folder: Path) -> None:
@@ -144,6 +144,7 @@ async def _watch(scenario: Scenario, emulator: Any, api: Api, workflow_uid: str)
     # Forced outcomes go to the runs started first: the failing ones are started first.
     order = scenario.failing + [i for i in range(len(scenario.runs)) if i not in scenario.failing]
     uids: dict[int, str] = {}
+    unreadable = ""
     stopped: list[Watch] = []
     for index in order:
         emulator.configure(v3_running_seconds=scenario.runs[index], v4_running_seconds=scenario.runs[index])
@@ -154,14 +155,18 @@ async def _watch(scenario: Scenario, emulator: Any, api: Api, workflow_uid: str)
             uids[index] = api.start_v3(workflow_uid, f"harness {scenario.seed} run {index}{undated}")
         expected[(uids[index], "failed" if index in scenario.failing else "succeeded")] = len(expected)
         if index == scenario.unreadable:
-            # Its first reads by uid fail (3 a look): other runs are found final meanwhile.
+            # Every read of it by uid fails until the others are final and looked at.
             path = f"/v4/runs/{uids[index]}" if scenario.api == "v4" else f"/v3/jobs/{uids[index]}"
-            emulator.add_fault("GET", path, times=UNREADABLE_READS, malformed=True)
+            unreadable = emulator.add_fault("GET", path, times=None, malformed=True)
         if scenario.restart and index == order[len(order) // 2]:
             await watches[0].stop()  # the triggerer goes down and comes back
             stopped.append(watches[0])
             watches[0] = Watch(recreate(trigger))
-    await await_final(scenario.api, *uids.values())
+    await await_final(scenario.api, *(uid for i, uid in uids.items() if i != scenario.unreadable))
+    if scenario.unreadable is not None:
+        await asyncio.sleep(UNREADABLE_SECONDS)  # looks that find the others final meanwhile
+        httpx.delete(f"{emulator.base_url}/_emulator/faults/{unreadable}").raise_for_status()
+        await await_final(scenario.api, uids[scenario.unreadable])
     if scenario.api == "v4":
         for index in scenario.failing:  # BLOCKED, then resumed once the watchers saw it
             await _marked(lambda: _stored(store, trigger), trigger, uids[index], "BLOCKED")
