@@ -103,12 +103,13 @@ def draw(seed: int) -> Scenario:
     if LAUNCH_BAND[0] <= rng.random() < LAUNCH_BAND[1]:
         return _launching(rng, seed, round(skew, 3))
     # Drawn last for the same reason (after the launch band, which seeds found fixes).
-    if scenario.kind == "watching" and rng.random() < 0.3:
+    # Not with the slow API: its delay, added first, would answer the reads instead.
+    if scenario.kind == "watching" and rng.random() < 0.3 and not scenario.slow:
         # The run started last: the runs started before it can be found final while its
         # reads fail (failing runs are started first).
         others = [i for i in range(len(scenario.runs)) if i not in scenario.failing]
         scenario.unreadable = (others or scenario.failing)[-1]
-    if scenario.kind == "watching" and rng.random() < 0.5:
+    if scenario.kind == "watching" and rng.random() < 0.7:
         scenario.in_memory = not (scenario.restart or scenario.two_triggerers)
     return scenario
 
