@@ -57,9 +57,6 @@ class Watermark:
         self.floor = max(self.floor, other.floor)
         for key, at in other.seen.items():
             self.seen[key] = max(at, self.seen.get(key, at))
-        # What either holder forgot below the floor stays forgotten: the stored copy would
-        # otherwise bring every mark back on each save, and the state would only grow.
-        self.seen = {k: t for k, t in self.seen.items() if t >= self.floor}
 
     def to_json(self) -> dict[str, Any]:
         return {"floor": None if self.floor == -math.inf else self.floor, "seen": dict(self.seen)}
