@@ -473,3 +473,40 @@ def test_v3_launch_once_finds_its_run_behind_a_full_page_of_newer_runs(captainda
     assert len(siblings) == 60, "the burst did not finish"
     assert len(ours) == 1, f"{len(ours)} runs launched; returned {returned}"
     assert [q["query"].get("page") for q in lists] == ["0", "1"], "the run was not behind page 1"
+
+
+PROFILES = [{"linkedin_profile_url": f"https://www.linkedin.com/in/person-{i:05d}"} for i in range(2)]
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_v4_retry_after_a_try_failed_elsewhere_does_not_relaunch_beside_a_stopped_run(
+    captaindata_emulator: Any,
+) -> None:
+    """v4 cannot stop runs: a STOPPED run was stopped by someone in Captain Data, part-way through
+    its inputs, and can be resumed. The waiter fails it without retries; when the try failed for
+    another reason first (a run read refused), the retry used to launch every input again."""
+    from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
+    from tests.airflow_helpers import make_dag, run_dag
+    from tests.invariants.harness import harness_policy
+
+    emulator = captaindata_emulator
+    emulator.configure(v4_queued_seconds=0.05, v4_running_seconds=0.1)
+    emulator.force_outcome(EXTRACT, "STOPPED", error_message="stopped by a user")
+    # The first try's first read of its run fails (not a stop): the try fails, retryable.
+    emulator.add_fault("GET", "/v4/runs/*", status=400, times=1)
+    with make_dag("stopped_then_retry") as dag:
+        CaptainDataRunActionOperator(
+            task_id="launch",
+            action=EXTRACT,
+            inputs=PROFILES,
+            mode="async",
+            callback_url="http://127.0.0.1:9/cb",
+            poll_interval=0.05,
+            deferrable=False,
+            retries=1,
+            retry_delay=timedelta(0),
+        )
+    with harness_policy():
+        run_dag(dag)
+    made = acted(emulator, V4_LAUNCH)
+    assert len(made) == 1, f"{len(made)} runs of one launch identity: a retry relaunched beside a STOPPED run"

@@ -206,7 +206,9 @@ def _upload_body(fs: Any, data: bytes | bytearray) -> Any:
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
     if ("s3" in protocols or "s3a" in protocols) and len(data) < _S3_SINGLE_PUT_BYTES:
         return BodyReader(data)
-    return data
+    # Other stores get bytes, as they always did: some take a bytearray for an iterable (the
+    # Azure SDK under adlfs streams anything not bytes and without read() item by item: ints).
+    return bytes(data)
 
 
 class BodyReader(io.RawIOBase):
@@ -218,6 +220,7 @@ class BodyReader(io.RawIOBase):
         super().__init__()
         self._view = memoryview(data)
         self._pos = 0
+        self._read_since_seek = False
 
     def __len__(self) -> int:
         return self._view.nbytes
@@ -230,11 +233,15 @@ class BodyReader(io.RawIOBase):
 
     def tell(self) -> int:
         # Each pass over the body (botocore's checksum and signature, aiohttp's send) starts
-        # with tell(). s3fs retries a failed put_object with the same object, already read to
-        # its end: asked its position there, the reader starts again, so a retry sends the
-        # whole page (not an empty body under the page's Content-Length).
-        if self._pos >= len(self):
+        # with tell(), and ends with a seek back to that start unless it was cut off. s3fs
+        # retries a failed put_object with the same object, left wherever the failed attempt
+        # stopped reading (at its end, or mid-body when the connection dropped): a pass that
+        # starts after reads with no seek since begins the page again, so every attempt sends
+        # the whole page under its Content-Length. (After a seek, tell() is exact: botocore
+        # measures a body by seeking to its end when it has no len().)
+        if self._read_since_seek:
             self._pos = 0
+            self._read_since_seek = False
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
@@ -242,12 +249,14 @@ class BodyReader(io.RawIOBase):
         if base + offset < 0:
             raise ValueError("negative seek position")
         self._pos = base + offset
+        self._read_since_seek = False
         return self._pos
 
     def read(self, size: int | None = -1) -> bytes:
         end = len(self) if size is None or size < 0 else min(len(self), self._pos + size)
         chunk = bytes(self._view[self._pos : end]) if end > self._pos else b""
         self._pos = max(self._pos, end)
+        self._read_since_seek = True
         return chunk
 
     def readall(self) -> bytes:
@@ -258,6 +267,7 @@ class BodyReader(io.RawIOBase):
         n = len(chunk)
         memoryview(buffer).cast("B")[:n] = chunk
         self._pos += n
+        self._read_since_seek = True
         return n
 
 

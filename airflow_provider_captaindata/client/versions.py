@@ -111,9 +111,10 @@ V4 = ApiVersion(
     },
     case_sensitive=False,
     created_fields=("created_at",),
-    # An integration needs attention (like v3's paused, which is never final): once fixed, the
-    # run can be resumed (POST /runs/{uid}/resume). STOPPED is a user's own decision.
-    on_hold_statuses=frozenset({"BLOCKED"}),
+    # BLOCKED: an integration needs attention (like v3's paused, which is never final); once
+    # fixed, the run can be resumed (POST /runs/{uid}/resume). STOPPED: v4 cannot stop runs, so
+    # someone stopped it in Captain Data, part-way through its inputs, and can resume it too.
+    on_hold_statuses=frozenset({"BLOCKED", "STOPPED"}),
 )
 
 VERSIONS: dict[str, ApiVersion] = {"v3": V3, "v4": V4}
