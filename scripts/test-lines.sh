@@ -3,6 +3,7 @@
 # show each log in turn and one summary line per Airflow line.
 #   scripts/test-lines.sh [pytest args...]
 #   LINES="3.3 2.11" JOBS=1 scripts/test-lines.sh -x     # a subset, one at a time
+#   STACK_TEST=1 scripts/test-lines.sh                    # also `make stack-test`, queued last
 # .venv is the 3.3 line; .venv-X.Y the others (make env-lines creates them all).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ lines=${LINES:-"3.3 3.2 3.1 3.0 2.11"}
 # a time (27 min under a load of 10 from other work, against 35 min for two at a time, quiet).
 jobs=${JOBS:-5}
 newest=3.3
+oldest=2.11
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 
@@ -23,9 +25,20 @@ run_line() {
   start=$(date +%s)
   # Tests that start real Airflow services run on the newest line only: they check our code
   # against the services' behaviour, and on 2 cores they would double CI's time per line.
-  local only_newest=()
-  [ "$line" = "$newest" ] || only_newest=(-m "not services")
-  "$(venv_of "$line")/bin/python" -m pytest "${only_newest[@]}" "$@" > "$logs/$line.log" 2>&1
+  # Randomized explorations and the emulator's own tests (marked edge_lines) run on the newest
+  # and the oldest line: the lines between run the same code in between.
+  local select=()
+  if [ "$line" = stack ]; then
+    ${STACK_CMD:-make -s stack-test} > "$logs/$line.log" 2>&1
+    rc=$?
+    echo "$rc $(( $(date +%s) - start ))" > "$logs/$line.rc"
+    return
+  elif [ "$line" = "$oldest" ]; then
+    select=(-m "not services")
+  elif [ "$line" != "$newest" ]; then
+    select=(-m "not services and not edge_lines")
+  fi
+  "$(venv_of "$line")/bin/python" -m pytest "${select[@]}" "$@" > "$logs/$line.log" 2>&1
   rc=$?
   echo "$rc $(( $(date +%s) - start ))" > "$logs/$line.rc"
 }
@@ -33,6 +46,9 @@ run_line() {
 for line in $lines; do
   [ -x "$(venv_of "$line")/bin/python" ] || { echo "test-lines: no $(venv_of "$line"): run make env-lines" >&2; exit 2; }
 done
+# The stack's fault scenarios, queued after the lines: they start when the first line is done,
+# in the suites' tail (on 2 cores the suites alone keep both cores busy only at first).
+[ "${STACK_TEST:-0}" = 1 ] && lines="$lines stack"
 for line in $lines; do
   while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
   run_line "$line" "$@" &
@@ -43,9 +59,11 @@ status=0
 summary=""
 for line in $lines; do
   read -r rc seconds < "$logs/$line.rc"
-  echo "=== tests on Airflow $line (exit $rc, $seconds s) ==="
+  what="Airflow $line"
+  [ "$line" = stack ] && what="stack scenarios"
+  echo "=== $what (exit $rc, $seconds s) ==="
   cat "$logs/$line.log"
-  summary+="Airflow $line ($seconds s): $(grep -E '(passed|failed|error)' "$logs/$line.log" | tail -1)"$'\n'
+  summary+="$what ($seconds s): $(grep -E '(passed|failed|error)' "$logs/$line.log" | tail -1)"$'\n'
   [ "$rc" -eq 0 ] || status=1
 done
 printf '=== summary ===\n%s' "$summary"

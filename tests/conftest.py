@@ -33,10 +33,16 @@ def airflow_db() -> str:
     return _HOME
 
 
+# Run on the newest and the oldest Airflow line only (scripts/test-lines.sh): the emulator's own
+# tests and the randomized explorations, whose code does not change between those lines.
+EDGE_LINES_FOLDERS = ("emulator", "invariants")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if AIRFLOW_3:
-        return
     skip = pytest.mark.skip(reason="needs Airflow 3")
     for item in items:
-        if "airflow3" in item.keywords:
+        folder = item.path.parent.name
+        if folder in EDGE_LINES_FOLDERS or item.name.endswith("_fuzz"):
+            item.add_marker(pytest.mark.edge_lines)
+        if not AIRFLOW_3 and "airflow3" in item.keywords:
             item.add_marker(skip)

@@ -85,27 +85,32 @@ def run_hook_scenario(emulator: Any, s: HookScenario) -> None:
     emulator.configure(
         clock_skew_seconds=s.skew, v3_pending_seconds=0.05, v3_running_seconds=30, v4_running_seconds=30
     )
-    hook = CaptainDataHook(retry_policy=POLICY)
+    hook = CaptainDataHook(retry_policy=POLICY)  # the call under test: short timeouts, faults
+    # Setting up and checking with the default policy: on a loaded machine a fault-free answer
+    # can take longer than POLICY's 0.5 s read timeout, which is only for the call under test.
+    setup = CaptainDataHook()
     tag = f"reviewtag{s.seed:06d}"
     name = f"review #{tag}"
     stale: list[str] = []
     if s.version == "v3":
-        workflow = next(w.uid for w in hook.list_workflows() if len(w.steps) == 1)
-        steps = [{"step_uid": hook.get_workflow_details(workflow).steps[0].step_uid}]
+        workflow = next(w.uid for w in setup.list_workflows() if len(w.steps) == 1)
+        steps = [{"step_uid": setup.get_workflow_details(workflow).steps[0].step_uid}]
         for i in range(s.siblings):
-            hook.launch_workflow(workflow, job_name=f"sibling {i}", inputs=[PROFILE], steps=steps)
+            setup.launch_workflow(workflow, job_name=f"sibling {i}", inputs=[PROFILE], steps=steps)
         for _ in range(s.stale):
             emulator.force_outcome(workflow, "shutdown", error_message="stale")
-            stale.append(hook.launch_workflow(workflow, job_name=name, inputs=[PROFILE], steps=steps).job_uid)
+            stale.append(
+                setup.launch_workflow(workflow, job_name=name, inputs=[PROFILE], steps=steps).job_uid
+            )
         launch_path, list_path = V3_LAUNCH, f"/v3/workflows/{workflow}/jobs"
         emulator.clear_requests()
     else:
         url = "http://127.0.0.1:9/cb?airflow_launch={}"
         for i in range(s.siblings):
-            hook.run_action_async(EXTRACT, [PROFILE], callback_url=url.format(f"sibling{i}"))
+            setup.run_action_async(EXTRACT, [PROFILE], callback_url=url.format(f"sibling{i}"))
         for _ in range(s.stale):
             emulator.force_outcome(EXTRACT, "FAILED", error_message="stale")
-            stale.append(hook.run_action_async(EXTRACT, [PROFILE], callback_url=url.format(tag)).uid)
+            stale.append(setup.run_action_async(EXTRACT, [PROFILE], callback_url=url.format(tag)).uid)
         launch_path, list_path = V4_LAUNCH, "/v4/runs"
         emulator.clear_requests()
     for kind in s.launch_faults:
@@ -127,9 +132,9 @@ def run_hook_scenario(emulator: Any, s: HookScenario) -> None:
         error = exc
     made = acted(emulator, launch_path)
     if s.version == "v3":
-        ours = [r.uid for r in hook.list_workflow_runs(workflow) if r.name == name and r.uid not in stale]
+        ours = [r.uid for r in setup.list_workflow_runs(workflow) if r.name == name and r.uid not in stale]
     else:
-        runs = [r for o in (0, 100, 200) for r in hook.list_action_runs(action_name=EXTRACT, offset=o)]
+        runs = [r for o in (0, 100, 200) for r in setup.list_action_runs(action_name=EXTRACT, offset=o)]
         ours = [r.uid for r in runs if tag in str((r.callback or {}).get("url")) and r.uid not in stale]
     detail = f"{s} -> returned {returned}, error {error!r}, acted {len(made)}, ours {ours}"
     assert len(made) <= 1 and len(ours) <= 1, "launched twice: " + detail
