@@ -25,6 +25,7 @@ import pytest
 from airflow_provider_captaindata.client.transport import RetryPolicy
 from airflow_provider_captaindata.exceptions import CaptainDataError
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
+from tests.invariants.scenarios import FAULTS as HARNESS_FAULTS
 
 POLICY = RetryPolicy(
     attempts=3, backoff_initial=0.01, backoff_max=0.05, read_timeout=0.5, launch_lookup_delay=0
@@ -34,18 +35,31 @@ V3_LAUNCH = "/v3/workflows/*/schedule"
 V4_LAUNCH = f"/v4/actions/{EXTRACT}/run/async"
 PROFILE = {"linkedin_profile_url": "https://www.linkedin.com/in/person-00000"}
 
-FAULTS: dict[str, dict[str, Any]] = {
-    "429": {"status": 429, "retry_after": 0.02},
-    "500": {"status": 500},
-    "503": {"status": 503},
-    "520": {"status": 520},
-    "500-after": {"status": 500, "after": True},
-    "502-after": {"status": 502, "after": True},
-    "524-after": {"status": 524, "after": True},
-    "timeout-after": {"delay": 0.8},  # processed, answered past the 0.5 s read timeout
-    "drop-before": {"drop": True},
-    "drop-after": {"drop": True, "after": True},
-    "truncated-after": {"malformed": True, "after": True},
+# The harness's fault kinds (one table of what each forces), those a launch call is drawn from.
+FAULTS = {
+    kind: HARNESS_FAULTS[kind]
+    for kind in (
+        "429",
+        "500",
+        "503",
+        "520",
+        "500-after",
+        "502-after",
+        "524-after",
+        "timeout-after",
+        "drop-before",
+        "drop-after",
+        "truncated-after",
+    )
+}
+# A v4 async launch task as the DAG tests build it: polled on the worker, retried at once.
+ASYNC_TASK = {
+    "action": EXTRACT,
+    "mode": "async",
+    "callback_url": "http://127.0.0.1:9/cb",
+    "poll_interval": 0.05,
+    "deferrable": False,
+    "retry_delay": timedelta(0),
 }
 LOOKUP_FAULTS = ["503", "500", "timeout-after", "drop-before", "truncated-after"]
 SEED = int(os.environ.get("LAUNCH_FUZZ_SEED", "0"))
@@ -335,16 +349,7 @@ def test_v4_retry_waits_on_its_live_run_listed_below_a_failed_run_of_the_launch(
 
     with make_dag("review_stale_listed_first") as dag:
         DiesAfterTry2sLaunch(
-            task_id="launch",
-            action=EXTRACT,
-            inputs=[PROFILE],
-            mode="async",
-            callback_url="http://127.0.0.1:9/cb",
-            poll_interval=0.05,
-            deferrable=False,
-            retries=2,
-            retry_delay=timedelta(0),
-            on_retry_callback=between_tries,
+            task_id="launch", inputs=[PROFILE], retries=2, on_retry_callback=between_tries, **ASYNC_TASK
         )
     with harness_policy():
         run_dag(dag)
@@ -419,17 +424,7 @@ def test_v4_retry_after_a_blocked_run_launches_no_second_run(captaindata_emulato
     emulator.force_outcome(EXTRACT, "BLOCKED", error_message="the LinkedIn account needs attention")
     hook = CaptainDataHook(retry_policy=POLICY)
     with make_dag("review_blocked_then_retry") as dag:
-        CaptainDataRunActionOperator(
-            task_id="launch",
-            action=EXTRACT,
-            inputs=[PROFILE],
-            mode="async",
-            callback_url="http://127.0.0.1:9/cb",
-            poll_interval=0.05,
-            deferrable=False,
-            retries=1,
-            retry_delay=timedelta(0),
-        )
+        CaptainDataRunActionOperator(task_id="launch", inputs=[PROFILE], retries=1, **ASYNC_TASK)
     with harness_policy():
         run_dag(dag)
     made = acted(emulator, V4_LAUNCH)
@@ -500,17 +495,7 @@ def test_v4_retry_after_a_try_failed_elsewhere_does_not_relaunch_beside_a_stoppe
     # The first try's first read of its run fails (not a stop): the try fails, retryable.
     emulator.add_fault("GET", "/v4/runs/*", status=400, times=1)
     with make_dag("stopped_then_retry") as dag:
-        CaptainDataRunActionOperator(
-            task_id="launch",
-            action=EXTRACT,
-            inputs=PROFILES,
-            mode="async",
-            callback_url="http://127.0.0.1:9/cb",
-            poll_interval=0.05,
-            deferrable=False,
-            retries=1,
-            retry_delay=timedelta(0),
-        )
+        CaptainDataRunActionOperator(task_id="launch", inputs=PROFILES, retries=1, **ASYNC_TASK)
     with harness_policy():
         run_dag(dag)
     made = acted(emulator, V4_LAUNCH)

@@ -39,15 +39,17 @@ class ApiVersion:
             return {"Authorization": f"x-api-key {api_key}", "x-project-id": project_uid}
         return {"X-API-Key": api_key}
 
+    def status_key(self, status: str | None) -> str:
+        """A raw status as this version's tables spell it (v4 compares case-insensitively)."""
+        return (status or "") if self.case_sensitive else (status or "").upper()
+
     def state_of(self, status: str | None) -> RunState:
         """Map a raw status to a RunState; unknown statuses are UNKNOWN (waiters fail closed)."""
-        key = (status or "") if self.case_sensitive else (status or "").upper()
-        return self.status_states.get(key, RunState.UNKNOWN)
+        return self.status_states.get(self.status_key(status), RunState.UNKNOWN)
 
     def on_hold(self, status: str | None) -> bool:
         """Whether a run in ``status`` may still be resumed in Captain Data (see ``on_hold_statuses``)."""
-        key = (status or "") if self.case_sensitive else (status or "").upper()
-        return key in self.on_hold_statuses
+        return self.status_key(status) in self.on_hold_statuses
 
     def created_at(self, run: Mapping[str, Any]) -> float | None:
         """Epoch seconds no earlier than the run's creation, None when its fields say nothing."""
