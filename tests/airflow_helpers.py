@@ -36,6 +36,74 @@ def run_dag(dag: Any, run_conf: dict[str, Any] | None = None, **test_kwargs: Any
     return dag.test(run_conf=run_conf, **test_kwargs) if run_conf else dag.test(**test_kwargs)
 
 
+def rerun_cleared(dag: Any, dag_run: Any) -> Any:
+    """A user's Clear of the finished ``dag_run`` (Airflow's own ``clear_task_instances``, the
+    DAG run back to queued, as the UI's Clear does), then the scheduler's part: the same DAG
+    run starts again and ``dag.test()`` runs it, its tries going on from where they were.
+    ``dag`` is the DAG as it is now (a clear after the inputs changed runs the new ones).
+    Returns the DagRun."""
+    from airflow.models.taskinstance import clear_task_instances
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        run = _dag_run(session, dag_run)
+        clear_task_instances(
+            run.get_task_instances(session=session), session, dag_run_state=DagRunState.QUEUED
+        )
+    return run_again(dag, dag_run)
+
+
+def run_again(dag: Any, dag_run: Any) -> Any:
+    """``dag.test()`` on ``dag_run`` as it is (queued after a clear, or running when a task's
+    worker died), started as the scheduler starts a run, instead of a new DAG run."""
+    import datetime
+    from unittest import mock
+
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    def started(*, dag: Any, session: Any, **_: Any) -> Any:
+        run = _dag_run(session, dag_run)
+        run.dag = dag
+        if run.state != DagRunState.RUNNING:
+            run.state = DagRunState.RUNNING
+            run.start_date = datetime.datetime.now(datetime.UTC)
+        session.commit()
+        return run
+
+    target = (
+        "airflow.models.dagrun.get_or_create_dagrun"
+        if AIRFLOW_VERSION_INFO >= (3, 1)
+        else "airflow.models.dag._get_or_create_dagrun"
+    )
+    # dag.test() first clears the task instances of the logical date it is given, then makes a
+    # DAG run for it: given a date no run has, its clear touches nothing, and the run is this one.
+    elsewhere = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+    with mock.patch(target, started):
+        run_dag(dag, **({"logical_date": elsewhere} if AIRFLOW_3 else {"execution_date": elsewhere}))
+    with create_session() as session:
+        run = _dag_run(session, dag_run)
+        session.expunge(run)
+        return run
+
+
+def latest_dag_run(dag_id: str) -> Any:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.query(DagRun).filter_by(dag_id=dag_id).order_by(DagRun.id.desc()).first()
+        session.expunge(run)
+        return run
+
+
+def _dag_run(session: Any, dag_run: Any) -> Any:
+    from airflow.models.dagrun import DagRun
+
+    return session.query(DagRun).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).one()
+
+
 def activate_outlet_assets(dag: Any) -> None:
     """Mark the assets of the DAG's outlets active, as the scheduler does once the DAG is
     parsed: without it Airflow 3.0 fails a task whose outlet is not active."""

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from airflow_provider_captaindata.exceptions import OUTCOME_UNKNOWN, CaptainDataConfigError
 from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
-from tests.invariants.harness import check, install
+from tests.invariants.harness import Kill, check, install, later, run_dag_through_kills, worker_dies
 from tests.invariants.scenarios import Scenario
 
 MESSAGE = "linkedin-message-profile"
@@ -34,16 +34,57 @@ class FailsAfterExecute(CaptainDataRunActionOperator):
 
 
 def run_acting(scenario: Scenario, emulator: Any, folder: Path, dag_id: str) -> None:
-    from tests.airflow_helpers import make_dag, run_dag
-
     install(emulator, scenario, "POST", LIVE_PATH)
-    groups = [
+    groups = message_groups(scenario)
+    try:
+        dag = acting_dag(scenario, folder, dag_id, groups)
+    except CaptainDataConfigError as exc:
+        # bad input refused when the DAG is parsed: the error names the parameter, nothing is sent
+        check(scenario.typo and "mesage" in str(exc), "a DAG was refused", str(exc))
+        check(emulator.requests("POST", LIVE_PATH) == [], "a refused DAG reached the API", scenario.seed)
+        return
+    with worker_dies(scenario.kill, scenario.kill_after) as kill:
+        dag_run = run_dag_through_kills(dag)
+    unsure = unanswered_at_death(groups, kill)
+    with later(scenario.clear_after if scenario.clear else 0.0):
+        if scenario.clear:
+            from tests.airflow_helpers import rerun_cleared
+
+            if scenario.clear == "new":
+                groups = message_groups(scenario, first=10_000)
+            dag_run = rerun_cleared(acting_dag(scenario, folder, dag_id, groups), dag_run)
+        check_acting(scenario, emulator, dag_run, groups, unsure)
+
+
+def message_groups(scenario: Scenario, first: int = 0) -> list[list[dict[str, Any]]]:
+    """The inputs of each task instance (two when mapped), profiles ``first`` onwards."""
+    return [
         [
-            {"linkedin_profile_url": URL.format(f"person-{g * scenario.inputs + i:05d}")}
+            {"linkedin_profile_url": URL.format(f"person-{first + g * scenario.inputs + i:05d}")}
             for i in range(scenario.inputs)
         ]
         for g in range(2 if scenario.mapped else 1)
     ]
+
+
+def unanswered_at_death(groups: list[list[dict[str, Any]]], kill: Kill) -> set[str]:
+    """The inputs of the try a worker died in whose calls had no answer yet: each may have been
+    under way (its record written, its call in flight or about to be), so its outcome is unknown."""
+    if not kill.fired:
+        return set()
+
+    def url(body: Any) -> str:
+        return str(((body or {}).get("input") or {}).get("linkedin_profile_url"))
+
+    dying = {url(body) for body in kill.in_flight}
+    answered = {url(body) for body in kill.answered}
+    tries = [{item["linkedin_profile_url"] for item in group} for group in groups]
+    return {u for inputs in tries if inputs & dying for u in inputs - answered}
+
+
+def acting_dag(scenario: Scenario, folder: Path, dag_id: str, groups: list[list[dict[str, Any]]]) -> Any:
+    from tests.airflow_helpers import make_dag
+
     kwargs: dict[str, Any] = {
         "task_id": "message",
         "action": MESSAGE,
@@ -58,25 +99,22 @@ def run_acting(scenario: Scenario, emulator: Any, folder: Path, dag_id: str) -> 
     if scenario.typo:
         kwargs["parameters"] = {"mesage": "hello"}  # "message" misspelt
     operator = FailsAfterExecute if scenario.fail_after_execute else CaptainDataRunActionOperator
-    try:
-        with make_dag(dag_id) as dag:
-            if scenario.mapped:
-                operator.partial(**kwargs).expand(inputs=groups)
-            else:
-                operator(inputs=groups[0], **kwargs)
-    except CaptainDataConfigError as exc:
-        # bad input refused when the DAG is parsed: the error names the parameter, nothing is sent
-        check(scenario.typo and "mesage" in str(exc), "a DAG was refused", str(exc))
-        check(emulator.requests("POST", LIVE_PATH) == [], "a refused DAG reached the API", scenario.seed)
-        return
-    dag_run = run_dag(dag)
-    check_acting(scenario, emulator, dag_run, groups)
+    with make_dag(dag_id) as dag:
+        if scenario.mapped:
+            operator.partial(**kwargs).expand(inputs=groups)
+        else:
+            operator(inputs=groups[0], **kwargs)
+    return dag
 
 
-def check_acting(scenario: Scenario, emulator: Any, dag_run: Any, groups: list[list[dict[str, Any]]]) -> None:
+def check_acting(
+    scenario: Scenario, emulator: Any, dag_run: Any, groups: list[list[dict[str, Any]]], unsure: set[str]
+) -> None:
+    """``groups``: the inputs of the DAG run's last run (after a clear with new inputs, those);
+    ``unsure``: inputs whose outcome a worker's death left unknown."""
     posts = emulator.requests("POST", LIVE_PATH)
     acted: Counter[str] = Counter()
-    ambiguous: set[str] = set()
+    ambiguous = set(unsure)
     for post in posts:
         url = (post.get("body") or {}).get("input", {}).get("linkedin_profile_url")
         if 200 <= (post.get("api_status") or 0) < 300:
@@ -131,6 +169,12 @@ def check_acting(scenario: Scenario, emulator: Any, dag_run: Any, groups: list[l
                 got[index] + (index in failed) == 1,
                 "an input's row is not in the outputs exactly once",
                 {"map_index": map_index, "input": url, "rows": got[index], "error": failed.get(index)},
+            )
+            # 3c. a row is this input's answer (never another input's, e.g. from before a clear)
+            check(
+                not got[index] or acted[url] == 1,
+                "a row for an input the API never acted on",
+                {"map_index": map_index, "input": url},
             )
             if index in failed and acted[url]:
                 # 1b. an input that may have acted is reported OUTCOME_UNKNOWN, never as refused

@@ -7,8 +7,10 @@ API itself did, even when the client saw a fault instead) is the ground truth.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_captaindata.client.transport import RetryPolicy
@@ -82,3 +84,117 @@ def install(emulator: Any, scenario: Scenario, method: str, path: str | None) ->
 def check(condition: bool, invariant: str, detail: Any) -> None:
     if not condition:
         raise Violation(f"{invariant}: {json.dumps(detail, default=str)[:2000]}")
+
+
+class WorkerKilled(BaseException):
+    """The worker dies (a SIGKILL, an OOM kill): nothing in the task's code catches it."""
+
+
+@dataclass
+class Kill:
+    """Where a worker died: the bodies of the calls it had in flight, and of the calls answered
+    before."""
+
+    fired: bool = False
+    in_flight: list[Any] = field(default_factory=list)
+    answered: list[Any] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def worker_dies(at_call: int | None, after: bool) -> Iterator[Kill]:
+    """The worker dies at its ``at_call``-th API call (sync or async), before the request
+    leaves or, ``after``, once the API has answered it (the answer never read)."""
+    from airflow_provider_captaindata.client.api import CaptainDataClient
+    from airflow_provider_captaindata.client.api_async import CaptainDataAsyncClient
+
+    kill = Kill()
+    if at_call is None:
+        yield kill
+        return
+    calls = itertools.count(1)
+    in_flight: dict[int, Any] = {}
+
+    def dies_now() -> bool:
+        if kill.fired or next(calls) != at_call:
+            return False
+        kill.fired, kill.in_flight = True, list(in_flight.values())
+        return True
+
+    def sync(original: Any) -> Any:
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            key = next(_keys)
+            in_flight[key] = kwargs.get("json")
+            try:
+                dies = dies_now()
+                if dies and not after:
+                    raise WorkerKilled
+                answer = original(self, *args, **kwargs)
+                if dies:
+                    raise WorkerKilled
+                if not kill.fired:
+                    kill.answered.append(kwargs.get("json"))
+                return answer
+            finally:
+                in_flight.pop(key, None)
+
+        return call
+
+    def asynchronous(original: Any) -> Any:
+        async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            key = next(_keys)
+            in_flight[key] = kwargs.get("json")
+            try:
+                dies = dies_now()
+                if dies and not after:
+                    raise WorkerKilled
+                answer = await original(self, *args, **kwargs)
+                if dies:
+                    raise WorkerKilled
+                if not kill.fired:
+                    kill.answered.append(kwargs.get("json"))
+                return answer
+            finally:
+                in_flight.pop(key, None)
+
+        return call
+
+    with contextlib.ExitStack() as stack:
+        from unittest import mock
+
+        stack.enter_context(mock.patch.object(CaptainDataClient, "_call", sync(CaptainDataClient._call)))
+        stack.enter_context(
+            mock.patch.object(CaptainDataAsyncClient, "_acall", asynchronous(CaptainDataAsyncClient._acall))
+        )
+        yield kill
+
+
+_keys = itertools.count()
+
+
+@contextlib.contextmanager
+def later(seconds: float) -> Iterator[None]:
+    """Every clock of the process (Airflow's, the provider's, the emulator's: Captain Data's)
+    ``seconds`` ahead while inside, as when a user clears a DAG run hours after it ended. What
+    happened inside is checked inside: outside, the emulator's runs made there lie in the future."""
+    import datetime
+
+    import time_machine
+
+    if not seconds:
+        yield
+        return
+    now = datetime.datetime.now(datetime.UTC)
+    with time_machine.travel(now + datetime.timedelta(seconds=seconds), tick=True):
+        yield
+
+
+def run_dag_through_kills(dag: Any) -> Any:
+    """``dag.test()``, going on after a worker died: Airflow 3's task runner records the death
+    as the try's failure itself; on 2.11 it escapes ``dag.test()``, and the DAG run (its task
+    up for retry or failed) is run on."""
+    from tests.airflow_helpers import latest_dag_run, run_again, run_dag
+
+    try:
+        return run_dag(dag)
+    except WorkerKilled:
+        return run_again(dag, latest_dag_run(dag.dag_id))

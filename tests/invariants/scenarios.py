@@ -80,6 +80,13 @@ class Scenario:
     # No asset state store (Airflow before 3.3): the watermark lives in the trigger's memory,
     # drawn only without a restart or a second triggerer (the state would not survive them).
     in_memory: bool = False
+    # acting and launching: the worker dies at the DAG run's ``kill``-th API call (before the
+    # request leaves, or ``kill_after`` the API answered it); then a user clears the finished
+    # DAG run, with the same inputs or new ones (``clear``: "same" or "new"), and it runs again.
+    kill: int | None = None
+    kill_after: bool = False
+    clear: str | None = None
+    clear_after: float = 0.0  # seconds after the DAG run ended (every clock moves that far)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -101,7 +108,7 @@ def draw(seed: int) -> Scenario:
     # Drawn after the rest, so a seed that does not launch is the scenario it was before; the
     # band leaves the seeds docs/guarantees.md names (0-7, 13, 16, 17, 22, 160) as they were.
     if LAUNCH_BAND[0] <= rng.random() < LAUNCH_BAND[1]:
-        return _launching(rng, seed, round(skew, 3))
+        return _lifecycle(_launching(rng, seed, round(skew, 3)))
     # Drawn last for the same reason (after the launch band, which seeds found fixes).
     # Not with the slow API: its delay, added first, would answer the reads instead.
     if scenario.kind == "watching" and rng.random() < 0.3 and not scenario.slow:
@@ -111,6 +118,18 @@ def draw(seed: int) -> Scenario:
         scenario.unreadable = (others or scenario.failing)[-1]
     if scenario.kind == "watching" and rng.random() < 0.7:
         scenario.in_memory = not (scenario.restart or scenario.two_triggerers)
+    return _lifecycle(scenario) if scenario.kind == "acting" else scenario
+
+
+def _lifecycle(scenario: Scenario) -> Scenario:
+    """A worker's death and a user's clear, from a stream of their own: a seed draws everything
+    else as it did before they existed."""
+    rng = random.Random(f"lifecycle-{scenario.seed}")
+    if rng.random() < 0.35:
+        scenario.kill, scenario.kill_after = rng.randint(1, 6), rng.random() < 0.5
+    if rng.random() < 0.35:
+        scenario.clear = rng.choice(["same", "new"])
+        scenario.clear_after = rng.choice([60.0, 3 * 3600.0])
     return scenario
 
 
@@ -201,6 +220,8 @@ def smaller(scenario: Scenario) -> list[Scenario]:
         out.append(_replace(scenario, faults=scenario.faults[:i] + scenario.faults[i + 1 :]))
     for name, plain in (
         ("fail_after_execute", False),
+        ("kill", None),
+        ("clear", None),
         ("two_triggerers", False),
         ("restart", False),
         ("typo", False),
