@@ -120,12 +120,16 @@ def identity_for(context: Any, deployment: str, launched: Mapping[str, Any]) -> 
 
 def lookup_since(context: Any) -> float | None:
     """Epoch seconds from which a lookup must read runs to see every run this task instance
-    may have launched: its first try's start, less :data:`LOOKUP_CLOCK_MARGIN`.
+    may have launched (and every live call it may have made): its first try's start, less
+    :data:`LOOKUP_CLOCK_MARGIN`.
 
     Airflow 3.3+ keeps that start in ``task_state_store`` (set by the first try; it survives
     retries and clears). Every line also knows the DAG run's start, which comes before every
-    try of its task instances (a clear of a finished DAG run restarts it). The earlier of the
-    two is used; with neither (a bare test context), None: every run the API lists."""
+    try of its task instances until the DAG run is cleared: a clear of a finished DAG run
+    starts it again, after the tries before the clear. So a cleared DAG run (``clear_number``)
+    also gives the time it was due (``run_after``; on 2.11 the end of its data interval, or
+    its logical date), which comes before all of them. The earliest is used; with none (a bare
+    test context), None: every run the API lists."""
     starts: list[float] = []
     store = context.get("task_state_store")
     if store is not None:
@@ -134,7 +138,10 @@ def lookup_since(context: Any) -> float | None:
             first = time.time()
             store.set(FIRST_TRY_KEY, first)
         starts.append(float(first))
-    started = getattr(context.get("dag_run"), "start_date", None)
-    if started is not None:
-        starts.append(started.timestamp())
+    dag_run = context.get("dag_run")
+    moments = [getattr(dag_run, "start_date", None)]
+    if getattr(dag_run, "clear_number", None):
+        due = ("run_after", "data_interval_end", "logical_date")
+        moments.append(next(filter(None, (getattr(dag_run, name, None) for name in due)), None))
+    starts.extend(moment.timestamp() for moment in moments if moment is not None)
     return min(starts) - LOOKUP_CLOCK_MARGIN if starts else None

@@ -226,6 +226,26 @@ def test_the_lookup_stops_at_runs_older_than_the_first_try(
     assert isinstance(json.loads(store.data[launch_identity.FIRST_TRY_KEY]), float)
 
 
+def test_a_cleared_dag_run_still_finds_the_run_of_the_tries_before_the_clear(
+    captaindata_emulator: Any, hook: CaptainDataHook, workflows: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before 3.3 (no state store) the lookup reads back to the DAG run's start; a clear of the
+    finished DAG run starts it again, after the run the first try launched."""
+    monkeypatch.setattr(launch_identity, "LOOKUP_CLOCK_MARGIN", 0.5)
+    captaindata_emulator.configure(v3_running_seconds=600)
+    due = time.time()
+    run_a = v3_operator(workflows[0], wait_for_completion=False).execute(context_of(None, due))
+    step = [{"step_uid": hook.get_workflow_details(workflows[0]).steps[0].step_uid}]
+    for n in range(60):  # more than a page of runs launched by others before the clear
+        hook.launch_workflow(workflows[0], job_name=f"other {n}", inputs=PROFILES[:1], steps=step)
+    time.sleep(1.0)
+    context = context_of(None, time.time())  # the clear: the DAG run starts again
+    context["dag_run"].clear_number = 1
+    context["dag_run"].run_after = datetime.fromtimestamp(due, UTC)
+    assert v3_operator(workflows[0], wait_for_completion=False).execute(context) == run_a
+    assert len(captaindata_emulator.requests(method="POST", path=V3_LAUNCH)) == 61
+
+
 def test_a_listing_that_ignores_the_page_fails_the_lookup(
     captaindata_emulator: Any, hook: CaptainDataHook, workflows: list[str]
 ) -> None:
