@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_captaindata.callbacks.app import CallbackReceiver
+from airflow_provider_captaindata.callbacks.pages import scan_callback
 from airflow_provider_captaindata.callbacks.reconcile import list_callback_records, reconcile_run
 from airflow_provider_captaindata.callbacks.storage import BodyReader, CallbackStore
 from airflow_provider_captaindata.callbacks.tokens import callback_url_for
@@ -137,7 +138,7 @@ def test_a_callback_stored_to_s3_is_never_held_twice(s3_storage: str) -> None:
 
     batch = str(uuid.uuid4())
     upload = _traced_peak(lambda: store.write_page(LAUNCH_KEY, run_uid, batch, data, digest="1" * 16))
-    stored = _traced_peak(lambda: CallbackReceiver._store(store, LAUNCH_KEY, data))
+    stored = _traced_peak(lambda: CallbackReceiver._store(store, LAUNCH_KEY, data, scan_callback(data)))
     mib = 2**20
     print(f"\nbody {len(data) / mib:.1f} MiB: upload +{upload / mib:.1f} MiB, check +{stored / mib:.1f} MiB")
     # What the upload adds is chunks, whatever the body's size: botocore hashes the payload
