@@ -6,6 +6,7 @@ against the emulator over loopback."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -195,3 +196,95 @@ def test_the_stored_state_keeps_no_run_pending_once_marked(
     asyncio.run(scenario())
     (stored,) = store.values.values()
     assert stored["pending"] == {}
+
+
+def stored_size(store: DictStateStore) -> int:
+    """Bytes of the stored state, as JSON (what the metadata database keeps)."""
+    (stored,) = store.values.values()
+    return len(json.dumps(stored))
+
+
+def test_the_stored_marks_stay_within_the_overlap_of_the_newest_run(
+    api: Api, workflow_uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21 (the last session's known defect): every save merged the stored copy back in with
+    every mark it held, so the marks the floor forgot came back and the stored state grew by
+    about 50 bytes per finished run, forever. Runs finishing over many overlaps (0.2 s here for
+    an hour) now leave only the marks at or above the floor: the state stops growing."""
+    monkeypatch.setattr(event_state, "OVERLAP_SECONDS", SHORT_OVERLAP)
+    store = DictStateStore()
+    runs = 24
+
+    async def scenario() -> tuple[list[str], list[str], list[int]]:
+        trigger = CaptainDataRunFinishedTrigger(
+            workflow_uid=workflow_uid, poll_interval=0.1, finished_after=since_now()
+        )
+        trigger.asset_state_store = store
+        watch = Watch(trigger)
+        uids, fired, sizes = [], [], []
+        for i in range(runs):
+            uids.append(api.start_v3(workflow_uid, f"run {i}"))
+            fired.extend(e["run_uid"] for e in await watch.take(1))
+            await asyncio.sleep(SHORT_OVERLAP / 2)  # the next run finishes apart from this one
+            sizes.append(stored_size(store))
+        await asyncio.sleep(0.5)  # looks and saves after the last fired
+        await watch.stop()
+        return uids, fired, sizes
+
+    uids, fired, sizes = asyncio.run(scenario())
+    assert fired == uids
+    (stored,) = store.values.values()
+    marks = stored["runs"]["seen"]
+    assert sizes[-1] < 2 * sizes[runs // 4], f"stored bytes after each run: {sizes}"
+    assert len(marks) <= runs // 4, f"{len(marks)} marks stored after {runs} runs"
+    assert min(marks.values()) >= stored["runs"]["floor"]
+
+
+def test_a_run_pending_in_one_triggerer_and_forgotten_by_the_other_does_not_fire_again(
+    api: Api, workflow_uid: str, captaindata_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What took back the first bounding of the marks (invariant harness seed 100, two
+    triggerers: every run fired twice): a run seen going by one holder fired on the other,
+    whose floor then passed it and forgot its mark; the first, finding it final, fired it again
+    (a pending run was let through below the floor). Below the floor nothing fires now."""
+    monkeypatch.setattr(event_state, "OVERLAP_SECONDS", SHORT_OVERLAP)
+    store = DictStateStore()
+    slow_look = 5.0  # seconds the first holder sleeps between its looks
+
+    def trigger(poll_interval: float) -> CaptainDataRunFinishedTrigger:
+        made = CaptainDataRunFinishedTrigger(
+            workflow_uid=workflow_uid, poll_interval=poll_interval, finished_after=since_now()
+        )
+        made.asset_state_store = store
+        return made
+
+    def stored() -> Any:
+        return next(iter(store.values.values()), None)
+
+    async def scenario() -> tuple[str, str, list[str], list[str]]:
+        captaindata_emulator.configure(v3_running_seconds=2.0)
+        first_run = api.start_v3(workflow_uid, "seen going by the slow holder")
+        slow = Watch(trigger(slow_look))
+        while first_run not in (stored() or {}).get("pending", {}):  # its first look is saved
+            await asyncio.sleep(0.02)
+        fast = Watch(trigger(0.1))
+        fired_fast = [e["run_uid"] for e in await fast.take(1)]
+        await asyncio.sleep(2 * SHORT_OVERLAP)
+        captaindata_emulator.configure(v3_running_seconds=0.05)
+        later_run = api.start_v3(workflow_uid, "finishes past the overlap")
+        fired_fast.extend(e["run_uid"] for e in await fast.take(1))
+        deadline = time.monotonic() + 10
+        while any(key.startswith(first_run) for key in stored()["runs"]["seen"]):
+            assert time.monotonic() < deadline, "the first run's mark was never forgotten"
+            await asyncio.sleep(0.02)  # the fast holder's floor passed the first run
+        await asyncio.sleep(slow_look + 1.0)  # the slow holder looks again, its run final
+        for watch in (slow, fast):
+            await watch.stop()
+        fired_slow = []
+        while not slow.events.empty():
+            fired_slow.append(slow.events.get_nowait()["run_uid"])
+        return first_run, later_run, fired_fast, fired_slow
+
+    first_run, later_run, fired_fast, fired_slow = asyncio.run(scenario())
+    assert fired_fast == [first_run, later_run]
+    assert fired_slow == []

@@ -3,9 +3,10 @@ triggerers): the runs fired, the runs known not to be final yet, and the webhook
 
 Every mark is keyed by run *and* final status (``{uid}|{status}``): a run seen ``BLOCKED`` and
 later resumed to ``SUCCEEDED`` is a new finish, and a run a ``states`` filter skipped marks only
-the status that was skipped. Two states merge (union of marks, highest floor), so two
-triggerers holding the same trigger during a handover add to one watermark instead of
-overwriting each other's.
+the status that was skipped. Two states merge (union of marks, highest floor, the marks below
+it forgotten), so two triggerers holding the same trigger during a handover add to one
+watermark instead of overwriting each other's, and the stored state stays within the marks of
+one overlap. Nothing below the floor fires.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ class Watermark:
         self.floor = max(self.floor, other.floor)
         for key, at in other.seen.items():
             self.seen[key] = max(at, self.seen.get(key, at))
+        # What either holder forgot below the floor stays forgotten (nothing there fires, see
+        # ``WatchState.is_new``): else each save brought every stored mark back, and the
+        # stored state grew by a mark per finished run, forever.
+        self.seen = {k: t for k, t in self.seen.items() if t >= self.floor}
 
     def to_json(self) -> dict[str, Any]:
         return {"floor": None if self.floor == -math.inf else self.floor, "seen": dict(self.seen)}
@@ -91,6 +96,14 @@ class WatchState:
 
     def is_marked(self, key: str) -> bool:
         return key in self.undated or not self.runs.is_new(key, math.inf)
+
+    def is_new(self, key: str, at: float | None) -> bool:
+        """Whether a final run (finished at ``at``; None: listed without a finish time) may fire.
+
+        Never below the floor, pending or not: marks there are forgotten, so another holder
+        may have fired the run and forgotten it (its floor passed it) while this one still had
+        it pending; one firing it again broke "exactly once" with two triggerers."""
+        return not self.is_marked(key) and (at is None or at >= self.runs.floor)
 
     def mark(self, key: str, at: float, dated: bool) -> None:
         if dated:

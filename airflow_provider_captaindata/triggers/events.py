@@ -32,6 +32,7 @@ from airflow_provider_captaindata.exceptions import (
     CaptainDataError,
 )
 from airflow_provider_captaindata.params import check_conn_id, seconds, whole_number
+from airflow_provider_captaindata.triggers import event_state
 from airflow_provider_captaindata.triggers.event_state import WatchState, fire_key
 
 try:  # Airflow 3: what AssetWatcher accepts
@@ -309,12 +310,18 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
                 continue
             key = fire_key(snapshot.uid, snapshot.status)
             at = self.finished_at(snapshot)
-            if state.is_marked(key):
+            if not state.is_new(key, at):
+                if snapshot.uid in state.pending and not state.is_marked(key):
+                    log.warning(
+                        "Run %s finished before the watermark's floor (over %.0f s before the "
+                        "newest run fired): taken as fired, by another triggerer holding this "
+                        "trigger (or read too late to tell)",
+                        snapshot.uid,
+                        event_state.OVERLAP_SECONDS,
+                    )
                 state.pending.pop(snapshot.uid, None)
                 continue
-            # A pending run is known not to have fired: the floor does not apply to it.
-            if at is None or snapshot.uid in state.pending or state.runs.is_new(key, at):
-                new[key] = Finished(snapshot, key, now if at is None else at, at is not None)
+            new[key] = Finished(snapshot, key, now if at is None else at, at is not None)
         fired = {item.snapshot.uid for item in new.values()}
         for uid, since in list(state.pending.items()):
             if uid not in fired and now - since > PENDING_MAX_AGE_SECONDS:
@@ -342,7 +349,7 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
                 for item in finished:
                     snapshot = item.snapshot
                     wanted = self.states is None or snapshot.state.value in self.states
-                    if wanted and not baseline and not await self.fired_elsewhere(state, item.key):
+                    if wanted and not baseline and not await self.fired_elsewhere(state, item):
                         log.info("Run %s finished (%s): firing", snapshot.uid, snapshot.status)
                         yield TriggerEvent(self.payload(snapshot, item.at))
                     # Marked once the event is handed to the triggerer (at most once per run).
@@ -359,13 +366,13 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
                 await self.save_state(state)
             await asyncio.sleep(self.poll_interval)
 
-    async def fired_elsewhere(self, state: WatchState, key: str) -> bool:
+    async def fired_elsewhere(self, state: WatchState, item: Finished) -> bool:
         """Whether another triggerer holding this trigger (a handover) marked the run since our
-        look: its stored state is merged in first."""
+        look, or moved the floor past it: its stored state is merged in first."""
         stored = await self.load_state() if self._store() is not None else None
         if stored is not None:
             state.merge(stored)
-        return state.is_marked(key)
+        return not state.is_new(item.key, item.at if item.dated else None)
 
 
 @dataclass(frozen=True)
