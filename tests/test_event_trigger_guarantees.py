@@ -240,6 +240,20 @@ def test_the_stored_marks_stay_within_the_overlap_of_the_newest_run(
     assert min(marks.values()) >= stored["runs"]["floor"]
 
 
+class StalledStore(DictStateStore):
+    """The same stored values, read through a gate: a triggerer whose state-store reads stall
+    (a busy loop, a slow database) while the other holder goes on."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self.open = asyncio.Event()
+        self.open.set()
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        await self.open.wait()
+        return await super().aget(key, default)
+
+
 def test_a_run_pending_in_one_triggerer_and_forgotten_by_the_other_does_not_fire_again(
     api: Api, workflow_uid: str, captaindata_emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -249,25 +263,28 @@ def test_a_run_pending_in_one_triggerer_and_forgotten_by_the_other_does_not_fire
     (a pending run was let through below the floor). Below the floor nothing fires now."""
     monkeypatch.setattr(event_state, "OVERLAP_SECONDS", SHORT_OVERLAP)
     store = DictStateStore()
-    slow_look = 5.0  # seconds the first holder sleeps between its looks
 
-    def trigger(poll_interval: float) -> CaptainDataRunFinishedTrigger:
+    def trigger(stalled: bool) -> CaptainDataRunFinishedTrigger:
         made = CaptainDataRunFinishedTrigger(
-            workflow_uid=workflow_uid, poll_interval=poll_interval, finished_after=since_now()
+            workflow_uid=workflow_uid, poll_interval=0.1, finished_after=since_now()
         )
-        made.asset_state_store = store
+        made.asset_state_store = StalledStore(store.values) if stalled else store
         return made
 
     def stored() -> Any:
-        return next(iter(store.values.values()), None)
+        return next(iter(store.values.values()), {})
 
     async def scenario() -> tuple[str, str, list[str], list[str]]:
         captaindata_emulator.configure(v3_running_seconds=2.0)
-        first_run = api.start_v3(workflow_uid, "seen going by the slow holder")
-        slow = Watch(trigger(slow_look))
-        while first_run not in (stored() or {}).get("pending", {}):  # its first look is saved
-            await asyncio.sleep(0.02)
-        fast = Watch(trigger(0.1))
+        first_run = api.start_v3(workflow_uid, "seen going by the stalled holder")
+        stalled_trigger = trigger(stalled=True)
+        stalled = Watch(stalled_trigger)
+        deadline = time.monotonic() + 10
+        while first_run not in stored().get("pending", {}):  # its look saw it going, and saved
+            assert time.monotonic() < deadline, "the stalled holder never saw the run going"
+            await asyncio.sleep(0.01)
+        stalled_trigger.asset_state_store.open.clear()  # from now on its store reads wait
+        fast = Watch(trigger(stalled=False))
         fired_fast = [e["run_uid"] for e in await fast.take(1)]
         await asyncio.sleep(2 * SHORT_OVERLAP)
         captaindata_emulator.configure(v3_running_seconds=0.05)
@@ -277,14 +294,16 @@ def test_a_run_pending_in_one_triggerer_and_forgotten_by_the_other_does_not_fire
         while any(key.startswith(first_run) for key in stored()["runs"]["seen"]):
             assert time.monotonic() < deadline, "the first run's mark was never forgotten"
             await asyncio.sleep(0.02)  # the fast holder's floor passed the first run
-        await asyncio.sleep(slow_look + 1.0)  # the slow holder looks again, its run final
-        for watch in (slow, fast):
+        stalled_trigger.asset_state_store.open.set()  # it goes on, the first run pending
+        await asyncio.sleep(1.0)  # its looks find the first run final
+        for watch in (stalled, fast):
             await watch.stop()
-        fired_slow = []
-        while not slow.events.empty():
-            fired_slow.append(slow.events.get_nowait()["run_uid"])
-        return first_run, later_run, fired_fast, fired_slow
+        fired_stalled = []
+        while not stalled.events.empty():
+            fired_stalled.append(stalled.events.get_nowait()["run_uid"])
+        return first_run, later_run, fired_fast, fired_stalled
 
-    first_run, later_run, fired_fast, fired_slow = asyncio.run(scenario())
+    first_run, later_run, fired_fast, fired_stalled = asyncio.run(scenario())
     assert fired_fast == [first_run, later_run]
-    assert fired_slow == []
+    assert fired_stalled == []
+    assert stored()["pending"] == {}  # not put back by a copy that still held it pending

@@ -107,6 +107,12 @@ class WatchState:
 
     def mark(self, key: str, at: float, dated: bool) -> None:
         if dated:
+            if at < self.runs.floor:
+                # Taken as fired below the floor (see ``is_new``). Marked at its own time, the
+                # next merge would forget it at once and a copy still holding the run pending
+                # would put it back there, for good; marked as the newest, it lasts an overlap:
+                # every holder's save drops the run from pending meanwhile.
+                at = max(self.runs.seen.values(), default=self.runs.floor)
             self.runs.add(key, at)
         else:
             self.undated[key] = at

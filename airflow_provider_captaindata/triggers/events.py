@@ -311,7 +311,7 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
             key = fire_key(snapshot.uid, snapshot.status)
             at = self.finished_at(snapshot)
             if not state.is_new(key, at):
-                if snapshot.uid in state.pending and not state.is_marked(key):
+                if at is not None and snapshot.uid in state.pending and not state.is_marked(key):
                     log.warning(
                         "Run %s finished before the watermark's floor (over %.0f s before the "
                         "newest run fired): taken as fired, by another triggerer holding this "
@@ -319,6 +319,7 @@ class CaptainDataRunFinishedTrigger(BaseEventTrigger):
                         snapshot.uid,
                         event_state.OVERLAP_SECONDS,
                     )
+                    state.mark(key, at, dated=True)  # so that no stored copy keeps it pending
                 state.pending.pop(snapshot.uid, None)
                 continue
             new[key] = Finished(snapshot, key, now if at is None else at, at is not None)
