@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from tests.callbacks.test_plugin import BIN, SETUP, free_port
 PAGES = int(os.environ.get("BENCH_RECEIVER_PAGES", "1000"))
 # The workload is 1,000 rows a page; other sizes only to see what the growth depends on.
 ROWS = int(os.environ.get("BENCH_RECEIVER_ROWS", "1000"))
+# The workload posts one page at a time; more senders at once only to see what a callback in
+# flight costs (each sender its own connection, the pages posted in rounds of SENDERS).
+SENDERS = int(os.environ.get("BENCH_RECEIVER_SENDERS", "1"))
 BIG_ROWS = 80_000  # ~9 MiB: the largest page under the receiver's default 10 MiB cap
 CHECKPOINTS = (10, 100, 300, 1000, 3000, 10_000)
 SECRET = "bench-callback-secret-0123456789abcdef"
@@ -141,7 +145,8 @@ def test_receiver_pages_to_s3_through_the_api_server(
     run_uid = str(uuid.uuid4())
     url = callback_url_for(base_url, SECRET, key)
     try:
-        with httpx.Client(timeout=60) as client:
+        with httpx.Client(timeout=60) as client, ThreadPoolExecutor(SENDERS) as pool:
+            others = [httpx.Client(timeout=60) for _ in range(SENDERS - 1)]
             deadline = time.monotonic() + 300
             while True:
                 assert server.poll() is None, log_path.read_text()[-3000:]
@@ -163,16 +168,25 @@ def test_receiver_pages_to_s3_through_the_api_server(
             after_100 = 0
             # Peak growth so far at these page counts: what the growth depends on (pages or not).
             at: dict[int, int] = {}
+
+            def post(sender: int, body: bytes) -> httpx.Response:
+                return (client, *others)[sender].post(url, content=body, headers=headers)
+
             started = time.perf_counter()
-            for i in range(PAGES):
-                body = page(run_uid, i)
-                largest = max(largest, len(body))
-                answer = client.post(url, content=body, headers=headers)
-                assert answer.status_code == 200, answer.text
-                if i + 1 == min(100, PAGES):
+            for first in range(0, PAGES, SENDERS):
+                bodies = [page(run_uid, i) for i in range(first, min(first + SENDERS, PAGES))]
+                largest = max(largest, *map(len, bodies))
+                if len(bodies) == 1:
+                    answers = [post(0, bodies[0])]
+                else:
+                    answers = list(pool.map(post, range(len(bodies)), bodies))
+                for answer in answers:
+                    assert answer.status_code == 200, answer.text
+                done = first + len(bodies)
+                if first < min(100, PAGES) <= done:
                     after_100 = sampler.take_peak()
-                if i + 1 in CHECKPOINTS or i + 1 == PAGES:
-                    at[i + 1] = max([sampler.take_peak(), after_100, *at.values()])
+                if any(first < n <= done for n in (*CHECKPOINTS, PAGES)):
+                    at[done] = max([sampler.take_peak(), after_100, *at.values()])
             wall = time.perf_counter() - started
             peak = max([sampler.take_peak(), after_100, *at.values()])
             # Then the largest page the receiver accepts (~9 MiB, under its 10 MiB default):
@@ -183,6 +197,8 @@ def test_receiver_pages_to_s3_through_the_api_server(
             big_peak = sampler.take_peak()
             sampler.stopped.set()
             sampler.join()
+            for other in others:
+                other.close()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -223,6 +239,7 @@ def test_receiver_pages_to_s3_through_the_api_server(
     details = {
         "pages": PAGES,
         "rows_per_page": ROWS,
+        "senders": SENDERS,
         "largest_body_bytes": largest,
         "wall_s": wall,
         "pages_per_s": PAGES / wall,
