@@ -60,12 +60,25 @@ def call_mark(action: str, body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
 
+def record_keys(action: str, bodies: list[Any]) -> list[str]:
+    """Each input's record key in a fan-out: what is sent, not where it sits in the list (a
+    clear after the inputs were reordered, or one was added in front, finds each input's
+    record), and which repeat of an equal input it is (each repeat is its own call)."""
+    repeats: dict[str, int] = {}
+    keys = []
+    for body in bodies:
+        mark = call_mark(action, body)
+        keys.append(f"{mark}-{repeats.get(mark, 0)}")
+        repeats[mark] = repeats.get(mark, 0) + 1
+    return keys
+
+
 class SupersededTryError(CaptainDataError):
     """A later try of this task instance claimed the records: this one (a zombie) stops."""
 
 
 class Checkpoint(Protocol):
-    """Small JSON records by key (an input's index, or :data:`OWNER`)."""
+    """Small JSON records by key (an input's, or :data:`OWNER`)."""
 
     where: str
     # Whether a fan-out makes its calls in threads (network round trips) or on its loop.
@@ -99,7 +112,7 @@ class StateStoreCheckpoint:
 
 
 class FileCheckpoint:
-    """Records as ``{index}.json`` in a hidden folder beside ``output_path`` (any object store),
+    """Records as ``{key}.json`` in a hidden folder beside ``output_path`` (any object store),
     one folder per task instance."""
 
     offload = True
@@ -157,17 +170,21 @@ class InputRecords:
         if self.resumed:
             time.sleep(CLAIM_SETTLE_SECONDS)
 
-    def earlier(self, index: int, mark: str) -> dict[str, Any] | None:
+    def claimed_before(self) -> bool:
+        """Whether a try claimed these records before this one (read before :meth:`claim`)."""
+        return self.checkpoint.get(OWNER) is not None
+
+    def earlier(self, key: int | str, mark: str) -> dict[str, Any] | None:
         """An earlier try's record of this same call (``done`` with rows, or its outcome unknown)."""
         if not self.resumed:
             return None
-        record = self.checkpoint.get(str(index))
+        record = self.checkpoint.get(str(key))
         if not isinstance(record, dict):
             return None
         # A record cut short by a crash has no mark: it may be this call, so it counts.
         return record if record.get("fp") in (mark, None) else None
 
-    def sending(self, index: int, mark: str) -> None:
+    def sending(self, key: int | str, mark: str) -> None:
         """Record the call as sent, then make sure no later try holds the records (raises
         :class:`SupersededTryError` if one does).
 
@@ -175,12 +192,12 @@ class InputRecords:
         input is sent by this try and a later one: if this record is written after the later
         try read it (at least CLAIM_SETTLE_SECONDS after its claim), the claim this check uses
         was read less than OWNER_FRESH_SECONDS before, so after the claim, and it stops."""
-        self.checkpoint.put(str(index), {"state": SENDING, "fp": mark, "try": self.try_number})
+        self.checkpoint.put(str(key), {"state": SENDING, "fp": mark, "try": self.try_number})
         owner = self._owner()
         if owner is not None and owner != self.try_number:
             raise SupersededTryError(
                 f"try {owner} of this task holds the records in {self.where}; try "
-                f"{self.try_number} stops before sending input {index}"
+                f"{self.try_number} stops before sending input {key}"
             )
 
     def _owner(self) -> Any:
@@ -196,18 +213,18 @@ class InputRecords:
         return owner
 
     def outcome(
-        self, index: int, mark: str, state: str, rows: list[Any] | None = None, result: Any = None
+        self, key: int | str, mark: str, state: str, rows: list[Any] | None = None, result: Any = None
     ) -> None:
         """``done`` (with the rows of a fan-out input, or the ``result`` a single input's task
         returned) or ``unknown`` is kept; anything else was refused and nothing happened, so
         the record goes and a task retry may send the input again."""
         if state == DONE:
             done = {"state": DONE, "fp": mark, "rows": rows or []}
-            self.checkpoint.put(str(index), done if result is None else {**done, "result": result})
+            self.checkpoint.put(str(key), done if result is None else {**done, "result": result})
         elif state == UNKNOWN:
-            self.checkpoint.put(str(index), {"state": UNKNOWN, "fp": mark})
+            self.checkpoint.put(str(key), {"state": UNKNOWN, "fp": mark})
         else:
-            self.checkpoint.delete(str(index))
+            self.checkpoint.delete(str(key))
 
 
 def open_records(context: Any, output_path: str | None) -> InputRecords | None:

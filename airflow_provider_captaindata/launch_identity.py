@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow_provider_captaindata.checkpoint import is_retry
 from airflow_provider_captaindata.client.lookups import LOOKUP_CLOCK_MARGIN
 
 FIRST_TRY_KEY = "captaindata_first_try_at"  # task_state_store key: when the first try began
@@ -124,12 +125,12 @@ def lookup_since(context: Any) -> float | None:
     :data:`LOOKUP_CLOCK_MARGIN`.
 
     Airflow 3.3+ keeps that start in ``task_state_store`` (set by the first try; it survives
-    retries and clears). Every line also knows the DAG run's start, which comes before every
-    try of its task instances until the DAG run is cleared: a clear of a finished DAG run
-    starts it again, after the tries before the clear. So a cleared DAG run (``clear_number``)
-    also gives the time it was due (``run_after``; on 2.11 the end of its data interval, or
-    its logical date), which comes before all of them. The earliest is used; with none (a bare
-    test context), None: every run the API lists."""
+    retries and clears). Every line also knows the DAG run's start, which comes before the
+    first try; but a clear of a finished DAG run, or a 2.11 backfill that reruns its failed
+    tasks, starts it again, after the tries before. So a later try (``try_number`` > 1: only
+    it has tries before it) also reads back to when the DAG run was due (``run_after``; on
+    2.11 the end of its data interval, or its logical date), which comes before every try.
+    The earliest is used; with none (a bare test context), None: every run the API lists."""
     starts: list[float] = []
     store = context.get("task_state_store")
     if store is not None:
@@ -140,7 +141,7 @@ def lookup_since(context: Any) -> float | None:
         starts.append(float(first))
     dag_run = context.get("dag_run")
     moments = [getattr(dag_run, "start_date", None)]
-    if getattr(dag_run, "clear_number", None):
+    if is_retry(context):
         due = ("run_after", "data_interval_end", "logical_date")
         moments.append(next(filter(None, (getattr(dag_run, name, None) for name in due)), None))
     starts.extend(moment.timestamp() for moment in moments if moment is not None)

@@ -239,8 +239,8 @@ def test_a_cleared_dag_run_still_finds_the_run_of_the_tries_before_the_clear(
     for n in range(60):  # more than a page of runs launched by others before the clear
         hook.launch_workflow(workflows[0], job_name=f"other {n}", inputs=PROFILES[:1], steps=step)
     time.sleep(1.0)
-    context = context_of(None, time.time())  # the clear: the DAG run starts again
-    context["dag_run"].clear_number = 1
+    context = context_of(None, time.time())  # the clear: the DAG run starts again, try 2
+    context["ti"].try_number = 2
     context["dag_run"].run_after = datetime.fromtimestamp(due, UTC)
     assert v3_operator(workflows[0], wait_for_completion=False).execute(context) == run_a
     assert len(captaindata_emulator.requests(method="POST", path=V3_LAUNCH)) == 61

@@ -27,9 +27,9 @@ from airflow_provider_captaindata.checkpoint import (
     DONE,
     UNKNOWN,
     InputRecords,
-    call_mark,
     is_retry,
     open_records,
+    record_keys,
 )
 from airflow_provider_captaindata.client.catalog import has_effects
 from airflow_provider_captaindata.client.lookups import may_be_since
@@ -64,12 +64,15 @@ RECORDS_WORKERS_PER_CALL = 4
 MAX_ERRORS_XCOM_BYTES = 262_144  # the input_errors XCom: error texts vary in size, so bytes
 
 
-def tag_rows(data: Any, index: int) -> list[dict[str, Any]]:
-    """The answer as rows, each carrying the index of its input in ``custom_data``."""
+def tag_rows(data: Any, index: int, retag: bool = False) -> list[dict[str, Any]]:
+    """The answer as rows, each carrying the index of its input in ``custom_data`` (``retag``:
+    rows recorded when the input sat elsewhere in the list get its index now)."""
     rows = data if isinstance(data, list) else [data] if data else []
     for row in rows:
         custom = row.get("custom_data")
         if isinstance(custom, dict):
+            if retag:
+                custom[INPUT_TAG] = index
             custom.setdefault(INPUT_TAG, index)
         else:
             row["custom_data"] = {INPUT_TAG: index}
@@ -103,6 +106,9 @@ class LiveFanOut:
         self.spec = spec
         self.inputs = inputs
         self.records = records
+        # Each input's record is found by what is sent, not by its index (the index is in the
+        # body's custom_data: a clear that reorders the inputs would send every one again).
+        self.keys = record_keys(spec.action, [spec.body(item) for item in inputs]) if records else []
         self.sink = open_sink(spec.output_path, max_xcom_bytes=spec.max_xcom_bytes)
         self.errors: list[dict[str, Any]] = []
         self.done = 0
@@ -169,21 +175,21 @@ class LiveFanOut:
         if self.records is None:
             rows, _ = await self.call_one(hook, gate, index, item, body)
             return rows
-        mark = call_mark(self.spec.action, body)
-        earlier = await self.recorded(self.records.earlier, index, mark)
+        key = self.keys[index]
+        earlier = await self.recorded(self.records.earlier, key, key)
         if earlier is not None:
             if earlier.get("state") == DONE:
                 self.reused += 1
-                return list(earlier.get("rows") or [])
+                return tag_rows(list(earlier.get("rows") or []), index, retag=True)
             self.errors.append(_unknown(index, item, earlier_unknown(earlier)))
             return []
         records = self.records
 
         async def sending() -> None:
-            await self.recorded(records.sending, index, mark)
+            await self.recorded(records.sending, key, key)
 
         rows, outcome = await self.call_one(hook, gate, index, item, body, before=sending)
-        await self.recorded(self.records.outcome, index, mark, outcome, rows)
+        await self.recorded(self.records.outcome, key, key, outcome, rows)
         return rows
 
     async def recorded(self, call: Callable[..., T], *args: Any) -> T:
@@ -353,7 +359,9 @@ def refuse_unrecorded_retry(spec: FanOutSpec, context: Any) -> None:
 def run_live_fanout(spec: FanOutSpec, inputs: list[dict[str, Any]], context: Any) -> Any:
     """Run the fan-out; fail after the batch, or hand the errors on, per ``on_input_error``."""
     records = open_records(context, spec.output_path) if has_effects(spec.action) else None
-    if has_effects(spec.action) and records is None and is_retry(context):
+    # A retry with no earlier try's claim in the records (none kept, or kept where this try
+    # does not look: an output_path rendered differently per try) cannot tell what was sent.
+    if has_effects(spec.action) and is_retry(context) and (records is None or not records.claimed_before()):
         refuse_unrecorded_retry(spec, context)
     if records is not None:
         records.claim()
