@@ -83,6 +83,9 @@ class Checkpoint(Protocol):
     where: str
     # Whether a fan-out makes its calls in threads (network round trips) or on its loop.
     offload: bool
+    # Whether another try may look elsewhere (the path it renders): then finding no earlier
+    # try's claim proves nothing.
+    follows_output_path: bool
 
     def get(self, key: str) -> Any: ...
 
@@ -97,6 +100,7 @@ class StateStoreCheckpoint:
     where = "the task state store"
     # On the loop: Airflow's task comms are not reachable from other threads under dag.test.
     offload = False
+    follows_output_path = False
 
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -116,6 +120,7 @@ class FileCheckpoint:
     one folder per task instance."""
 
     offload = True
+    follows_output_path = True
 
     def __init__(self, output_path: str, scope: str) -> None:
         from airflow_provider_captaindata.results import object_storage_path
@@ -170,9 +175,10 @@ class InputRecords:
         if self.resumed:
             time.sleep(CLAIM_SETTLE_SECONDS)
 
-    def claimed_before(self) -> bool:
-        """Whether a try claimed these records before this one (read before :meth:`claim`)."""
-        return self.checkpoint.get(OWNER) is not None
+    def may_miss_earlier_tries(self) -> bool:
+        """Whether an earlier try may have kept its records elsewhere: they follow a rendered
+        output_path, and no try claimed these (read before :meth:`claim`)."""
+        return self.checkpoint.follows_output_path and self.checkpoint.get(OWNER) is None
 
     def earlier(self, key: int | str, mark: str) -> dict[str, Any] | None:
         """An earlier try's record of this same call (``done`` with rows, or its outcome unknown)."""

@@ -359,9 +359,10 @@ def refuse_unrecorded_retry(spec: FanOutSpec, context: Any) -> None:
 def run_live_fanout(spec: FanOutSpec, inputs: list[dict[str, Any]], context: Any) -> Any:
     """Run the fan-out; fail after the batch, or hand the errors on, per ``on_input_error``."""
     records = open_records(context, spec.output_path) if has_effects(spec.action) else None
-    # A retry with no earlier try's claim in the records (none kept, or kept where this try
-    # does not look: an output_path rendered differently per try) cannot tell what was sent.
-    if has_effects(spec.action) and is_retry(context) and (records is None or not records.claimed_before()):
+    # A retry without records, or whose earlier tries may have kept theirs where it does not
+    # look (an output_path rendered differently per try), cannot tell what was sent.
+    unrecorded = records is None or records.may_miss_earlier_tries()
+    if has_effects(spec.action) and is_retry(context) and unrecorded:
         refuse_unrecorded_retry(spec, context)
     if records is not None:
         records.claim()
