@@ -47,11 +47,12 @@ def rerun_cleared(dag: Any, dag_run: Any) -> Any:
     from airflow.utils.state import DagRunState
 
     with create_session() as session:
-        run = _dag_run(session, dag_run)
-        clear_task_instances(
-            run.get_task_instances(session=session), session, dag_run_state=DagRunState.QUEUED
-        )
-    return run_again(dag, dag_run)
+        tis = _dag_run(session, dag_run).get_task_instances(session=session)
+        tries = max(ti.try_number for ti in tis)
+        clear_task_instances(tis, session, dag_run_state=DagRunState.QUEUED)
+    cleared = run_again(dag, dag_run)
+    assert max(ti.try_number for ti in cleared.get_task_instances()) > tries, "the clear ran no task again"
+    return cleared
 
 
 def run_again(dag: Any, dag_run: Any) -> Any:
