@@ -176,9 +176,10 @@ class InputRecords:
             time.sleep(CLAIM_SETTLE_SECONDS)
 
     def may_miss_earlier_tries(self) -> bool:
-        """Whether an earlier try may have kept its records elsewhere: they follow a rendered
-        output_path, and no try claimed these (read before :meth:`claim`)."""
-        return self.checkpoint.follows_output_path and self.checkpoint.get(OWNER) is None
+        """Whether an earlier try may have kept its records elsewhere: this is a retry, they
+        follow a rendered output_path, and no try claimed these (read before :meth:`claim`;
+        a first try reads nothing)."""
+        return self.resumed and self.checkpoint.follows_output_path and self.checkpoint.get(OWNER) is None
 
     def earlier(self, key: int | str, mark: str) -> dict[str, Any] | None:
         """An earlier try's record of this same call (``done`` with rows, or its outcome unknown)."""

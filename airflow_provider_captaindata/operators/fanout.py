@@ -71,9 +71,8 @@ def tag_rows(data: Any, index: int, retag: bool = False) -> list[dict[str, Any]]
     for row in rows:
         custom = row.get("custom_data")
         if isinstance(custom, dict):
-            if retag:
+            if retag or INPUT_TAG not in custom:
                 custom[INPUT_TAG] = index
-            custom.setdefault(INPUT_TAG, index)
         else:
             row["custom_data"] = {INPUT_TAG: index}
     return rows
