@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.airflow_helpers import AIRFLOW_3, AIRFLOW_3_3, rerun_cleared, run_dag
-from tests.invariants.acting import LIVE_PATH, acting_dag, message_groups
+from tests.invariants.acting import LIVE_PATH, acted_on, acting_dag, message_groups
 from tests.invariants.harness import harness_policy, later, run_dag_through_kills, worker_dies
 from tests.invariants.scenarios import Scenario
 
@@ -21,12 +21,7 @@ _ids = iter(range(10_000))
 
 
 def acted(emulator: Any) -> Counter[str]:
-    """The inputs the API acted on (a 2xx ``api_status``), counted."""
-    out: Counter[str] = Counter()
-    for post in emulator.requests("POST", LIVE_PATH):
-        if 200 <= (post.get("api_status") or 0) < 300:
-            out[(post.get("body") or {}).get("input", {}).get("linkedin_profile_url")] += 1
-    return out
+    return acted_on(emulator.requests("POST", LIVE_PATH))
 
 
 @pytest.mark.parametrize("output", ["xcom", "file"])

@@ -67,17 +67,25 @@ def message_groups(scenario: Scenario, first: int = 0) -> list[list[dict[str, An
     ]
 
 
+def profile_of(body: Any) -> str:
+    """The profile a live call's body messages."""
+    return str(((body or {}).get("input") or {}).get("linkedin_profile_url"))
+
+
+def acted_on(posts: list[dict[str, Any]]) -> Counter[str]:
+    """The profiles the API acted on (a 2xx ``api_status``: what it did, whatever the client
+    saw), counted."""
+    return Counter(profile_of(p.get("body")) for p in posts if 200 <= (p.get("api_status") or 0) < 300)
+
+
 def unanswered_at_death(groups: list[list[dict[str, Any]]], kill: Kill) -> set[str]:
     """The inputs of the try a worker died in whose calls had no answer yet: each may have been
     under way (its record written, its call in flight or about to be), so its outcome is unknown."""
     if not kill.fired:
         return set()
 
-    def url(body: Any) -> str:
-        return str(((body or {}).get("input") or {}).get("linkedin_profile_url"))
-
-    dying = {url(body) for body in kill.in_flight}
-    answered = {url(body) for body in kill.answered}
+    dying = {profile_of(body) for body in kill.in_flight}
+    answered = {profile_of(body) for body in kill.answered}
     tries = [{item["linkedin_profile_url"] for item in group} for group in groups]
     return {u for inputs in tries if inputs & dying for u in inputs - answered}
 
@@ -113,14 +121,10 @@ def check_acting(
     """``groups``: the inputs of the DAG run's last run (after a clear with new inputs, those);
     ``unsure``: inputs whose outcome a worker's death left unknown."""
     posts = emulator.requests("POST", LIVE_PATH)
-    acted: Counter[str] = Counter()
-    ambiguous = set(unsure)
-    for post in posts:
-        url = (post.get("body") or {}).get("input", {}).get("linkedin_profile_url")
-        if 200 <= (post.get("api_status") or 0) < 300:
-            acted[url] += 1
-        if post.get("fault") or post.get("status") is None:
-            ambiguous.add(url)  # the client did not get the API's own answer
+    acted = acted_on(posts)
+    # inputs for which the client did not get the API's own answer
+    unanswered = [p for p in posts if p.get("fault") or p.get("status") is None]
+    ambiguous = unsure | {profile_of(p.get("body")) for p in unanswered}
     if scenario.typo:
         # bad input: refused before any call, the task failed
         check(posts == [], "a misspelt parameter reached the API", len(posts))
@@ -135,14 +139,13 @@ def check_acting(
 
     # 3b. no page link followed twice for one reading of an input (a cycling X-Pagination-Next:
     # credits, rows); a task retry that sends the input again reads its pages again
-    def input_of(post: dict[str, Any]) -> str:
-        return str((post.get("body") or {}).get("input", {}).get("linkedin_profile_url"))
-
-    answered = [post for post in posts if post.get("status") == 200]
-    readings = Counter(input_of(post) for post in answered if not (post.get("query") or {}).get("page"))
-    pages = Counter(
-        (input_of(post), post["query"]["page"]) for post in answered if (post.get("query") or {}).get("page")
-    )
+    answered = [
+        (profile_of(p.get("body")), (p.get("query") or {}).get("page"))
+        for p in posts
+        if p.get("status") == 200
+    ]
+    readings = Counter(profile for profile, page in answered if not page)
+    pages = Counter((profile, page) for profile, page in answered if page)
     check(
         all(n <= readings[url] for (url, _), n in pages.items()),
         "a page link was followed twice in one reading of an input (a paging loop)",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,47 +114,43 @@ def worker_dies(at_call: int | None, after: bool) -> Iterator[Kill]:
     calls = itertools.count(1)
     in_flight: dict[int, Any] = {}
 
-    def dies_now() -> bool:
-        if kill.fired or next(calls) != at_call:
-            return False
-        kill.fired, kill.in_flight = True, list(in_flight.values())
-        return True
-
-    def sync(original: Any) -> Any:
-        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-            key = next(_keys)
-            in_flight[key] = kwargs.get("json")
-            try:
-                dies = dies_now()
-                if dies and not after:
+    @contextlib.contextmanager
+    def watched(body: Any) -> Iterator[Callable[[], None]]:
+        """Around one call: dies before it, or hands back what to do once it was answered."""
+        key = next(_keys)
+        in_flight[key] = body
+        try:
+            dies = not kill.fired and next(calls) == at_call
+            if dies:
+                kill.fired, kill.in_flight = True, list(in_flight.values())
+                if not after:
                     raise WorkerKilled
-                answer = original(self, *args, **kwargs)
+
+            def answered() -> None:
                 if dies:
                     raise WorkerKilled
                 if not kill.fired:
-                    kill.answered.append(kwargs.get("json"))
+                    kill.answered.append(body)
+
+            yield answered
+        finally:
+            in_flight.pop(key, None)
+
+    def sync(original: Any) -> Any:
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with watched(kwargs.get("json")) as answered:
+                answer = original(self, *args, **kwargs)
+                answered()
                 return answer
-            finally:
-                in_flight.pop(key, None)
 
         return call
 
     def asynchronous(original: Any) -> Any:
         async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-            key = next(_keys)
-            in_flight[key] = kwargs.get("json")
-            try:
-                dies = dies_now()
-                if dies and not after:
-                    raise WorkerKilled
+            with watched(kwargs.get("json")) as answered:
                 answer = await original(self, *args, **kwargs)
-                if dies:
-                    raise WorkerKilled
-                if not kill.fired:
-                    kill.answered.append(kwargs.get("json"))
+                answered()
                 return answer
-            finally:
-                in_flight.pop(key, None)
 
         return call
 

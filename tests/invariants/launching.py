@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from airflow_provider_captaindata.client.versions import epoch_seconds, get_version
+from airflow_provider_captaindata.emulator.v3 import JOBS_PAGE_SIZE
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 from airflow_provider_captaindata.operators.actions import LAUNCH_TAG_PARAM, CaptainDataRunActionOperator
 from airflow_provider_captaindata.operators.workflows import CaptainDataLaunchWorkflowOperator
@@ -21,6 +22,7 @@ from tests.invariants.scenarios import Scenario
 
 EXTRACT = "linkedin-extract-people"
 LAUNCH_PATHS = {"v3": "/v3/workflows/*/schedule", "v4": f"/v4/actions/{EXTRACT}/run/async"}
+V4_RUNS_LIMIT = 100
 PROFILES = [{"linkedin_profile_url": f"https://www.linkedin.com/in/launch-{i}"} for i in range(2)]
 NEW_PROFILES = [{"linkedin_profile_url": f"https://www.linkedin.com/in/launch-{i}"} for i in range(2, 4)]
 
@@ -98,7 +100,7 @@ def created_runs(scenario: Scenario, emulator: Any, workflow_uid: str) -> dict[s
     if scenario.api == "v4":
         answer = httpx.get(
             f"{emulator.v4_url}/runs",
-            params={"action_name": EXTRACT, "limit": 100},
+            params={"action_name": EXTRACT, "limit": V4_RUNS_LIMIT},
             headers={"X-API-Key": emulator.api_key},
         )
         body = answer.raise_for_status().json()
@@ -110,7 +112,7 @@ def created_runs(scenario: Scenario, emulator: Any, workflow_uid: str) -> dict[s
         items = answer.raise_for_status().json()
         fields = ("scheduled_time", "finish_time")
     # One page is read: a full one would leave runs out of the count.
-    assert len(items) < (100 if scenario.api == "v4" else 50), "a full page of runs: read the next ones too"
+    assert len(items) < (V4_RUNS_LIMIT if scenario.api == "v4" else JOBS_PAGE_SIZE), "a full page: read on"
     runs: dict[str, Runs] = defaultdict(list)
     for item in items:
         run = (epoch_seconds(item[fields[0]]) or 0.0, epoch_seconds(item.get(fields[1])), str(item["status"]))
