@@ -326,14 +326,11 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
         """The live call; an acting action's is recorded as a fan-out input is, so that neither
         a lost answer nor a task retry after a worker crash sends it twice, and a retry after
         it succeeded (a failed XCom push) returns the recorded result without a call."""
-        from airflow_provider_captaindata.checkpoint import DONE, UNKNOWN, call_mark, is_retry, open_records
-        from airflow_provider_captaindata.client.catalog import has_effects
-        from airflow_provider_captaindata.operators.fanout import earlier_unknown, refuse_unrecorded_retry
+        from airflow_provider_captaindata.checkpoint import DONE, UNKNOWN, call_mark
+        from airflow_provider_captaindata.operators.fanout import acting_records, earlier_unknown
 
-        records = open_records(context, self.output_path) if has_effects(self.action) else None
+        records = acting_records(self.fanout_spec(), context)
         if records is None:
-            if has_effects(self.action) and is_retry(context):
-                refuse_unrecorded_retry(self.fanout_spec(), context)
             return self._live_single()
         mark = call_mark(self.action, self._body(input=self.input))
         earlier = records.earlier(0, mark)

@@ -64,6 +64,15 @@ RECORDS_WORKERS_PER_CALL = 4
 MAX_ERRORS_XCOM_BYTES = 262_144  # the input_errors XCom: error texts vary in size, so bytes
 
 
+def untagged(item: dict[str, Any]) -> dict[str, Any]:
+    """The input without an index tag of its own (one it carries as an upstream fan-out's row
+    is replaced by its index here when sent)."""
+    custom = item.get("custom_data")
+    if not isinstance(custom, dict) or INPUT_TAG not in custom:
+        return item
+    return {**item, "custom_data": {k: v for k, v in custom.items() if k != INPUT_TAG}}
+
+
 def tag_rows(data: Any, index: int, retag: bool = False) -> list[dict[str, Any]]:
     """The answer as rows, each carrying the index of its input in ``custom_data`` (``retag``:
     rows recorded when the input sat elsewhere in the list get its index now)."""
@@ -105,9 +114,11 @@ class LiveFanOut:
         self.spec = spec
         self.inputs = inputs
         self.records = records
-        # Each input's record is found by what is sent, not by its index (the index is in the
-        # body's custom_data: a clear that reorders the inputs would send every one again).
-        self.keys = record_keys(spec.action, [spec.body(item) for item in inputs]) if records else []
+        # Each input's record is found by what is sent but its index (the index goes in the
+        # body's custom_data, replacing any the input carries as an upstream fan-out's row):
+        # by index, a clear that reorders the inputs would send every one again.
+        bodies = [spec.body(untagged(item)) for item in inputs] if records else []
+        self.keys = record_keys(spec.action, bodies)
         self.sink = open_sink(spec.output_path, max_xcom_bytes=spec.max_xcom_bytes)
         self.errors: list[dict[str, Any]] = []
         self.done = 0
@@ -355,14 +366,23 @@ def refuse_unrecorded_retry(spec: FanOutSpec, context: Any) -> None:
         )
 
 
+def acting_records(spec: FanOutSpec, context: Any) -> InputRecords | None:
+    """The records of an acting action's inputs (None for an action that only reads, or where
+    none can be kept), for the fan-out and a single ``input`` alike. A retry without records,
+    or whose earlier tries may have kept theirs where it does not look (an output_path
+    rendered differently per try), cannot tell what was sent: it fails here, sending nothing,
+    if the action ran live since (:func:`refuse_unrecorded_retry`)."""
+    if not has_effects(spec.action):
+        return None
+    records = open_records(context, spec.output_path)
+    if is_retry(context) and (records is None or records.may_miss_earlier_tries()):
+        refuse_unrecorded_retry(spec, context)
+    return records
+
+
 def run_live_fanout(spec: FanOutSpec, inputs: list[dict[str, Any]], context: Any) -> Any:
     """Run the fan-out; fail after the batch, or hand the errors on, per ``on_input_error``."""
-    records = open_records(context, spec.output_path) if has_effects(spec.action) else None
-    # A retry without records, or whose earlier tries may have kept theirs where it does not
-    # look (an output_path rendered differently per try), cannot tell what was sent.
-    unrecorded = records is None or records.may_miss_earlier_tries()
-    if has_effects(spec.action) and is_retry(context) and unrecorded:
-        refuse_unrecorded_retry(spec, context)
+    records = acting_records(spec, context)
     if records is not None:
         records.claim()
     fan_out = LiveFanOut(spec, inputs, records)
