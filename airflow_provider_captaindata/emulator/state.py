@@ -204,8 +204,11 @@ class EmulatorState:
         if self._callback_client is None:
             import httpx
 
+            # A server closes a connection idle past its keep-alive (uvicorn 5 s, gunicorn 2 s);
+            # a request sent on it at that moment gets no answer and a clean page is recorded
+            # FAILED. Idle connections are dropped well before that.
             self._callback_client = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=16)
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=1.0)
             )
         return self._callback_client
 

@@ -77,9 +77,11 @@ def test_thousand_inputs_every_row_exactly_once(
     emulator: Any, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="airflow_provider_captaindata.callbacks")
-    # The clean run: no delivery may fail. With the emulator's 5 s callback timeout, a loaded
-    # machine (five Airflow lines' suites at once) made a few POSTs wait longer than that for a
-    # receiver slot; the API recorded them FAILED and they were rightly replayed (7 of 1,000).
+    # The clean run: no delivery may fail, on a machine as loaded as CI (five Airflow lines'
+    # suites at once). Two causes of a replayed clean page there: a POST waiting for a receiver
+    # slot past the emulator's 5 s callback timeout, and a POST sent on a connection the receiver
+    # was closing at the end of its keep-alive (the emulator's sender now drops idle connections
+    # first: tests/emulator/test_v4_async.py).
     emulator.configure(callback_timeout_seconds=60)
     key = uuid.uuid4().hex[:24]
     started = time.monotonic()

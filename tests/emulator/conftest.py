@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -65,14 +66,27 @@ class Receiver:
     """A callback endpoint: records every POST (headers lowercased, JSON body), answers 200
     unless ``status_for`` says otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_alive_seconds: float | None = None) -> None:
         self.calls: list[dict[str, Any]] = []
+        self.dropped = 0  # requests on a connection idle past keep_alive_seconds
         self.lock = threading.Lock()
         self.status_for: Callable[[dict[str, Any]], int] = lambda body: 200
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # With keep_alive_seconds, connections persist (HTTP/1.1) and one idle longer than
+            # that is closed when the next request arrives, unanswered: the moment a server's
+            # keep-alive timer fires as a request comes in, made deterministic.
+            protocol_version = "HTTP/1.1" if keep_alive_seconds else "HTTP/1.0"
+            answered_at: float | None = None
+
             def do_POST(self) -> None:
+                now = time.monotonic()
+                if keep_alive_seconds and self.answered_at and now - self.answered_at > keep_alive_seconds:
+                    with receiver.lock:
+                        receiver.dropped += 1
+                    self.close_connection = True
+                    return
                 length = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(length) or b"null")
                 with receiver.lock:
@@ -86,6 +100,7 @@ class Receiver:
                 self.send_response(receiver.status_for(body))
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                self.answered_at = time.monotonic()
 
             def log_message(self, *args: Any) -> None:
                 pass

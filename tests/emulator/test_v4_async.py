@@ -172,6 +172,24 @@ def test_failing_receiver_is_recorded_failed(v4: httpx.Client, receiver: Receive
     assert statuses == [(200, "SUCCESS"), (200, "SUCCESS"), (503, "FAILED")]
 
 
+def test_callbacks_never_reuse_a_connection_the_receiver_may_be_closing(v4: httpx.Client) -> None:
+    # uvicorn (the Airflow API server's receiver) closes a keep-alive connection idle for 5 s; a
+    # sender reusing it at that moment gets no answer and records a clean page FAILED. The
+    # emulator's sender drops idle connections well before any server's keep-alive ends.
+    receiver = Receiver(keep_alive_seconds=1.5)
+    try:
+        first = launch(v4, EXTRACT, profiles(4), receiver.url)
+        final(v4, first["run_uid"])
+        time.sleep(2.0)  # the first run's connections are now idle past the receiver's keep-alive
+        second = launch(v4, EXTRACT, profiles(4), receiver.url)
+        final(v4, second["run_uid"])
+        found = records(v4, first["run_uid"]) + records(v4, second["run_uid"])
+        assert (receiver.dropped, len(found)) == (0, 8)
+        assert {(r["status"], r["http_status"]) for r in found} == {("SUCCESS", 200)}
+    finally:
+        receiver.close()
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
