@@ -270,6 +270,9 @@ class _V1Base:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
     def _request(self, url: str, params: Mapping[str, str] | None) -> ApiRequest:
+        # Every URL gets the key, so every one is checked here, not only a fresh next link: a
+        # cursor saved by an earlier try (CursorPager.resume) may name another origin.
+        url = same_origin_url(url, self.base_url)
         return ApiRequest(
             "GET", url, headers={"X-API-Key": self._api_key}, params=params, secrets=(self._api_key,)
         )
