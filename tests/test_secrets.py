@@ -394,3 +394,19 @@ def test_surrounding_spaces_of_the_key_are_still_stripped(serve: Callable[..., _
     api = serve(lambda method, path, headers: _json(200, []), api_key=f"  {API_KEY}\n")
     _sync_hook().get_workspaces()
     assert api.keys_seen() == [API_KEY]
+
+
+def test_a_run_error_naming_a_signed_callback_url_loses_its_token() -> None:
+    # What a final run's error reads as (trigger events, task errors): a run of another task's
+    # launch may name where its pages go, token included.
+    from airflow_provider_captaindata.callbacks.tokens import callback_url_for
+    from airflow_provider_captaindata.client.versions import V3, V4
+
+    url = callback_url_for("https://airflow.example/captaindata", "s3cret-0123456789abcdef", "ab" * 12)
+    token = url.rsplit("/", 1)[1]
+    v4 = V4.snapshot(
+        {"uid": "r", "status": "FAILED", "last_error": {"label": "X", "message": f"to {url}: 502"}}
+    )
+    v3 = V3.snapshot({"uid": "r", "status": "failed", "error_message": f"webhook {url}/ refused"})
+    for snapshot in (v4, v3):
+        assert snapshot.message and token not in snapshot.message and "/***" in snapshot.message

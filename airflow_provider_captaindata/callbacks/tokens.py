@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from airflow_provider_captaindata.client.scrub import URL_TOKEN
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 
 URL_VERSION = "v1"  # first path segment: lets a future token scheme live beside this one
@@ -30,7 +31,7 @@ UNBOUNDED_TTL_SECONDS = 90 * 86400  # a task with no time limit (callback_url_tt
 
 LAUNCH_KEY_RE = re.compile(r"[0-9a-f]{24}")
 EXPIRES_RE = re.compile(r"[0-9]{1,12}")  # unix seconds; bounded so int() stays cheap
-TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes of SHA-256, urlsafe base64 without padding
+TOKEN_RE = re.compile(URL_TOKEN)  # 32 bytes of SHA-256, urlsafe base64 without padding
 MIN_SECRET_CHARS = 16
 MIN_SECRET_DISTINCT = 8
 # Values the docs show as examples: a deployment that copied one has a public secret. Compared

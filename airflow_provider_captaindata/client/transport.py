@@ -38,6 +38,8 @@ from airflow_provider_captaindata.client.body import (
 )
 from airflow_provider_captaindata.client.paging import describe_origin
 from airflow_provider_captaindata.client.policy import DEFAULT_POLICY, ApiRequest, ApiResponse, RetryPolicy
+from airflow_provider_captaindata.client.scrub import SCRUBBED as _SCRUBBED
+from airflow_provider_captaindata.client.scrub import scrub_url_tokens
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataError,
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
 
 USER_AGENT = f"airflow-provider-captaindata/{__version__}"
 _ERROR_TEXT_LIMIT = 300
-_SCRUBBED = "***"
+
 _SECRET_PART_CHARS = 16  # a callback URL's parts this long (tokens, launch keys) are scrubbed
 
 
@@ -74,12 +76,14 @@ def callback_secrets(body: Any) -> tuple[str, ...]:
 
 
 def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    """``value`` with every secret replaced by ``***``, in strings nested in dicts and lists too."""
+    """``value`` with every secret replaced by ``***``, in strings nested in dicts and lists too,
+    and any signed callback or webhook URL's token: an answer may echo a URL its request did not
+    carry (a replay's error names the page's callback URL)."""
     if isinstance(value, str):
         for secret in secrets:
             if secret:  # an empty "secret" would insert *** between every character
                 value = value.replace(secret, _SCRUBBED)
-        return value
+        return scrub_url_tokens(value)
     if isinstance(value, dict):
         return {_scrub(k, secrets): _scrub(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from airflow_provider_captaindata.client.scrub import scrub_url_tokens
 from airflow_provider_captaindata.client.statuses import RunSnapshot, RunState
 
 ApiVersionName = Literal["v3", "v4"]
@@ -65,6 +66,8 @@ class ApiVersion:
         else:
             last_error = run.get("last_error") or {}
             message = " ".join(str(p) for p in (last_error.get("label"), last_error.get("message")) if p)
+        if isinstance(message, str):
+            message = scrub_url_tokens(message)
         uid = str(run.get("uid") or run.get("run_uid") or "")
         return RunSnapshot(
             uid=uid, status=status, state=self.state_of(status), message=message or None, raw=dict(run)
