@@ -111,6 +111,9 @@ CONNECTION_FIELDS = (
 )
 
 
+MAX_OVERLAP_SECONDS = 366 * 86400  # beyond the longest callback URL anyone sets on purpose
+
+
 def parse_until(value: str | float | None, name: str = "callback_secret_previous_until") -> float | None:
     """Unix seconds from a number or an ISO 8601 time (UTC when it has no offset)."""
     if value is None or value == "":
@@ -201,6 +204,12 @@ class CallbackReceiver:
         if previous and until is None:
             raise NotConfigured(
                 "callback_secret_previous needs callback_secret_previous_until (end of the overlap window)"
+            )
+        if previous and until is not None and until > time.time() + MAX_OVERLAP_SECONDS:
+            # Milliseconds for seconds would keep the old secret valid for ever.
+            raise NotConfigured(
+                "callback_secret_previous_until is more than a year away (milliseconds?): the old "
+                "secret would keep signing; give unix seconds or an ISO 8601 time"
             )
         return ReceiverSettings(
             secret=secret, store=CallbackStore(storage), previous_secret=previous, previous_until=until

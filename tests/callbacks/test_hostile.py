@@ -17,7 +17,7 @@ import pytest
 
 from airflow_provider_captaindata.callbacks import app as app_module
 from airflow_provider_captaindata.callbacks import tokens
-from airflow_provider_captaindata.callbacks.app import create_app
+from airflow_provider_captaindata.callbacks.app import NotConfigured, create_app
 from airflow_provider_captaindata.callbacks.redact import redacted
 from airflow_provider_captaindata.callbacks.tokens import callback_url_for
 from airflow_provider_captaindata.callbacks.webhooks import webhook_url_for
@@ -284,5 +284,18 @@ def test_secret_rotation_with_an_overlap_window_and_no_restart(
         receiver._read_at = float("-inf")  # the next request re-reads the connection (the TTL passed)
         assert client.post(old_url, json=callback_body()).status_code == 403
         assert client.post(new_url, json=callback_body()).status_code == 200
+
+        # An end in milliseconds would keep the old secret signing for ever: refused, named.
+        millis = (time.time() + 3600) * 1000
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_CD_ROT",
+            _conn(
+                new_secret, storage, callback_secret_previous=SECRET, callback_secret_previous_until=millis
+            ),
+        )
+        receiver._read_at = float("-inf")
+        assert client.post(old_url, json=callback_body()).status_code == 503
+        with pytest.raises(NotConfigured, match="callback_secret_previous_until"):
+            receiver._resolve()
     finally:
         server.stop()
