@@ -10,7 +10,8 @@
 * ``max_in_flight`` bodies already being read → the request waits for a place (its body
   unread, so it costs no memory), 503 with Retry-After after ``slot_wait_seconds``;
 * body larger than ``max_body_bytes`` → 413 (checked on Content-Length and while streaming),
-  not received within ``body_timeout_seconds`` → 408;
+  not received within ``body_timeout_seconds`` → 408; one value in it (a row of ``results``,
+  another top-level member) over ``pages.MAX_VALUE_BYTES`` → 413 too;
 * body not JSON, not the callback shape, or ids that are not UUIDs → 400;
 * else the page is written durably and only then answered ``200 {"stored": batch_uid}``, so
   Captain Data's own retry covers a crash between receipt and write.
@@ -41,7 +42,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from airflow_provider_captaindata.callbacks import tokens
-from airflow_provider_captaindata.callbacks.pages import BadCallback, ScannedPage, scan_callback
+from airflow_provider_captaindata.callbacks.pages import (
+    BadCallback,
+    ScannedPage,
+    ValueTooLarge,
+    scan_callback,
+)
 from airflow_provider_captaindata.callbacks.redact import ROUTE_PATH, RedactPaths
 from airflow_provider_captaindata.callbacks.storage import CallbackStore
 from airflow_provider_captaindata.callbacks.webhooks import WebhookReceiver
@@ -349,7 +355,7 @@ class CallbackReceiver:
                 await anyio.to_thread.run_sync(self._store, settings.store, launch_key, body, page)
             except BadCallback as exc:
                 log.warning("Refused a callback for launch %s: %s", launch_key, exc)
-                return _error(400, str(exc))
+                return _error(413 if isinstance(exc, ValueTooLarge) else 400, str(exc))
             except Exception:
                 # Not acknowledged, so Captain Data retries and the reconciliation can replay it.
                 log.exception("Could not store a callback page for launch %s", launch_key)
@@ -365,10 +371,10 @@ class CallbackReceiver:
 
     async def check(self, data: bytearray) -> ScannedPage:
         """The body checked (row by row, never built whole) in the receiver's one checking
-        thread. The check holds the body's text, as large as the body: done in whichever worker
-        thread is free, each of up to ``max_in_flight`` threads kept about that much more in
-        its own malloc arena after the callback (glibc gives each thread an arena). One thread
-        costs no throughput: the check runs under the GIL."""
+        thread. The check holds a window of the body's text and one built value (``pages.py``):
+        done in whichever worker thread is free, each of up to ``max_in_flight`` threads kept
+        about that much more in its own malloc arena after the callback (glibc gives each thread
+        an arena). One thread costs no throughput: the check runs under the GIL."""
         if self._checker is None:
             self._checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="captaindata-callback-check")
         return await asyncio.wrap_future(self._checker.submit(scan_callback, data))

@@ -1,5 +1,6 @@
 """The streaming check of a callback body: same verdicts and digest as parsing it whole, and
-memory near twice the body (issue 22 #4: one 10 MiB callback cost ~310 MiB)."""
+memory near the body (issue 22 #4: one 10 MiB callback cost ~310 MiB), whatever its shape
+(random bodies against parsing whole: test_pages_property.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_captaindata.callbacks.pages import BadCallback, scan_callback
+from airflow_provider_captaindata.callbacks import pages
+from airflow_provider_captaindata.callbacks.pages import BadCallback, ValueTooLarge, scan_callback
 from airflow_provider_captaindata.callbacks.storage import page_digest
 from tests.callbacks.conftest import callback_body
 
@@ -72,6 +74,9 @@ def test_digest_is_page_digest_for_any_content() -> None:
         json.dumps({**callback_body(), "results": {"a": 1}}).encode(),
         json.dumps({**callback_body(), "results_count": True}).encode(),
         json.dumps({**callback_body(), "custom_data": [1]}).encode(),
+        # json.loads takes an unpaired surrogate, page_digest cannot encode it (was a 500).
+        json.dumps({**callback_body(), "results": [{"a": "\ud800"}]}).encode(),
+        json.dumps({**callback_body(), "input": "\udfff"}).encode(),
         json.dumps(
             {**callback_body(), "run": {"run_uid": "x", "batch_uid": str(uuid.uuid4()), "status": "S"}}
         ).encode(),
@@ -82,24 +87,85 @@ def test_bad_bodies(raw: bytes) -> None:
         scan_callback(raw)
 
 
-def test_memory_per_callback_is_at_most_twice_its_body() -> None:
+@pytest.mark.parametrize("name", ["x", "\U0001f600"], ids=["ascii", "one-emoji"])
+def test_memory_per_callback_is_at_most_twice_its_body(name: str) -> None:
+    # One character outside the BMP made the body's text, decoded whole, 4 bytes a character.
     body = callback_body(rows=0)
     body["results"] = [
         {"full_name": f"Person {i}", "headline": "x" * 120, "index": i, "tags": ["a", "b"], "score": 0.5}
         for i in range(50_000)
     ]
-    data = bytearray(json.dumps(body).encode())  # as the receiver holds it
+    body["results"][0]["full_name"] = name
+    data = bytearray(json.dumps(body, ensure_ascii=False).encode())  # as the receiver holds it
     del body
+    page, peak = _scan_peak(data)
+    assert page.rows == 50_000
+    print(f"\nbody {len(data) / 2**20:.1f} MiB, scan peak {peak / 2**20:.1f} MiB ({peak / len(data):.2f}x)")
+    # The body itself is held by the caller: what the check adds is a window of text and one row.
+    assert len(data) + peak <= 2 * len(data) + 64 * 1024  # plus one row
+
+
+def _scan_peak(data: bytearray) -> tuple[pages.ScannedPage, int]:
     gc.collect()
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         page = scan_callback(data)
-        peak = tracemalloc.get_traced_memory()[1] - base
+        return page, tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
-    assert page.rows == 50_000
-    print(f"\nbody {len(data) / 2**20:.1f} MiB, scan peak {peak / 2**20:.1f} MiB ({peak / len(data):.2f}x)")
-    # The body itself is held by the caller: what the check adds is its text and one row.
-    assert len(data) + peak <= 2 * len(data) + 64 * 1024  # plus one row
+
+
+def _with(member: bytes) -> bytes:
+    run = json.dumps(callback_body()["run"]).encode()
+    return b'{"run": ' + run + b", " + member + b"}"
+
+
+LIMIT = pages.MAX_VALUE_BYTES
+
+
+@pytest.mark.parametrize("window", [64, pages.WINDOW_BYTES, 4 * pages.MAX_VALUE_BYTES])
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        (b'"results": [{"a": [' + b",".join([b"{}"] * (LIMIT // 3)) + b"]}]", "a row of 'results'"),
+        (b'"input": [' + b",".join([b"{}"] * (LIMIT // 3 + 1)) + b'], "results": []', "'input'"),
+        (b'"results": [{}, {"a": "' + "é".encode() * (LIMIT // 2) + b'"}]', "a row of 'results'"),
+        (b'"results": [], "secret-key-name": "' + b"x" * LIMIT + b'"', "a top-level member"),
+        (b'"results": [0.' + b"0" * LIMIT + b"]", "a row of 'results'"),
+    ],
+    ids=["deep-row", "deep-input", "multibyte-row", "unknown-member", "long-number"],
+)
+def test_a_value_over_the_limit_is_refused_naming_the_member(
+    monkeypatch: pytest.MonkeyPatch, window: int, member: bytes, message: str
+) -> None:
+    monkeypatch.setattr(pages, "WINDOW_BYTES", window)
+    with pytest.raises(ValueTooLarge, match="larger than 256 KiB") as refused:
+        scan_callback(_with(member))
+    assert str(refused.value) == f"{message} is larger than 256 KiB"
+
+
+@pytest.mark.parametrize("window", [64, pages.WINDOW_BYTES, 4 * pages.MAX_VALUE_BYTES])
+def test_a_value_at_the_limit_is_accepted(monkeypatch: pytest.MonkeyPatch, window: int) -> None:
+    monkeypatch.setattr(pages, "WINDOW_BYTES", window)
+    row = b'{"a": "' + b"x" * (LIMIT - 9) + b'"}'
+    assert len(row) == LIMIT
+    data = _with(b'"results": [' + row + b", " + row + b'], "input": ' + row)
+    page = scan_callback(data)
+    assert (page.rows, page.digest) == (2, page_digest(json.loads(data)))
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        (b", ".join(b'"k%d": 1' % i for i in range(pages.MAX_MEMBERS)), "more than 64 top-level members"),
+        (b'"' + b"k" * 257 + b'": 1', "longer than 256 characters"),
+    ],
+    ids=["members", "key"],
+)
+def test_top_level_keys_are_bounded(members: bytes, message: str) -> None:
+    # Each key is held until the digest (sorted keys): millions of them cost ~200 bytes each.
+    with pytest.raises(BadCallback, match=message):
+        scan_callback(_with(members))
+    scan_callback(_with(b", ".join(members.split(b", ")[:-1]) or b'"k": 1'))  # one fewer: accepted
