@@ -37,7 +37,9 @@ MIN_SECRET_DISTINCT = 8
 # Values the docs show as examples: a deployment that copied one has a public secret. Compared
 # by their letters and digits only, so that any spelling of one ("<a long random string>") is
 # refused too (tests/callbacks/test_docs_placeholders.py reads every one the docs show).
-PLACEHOLDER_SECRETS = frozenset({"alongrandomstring", "changeme", "secret", "yoursecret"})
+PLACEHOLDER_SECRETS = frozenset(
+    {"alongrandomstring", "thecallbacksecret", "changeme", "secret", "yoursecret"}
+)
 
 
 def weak_secret(secret: str | None) -> str | None:

@@ -380,7 +380,7 @@ async def _post_webhooks(state: EmulatorState, job: V3Job, kind: str, urls: list
             )
             code = answer.status_code
         except (httpx.HTTPError, ValueError, OSError) as exc:
-            log.debug("Webhook of run %s failed: %s", job.uid, exc)
+            log.debug("Webhook of run %s failed: %s", job.uid, type(exc).__name__)  # not the URL: a token
             code = 0
         state.v3_webhooks_sent.append({"job_uid": job.uid, "kind": kind, "status_code": code})
 
