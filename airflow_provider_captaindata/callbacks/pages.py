@@ -47,6 +47,7 @@ _DECODER = json.JSONDecoder()
 # before a window's end, or be reread from a window starting at it.
 _LOOKAHEAD = 3
 _SLACK = 8  # bytes past MAX_VALUE_BYTES in a window for a value: lookahead, a cut character
+_TOKEN_CHARS = 10  # an error this near a window's end may be a token cut by it ("-Infinity")
 
 
 class BadCallback(ValueError):
@@ -125,8 +126,8 @@ class _Window:
                 value, end = _DECODER.raw_decode(self.text, self.pos)
                 if end + _LOOKAHEAD <= len(self.text) or self.final:
                     break
-            except json.JSONDecodeError:
-                if self.final:
+            except json.JSONDecodeError as exc:
+                if self.final or not _ran_out(exc, len(self.text)):
                     raise BadCallback("the body is not JSON") from None
             if self.pos == 0 and self.size >= MAX_VALUE_BYTES + _SLACK:
                 raise ValueTooLarge(f"{what} is larger than {MAX_VALUE_BYTES // 1024} KiB")
@@ -141,6 +142,13 @@ class _Window:
             raise ValueTooLarge(f"{what} is larger than {MAX_VALUE_BYTES // 1024} KiB")
         self.pos = end
         return value
+
+
+def _ran_out(exc: json.JSONDecodeError, length: int) -> bool:
+    """Whether the decoder failed at the end of a text of ``length`` characters, which may
+    then be a cut, not an error: it stops there, or within a token (``-Infinity``, an escape)
+    of it, or it reports where the string it could not end began."""
+    return exc.pos >= length - _TOKEN_CHARS or exc.msg.startswith("Unterminated string")
 
 
 def _name(key: str) -> str:

@@ -156,6 +156,23 @@ def test_a_value_at_the_limit_is_accepted(monkeypatch: pytest.MonkeyPatch, windo
     assert (page.rows, page.digest) == (2, page_digest(json.loads(data)))
 
 
+@pytest.mark.parametrize("window", [64, pages.WINDOW_BYTES])
+@pytest.mark.parametrize(
+    "row",
+    [b'{"a": 1,}', b'{"a": tru}', b'{"a": "\\x"}', b'{"a" 1}', b'{"a": [1 2]}', b'{"a": "\x01"}'],
+    ids=["trailing-comma", "literal", "escape", "colon", "comma", "control-character"],
+)
+def test_a_malformed_row_far_from_the_end_is_not_json_not_too_large(
+    monkeypatch: pytest.MonkeyPatch, window: int, row: bytes
+) -> None:
+    # A decode error inside a window is the body's, not a cut by the window's end: 400, not 413.
+    monkeypatch.setattr(pages, "WINDOW_BYTES", window)
+    rows = [b'{"x": "%d"}' % i for i in range(100_000)]
+    rows[10] = row
+    with pytest.raises(BadCallback, match=r"^the body is not JSON$"):
+        scan_callback(_with(b'"results": [' + b", ".join(rows) + b"]"))
+
+
 @pytest.mark.parametrize(
     ("members", "message"),
     [

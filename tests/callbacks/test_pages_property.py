@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_captaindata.callbacks import pages
-from airflow_provider_captaindata.callbacks.pages import BadCallback, scan_callback
+from airflow_provider_captaindata.callbacks.pages import BadCallback, ValueTooLarge, scan_callback
 from airflow_provider_captaindata.callbacks.storage import is_uuid, page_digest
 
 
@@ -123,8 +123,9 @@ def test_scans_as_parsing_whole(
     saved, pages.WINDOW_BYTES = pages.WINDOW_BYTES, window  # no monkeypatch: a function-scoped fixture
     try:
         if expected is None:
-            with pytest.raises(BadCallback):
+            with pytest.raises(BadCallback) as refused:
                 scan_callback(data)
+            assert not isinstance(refused.value, ValueTooLarge)  # no value here is near the limit
         else:
             page = scan_callback(bytearray(data))
             assert (page.run_uid, page.batch_uid, page.status, page.rows, page.digest) == expected
