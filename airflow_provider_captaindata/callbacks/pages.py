@@ -23,6 +23,7 @@ Text is UTF-8 (RFC 8259).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -201,7 +202,8 @@ def _members(window: _Window) -> dict[str, int]:
     """Walk the top-level object, checking each member's value is JSON (``results``: row by
     row); return the byte offset of each key's last value (``json.loads`` keeps the last)."""
     if window.peek() != "{":
-        window.value("the body")  # not JSON at all: BadCallback; JSON but not an object:
+        with contextlib.suppress(ValueTooLarge):  # large or not, it is no callback: 400
+            window.value("the body")  # not JSON at all: BadCallback; JSON but not an object:
         raise BadCallback("the body must be a JSON object")
     window.pos += 1
     offsets: dict[str, int] = {}

@@ -83,8 +83,15 @@ def test_digest_is_page_digest_for_any_content() -> None:
     ],
 )
 def test_bad_bodies(raw: bytes) -> None:
-    with pytest.raises(BadCallback):
+    with pytest.raises(BadCallback) as refused:
         scan_callback(raw)
+    assert not isinstance(refused.value, ValueTooLarge)
+
+
+def test_a_large_body_that_is_not_an_object_is_no_callback() -> None:
+    with pytest.raises(BadCallback, match="must be a JSON object") as refused:
+        scan_callback(b"[" + b"1, " * pages.MAX_VALUE_BYTES + b"1]")
+    assert not isinstance(refused.value, ValueTooLarge)  # a 400: the body is within its limit
 
 
 @pytest.mark.parametrize("name", ["x", "\U0001f600"], ids=["ascii", "one-emoji"])
