@@ -14,7 +14,9 @@ What a callback in flight holds (issue 22), whatever the body's shape:
 * one built value: each row of ``results`` and each other top-level member's value must fit
   in ``MAX_VALUE_BYTES`` of JSON, else the body is refused (``ValueTooLarge``, answered 413):
   a member of millions of ``{}`` costs 64 bytes of Python per 3 bytes of JSON when built;
-* at most ``MAX_MEMBERS`` top-level members, keys of at most ``MAX_KEY_CHARS`` characters.
+* at most ``MAX_MEMBERS`` top-level members, keys of at most ``MAX_KEY_CHARS`` characters,
+  values nested at most ``MAX_DEPTH`` levels (so that a task can read every accepted page,
+  whatever its stack's depth).
 
 It computes the same digest as :func:`~.storage.page_digest` (the canonical JSON of everything
 but ``run``, fed to SHA-256 piece by piece), so pages stored by earlier versions keep their names.
@@ -39,9 +41,16 @@ MAX_VALUE_BYTES = 256 * 1024  # of JSON in one built value: a row, or a member b
 WINDOW_BYTES = MAX_VALUE_BYTES
 MAX_MEMBERS = 64  # top-level members, repeated keys included (a callback has six)
 MAX_KEY_CHARS = 256
+# Levels of arrays and objects in one value. json.loads' limit is the caller's remaining
+# recursion budget: a page the receiver's shallow checking thread could build, a task reading
+# it from a deeper stack could not. A bound of its own makes every accepted page readable.
+MAX_DEPTH = 64
 KNOWN_MEMBERS = ("run", "input", "custom_data", "error", "results_count", "results")
 
 _WS = re.compile(r"[ \t\n\r]*")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\[\]|\{\}")
 _DECODER = json.JSONDecoder()
 # A number's end is seen one character past it, and "1.5e" + "7" can only be told from "1.5"
 # (then "e" as a syntax error) two characters further: a value must end this many characters
@@ -130,6 +139,7 @@ class _Window:
             except json.JSONDecodeError as exc:
                 if self.final or not _ran_out(exc, len(self.text)):
                     raise BadCallback("the body is not JSON") from None
+            value = None  # built from a cut window: let it go before the reload builds it again
             if self.pos == 0 and self.size >= MAX_VALUE_BYTES + _SLACK:
                 raise ValueTooLarge(f"{what} is larger than {MAX_VALUE_BYTES // 1024} KiB")
             self.load(self.offset(), min(2 * self.size, MAX_VALUE_BYTES + _SLACK) if self.pos == 0 else 0)
@@ -141,8 +151,23 @@ class _Window:
             and len(self.text[self.pos : end].encode()) > MAX_VALUE_BYTES
         ):
             raise ValueTooLarge(f"{what} is larger than {MAX_VALUE_BYTES // 1024} KiB")
+        if _too_deep(self.text, self.pos, end):
+            raise BadCallback(f"{what} nests more than {MAX_DEPTH} levels")
         self.pos = end
         return value
+
+
+def _too_deep(text: str, start: int, end: int) -> bool:
+    """Whether the JSON value ``text[start:end]`` nests more than ``MAX_DEPTH`` levels: its
+    brackets outside strings, innermost pairs taken away once per level (in C, not per token)."""
+    if end - start <= 2 * MAX_DEPTH or text.count("[", start, end) + text.count("{", start, end) <= MAX_DEPTH:
+        return False
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text[start:end]))
+    for _ in range(MAX_DEPTH):
+        brackets = _INNERMOST.sub("", brackets)
+        if not brackets:
+            return False
+    return True
 
 
 def _ran_out(exc: json.JSONDecodeError, length: int) -> bool:
@@ -177,9 +202,12 @@ def _rows(window: _Window, hasher: Any | None) -> int:
             except ValueError:
                 end = len(text)
             if end + _LOOKAHEAD > len(text) or end - pos > long:
+                row = None  # one built value at a time: let it go before building it again
                 window.pos = pos
                 row = window.value("a row of 'results'")
                 text, end = window.text, window.pos
+            elif _too_deep(text, pos, end):
+                raise BadCallback(f"a row of 'results' nests more than {MAX_DEPTH} levels")
             if hasher is not None:
                 if not isinstance(row, dict):
                     raise BadCallback("'results' must be a list of objects")
@@ -191,6 +219,10 @@ def _rows(window: _Window, hasher: Any | None) -> int:
                 pos = ws(text, pos + 1).end()  # type: ignore[union-attr]
                 continue
             window.pos = pos
+            if window.peek() == ",":  # the whitespace ran to the window's end
+                window.pos += 1
+                text, pos = window.text, window.pos
+                continue
             window.expect("]")
             break
     if hasher:
@@ -264,11 +296,12 @@ def _scan(window: _Window) -> ScannedPage:
             raise BadCallback(f"'run.{name}' must be a UUID")
     if not isinstance(run.get("status"), str) or not run["status"]:
         raise BadCallback("'run.status' must be a string")
+    ids = (run["run_uid"].lower(), run["batch_uid"].lower(), run["status"])
+    del run  # one built value at a time: only its ids are kept
     count = window.value("'results_count'") if at("results_count") else None
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
         raise BadCallback("'results_count' must be a non-negative integer")
-    custom = window.value("'custom_data'") if at("custom_data") else None
-    if custom is not None and not isinstance(custom, dict):
+    if at("custom_data") and not isinstance(window.value("'custom_data'"), dict | None):
         raise BadCallback("'custom_data' must be an object")
     if at("results") and window.peek() != "[" and window.value("'results'") is not None:
         raise BadCallback("'results' must be a list of objects")
@@ -284,10 +317,4 @@ def _scan(window: _Window) -> ScannedPage:
         else:
             hasher.update(_canonical(window.value(_name(key))).encode())
     hasher.update(b"}")
-    return ScannedPage(
-        run_uid=run["run_uid"].lower(),
-        batch_uid=run["batch_uid"].lower(),
-        status=run["status"],
-        rows=rows,
-        digest=hasher.hexdigest()[:DIGEST_CHARS],
-    )
+    return ScannedPage(*ids, rows=rows, digest=hasher.hexdigest()[:DIGEST_CHARS])
