@@ -35,12 +35,16 @@ def scrub_url_tokens(text: str) -> str:
     return text
 
 
-def scrub_url_tokens_in(value: Any) -> Any:
-    """:func:`scrub_url_tokens` on every string of a JSON-like value (a run object)."""
+def scrub(value: Any, secrets: tuple[str, ...] = ()) -> Any:
+    """``value`` with every secret replaced by ``***``, and every signed URL's token
+    (:func:`scrub_url_tokens`), in strings nested in dicts (keys too) and lists."""
     if isinstance(value, str):
+        for secret in secrets:
+            if secret:  # an empty "secret" would insert *** between every character
+                value = value.replace(secret, SCRUBBED)
         return scrub_url_tokens(value)
     if isinstance(value, dict):
-        return {key: scrub_url_tokens_in(item) for key, item in value.items()}
+        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [scrub_url_tokens_in(item) for item in value]
+        return [scrub(v, secrets) for v in value]
     return value

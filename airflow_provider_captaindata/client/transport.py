@@ -38,8 +38,7 @@ from airflow_provider_captaindata.client.body import (
 )
 from airflow_provider_captaindata.client.paging import describe_origin
 from airflow_provider_captaindata.client.policy import DEFAULT_POLICY, ApiRequest, ApiResponse, RetryPolicy
-from airflow_provider_captaindata.client.scrub import SCRUBBED as _SCRUBBED
-from airflow_provider_captaindata.client.scrub import scrub_url_tokens
+from airflow_provider_captaindata.client.scrub import scrub
 from airflow_provider_captaindata.exceptions import (
     CaptainDataAPIError,
     CaptainDataError,
@@ -51,7 +50,6 @@ if TYPE_CHECKING:
 
 USER_AGENT = f"airflow-provider-captaindata/{__version__}"
 _ERROR_TEXT_LIMIT = 300
-
 _SECRET_PART_CHARS = 16  # a callback URL's parts this long (tokens, launch keys) are scrubbed
 
 
@@ -73,22 +71,6 @@ def callback_secrets(body: Any) -> tuple[str, ...]:
     if isinstance(headers, dict):
         found += [str(value) for value in headers.values() if value]
     return tuple(found)
-
-
-def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    """``value`` with every secret replaced by ``***``, in strings nested in dicts and lists too,
-    and any signed callback or webhook URL's token: an answer may echo a URL its request did not
-    carry (a replay's error names the page's callback URL)."""
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret:  # an empty "secret" would insert *** between every character
-                value = value.replace(secret, _SCRUBBED)
-        return scrub_url_tokens(value)
-    if isinstance(value, dict):
-        return {_scrub(k, secrets): _scrub(v, secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub(v, secrets) for v in value]
-    return value
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -126,19 +108,19 @@ def api_error(
     if isinstance(body, dict) and ("error_label" in body or "message" in body):
         return CaptainDataAPIError(
             status_code,
-            _scrub(str(body.get("message") or "").strip(), secrets) or "no message",
-            error_label=_scrub(body.get("error_label"), secrets),
-            error_scope=_scrub(body.get("error_scope"), secrets),
-            error_ref=_scrub(body.get("error_ref"), secrets),
-            params=_scrub(body.get("params"), secrets),
-            data=_scrub(body.get("data"), secrets),
+            scrub(str(body.get("message") or "").strip(), secrets) or "no message",
+            error_label=scrub(body.get("error_label"), secrets),
+            error_scope=scrub(body.get("error_scope"), secrets),
+            error_ref=scrub(body.get("error_ref"), secrets),
+            params=scrub(body.get("params"), secrets),
+            data=scrub(body.get("data"), secrets),
             method=request.method,
             path=request.path,
             retry_after=retry_after,
             hint=hint,
         )
     # Scrubbed before the cut, so a key straddling the limit cannot leave a prefix behind.
-    text = _scrub(content.decode("utf-8", "replace"), secrets)
+    text = scrub(content.decode("utf-8", "replace"), secrets)
     snippet = " ".join(text.split())[:_ERROR_TEXT_LIMIT] or "empty body"
     return CaptainDataAPIError(
         status_code, snippet, method=request.method, path=request.path, retry_after=retry_after, hint=hint

@@ -471,10 +471,10 @@ class CaptainDataRunActionOperator(CaptainDataRunOperatorBase):
     def collect(self, context: Any, run_uid: str) -> Any:
         if self.callback_url:
             # The author receives the pages at their own URL: the task returns the final run.
-            from airflow_provider_captaindata.client.scrub import scrub_url_tokens_in
+            from airflow_provider_captaindata.client.scrub import scrub
 
             # Its last error may name a signed URL (a page's), token included: not into XCom.
-            return scrub_url_tokens_in(self.hook.get_action_run(run_uid).model_dump(mode="json"))
+            return scrub(self.hook.get_action_run(run_uid).model_dump(mode="json"))
         from airflow_provider_captaindata.callbacks.reconcile import reconcile_run
 
         _, _, storage = self.receiver_settings()
