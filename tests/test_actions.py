@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_captaindata.callbacks.tokens import callback_url_for
 from airflow_provider_captaindata.exceptions import CaptainDataConfigError
 from airflow_provider_captaindata.hooks.captaindata import CaptainDataHook
 from airflow_provider_captaindata.operators.actions import CaptainDataRunActionOperator
@@ -299,3 +300,18 @@ def test_bad_rendered_values_fail_before_any_call(emulator: Any, field: str, ren
     with pytest.raises(AirflowFailException, match=field):
         op.execute({"ti": TI(), "run_id": "r"})
     assert emulator.requests() == []
+
+
+def test_the_final_run_in_xcom_carries_no_signed_url_token(emulator: Any) -> None:
+    # From a review: with the author's callback_url the task returns the final run, whose last
+    # error may name a signed URL (another launch's page): its token stays out of XCom.
+    signed = callback_url_for(
+        "https://airflow.example.com/captaindata", "a-strong-secret-0123456789", "ab" * 12
+    )
+    token = signed.rsplit("/", 1)[1]
+    emulator.force_outcome(EXTRACT, "PARTIAL_SUCCEEDED", error_message=f"page 2 to {signed} answered 502")
+    dag_run = run_dag(async_dag("final_run_token_scrubbed", inputs=3))
+    assert task_states(dag_run) == {"action": "success"}  # partial_success="warn"
+    final = xcom(dag_run, "action")
+    assert "answered 502" in json.dumps(final)  # the run's error is in the XCom value
+    assert token not in json.dumps(final), f"XCom return_value carries the token: {final.get('last_error')}"
